@@ -1,0 +1,5 @@
+import sys
+
+from dllab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,111 @@
+"""The `dllab` command: a thin parser that hands each subcommand to library code.
+
+Every capability lives in its own package `dllab.<capability>` and plugs in here without editing this
+file's logic:
+
+- `dllab/<capability>/cli.py` defines `add_commands(subparsers)`, which adds one parser named after the
+  capability (with its own sub-commands); each leaf parser calls `set_defaults(func=handler)`, where
+  `handler(args) -> int` is the exit code. A leaf that takes config overrides (`--optim.lr=0.01`) also sets
+  `overrides=True`; the unparsed `--key value` words then arrive as `args.overrides`.
+- `dllab/<capability>/bench.py` defines `add_bench(subparsers)`, which adds `dllab bench <capability>`.
+- Handlers import torch-heavy modules inside their body, so `dllab --help` stays quick.
+
+A `UserError` raised anywhere ends the command with its message and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from dllab import __version__
+from dllab.errors import UserError
+
+# The capabilities in the order `dllab --help` lists them.
+CAPABILITIES: dict[str, str] = {
+    "vision": "CNN image classification: OCTMNIST / Intel landscapes / Fashion-MNIST (Q2)",
+    "attention": "softmax vs Taylor linear attention kernels, derivation checks (2023-24 Q1)",
+    "hopfield": "modern Hopfield networks: energy, CCCP update, retrieval (2024-25 Q1)",
+    "p2g": "phoneme-to-spelling seq2seq with Bahdanau attention (2024-25 Q3)",
+    "asr": "speech recognition: log-mel -> Transformer encoder -> decoders (2023-24 Q3)",
+}
+
+EPILOG = """examples:
+  dllab vision train --preset hw2023 --epochs 2     one CNN run on Fashion-MNIST
+  dllab vision sweep --preset hw2023                the homework's learning-rate sweep
+  dllab report                                      rebuild report/index.html from runs/
+  dllab bench vision                                measured speed next to the course loop
+"""
+
+
+def _plugin(capability: str, module: str):
+    name = f"dllab.{capability}.{module}"
+    if importlib.util.find_spec(f"dllab.{capability}") is None or importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dllab",
+        description="Run, study and extend the experiments of IST Deep Learning Homework 2.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"dllab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for capability in CAPABILITIES:
+        plugin = _plugin(capability, "cli")
+        if plugin is not None:
+            plugin.add_commands(sub)
+
+    from dllab.report import cli as report_cli
+
+    report_cli.add_commands(sub)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: measured figures printed next to their baseline",
+        description="Each benchmark prints dllab's measured figures side by side with the baseline.",
+        epilog="example:\n  dllab bench vision --quick",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench_sub = bench.add_subparsers(dest="bench", metavar="<benchmark>")
+    for capability in CAPABILITIES:
+        plugin = _plugin(capability, "bench")
+        if plugin is not None:
+            plugin.add_bench(bench_sub)
+    bench.set_defaults(func=lambda args: _print_help(bench))
+    return parser
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "overrides", False):
+        args.overrides = extra
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except UserError as err:
+        print(f"dllab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dllab: interrupted (rerun with --resume to continue from the last checkpoint)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

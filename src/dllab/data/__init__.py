@@ -1,0 +1,1 @@
+"""Datasets, one module per source; each split held as tensors in memory."""

@@ -1,0 +1,218 @@
+"""The one training loop for every model in dllab.
+
+A model plugs in with three things:
+    train_data   an object with __len__ and batch(idx: LongTensor) -> tensors (e.g. data.images.TensorData)
+    loss_fn      (model, batch) -> scalar mean loss of the batch
+    evaluate_fn  (model) -> {"val_acc": ..., ...}; called under eval() and no_grad() after every epoch
+The loop shuffles with its own seeded generator, takes batches by index, checkpoints atomically after
+every epoch, keeps the best checkpoint by `monitor`, logs one metrics record per epoch, and resumes an
+interrupted run bit for bit (model, optimizer, schedule and both RNG states are in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from dllab.config import option
+from dllab.engine.checkpoint import load_checkpoint, save_checkpoint
+from dllab.engine.logs import progress
+from dllab.engine.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: Literal["sgd", "adam", "adamw"] = option("sgd", "the skeleton's -optimizer")
+    lr: float = option(0.01, "learning rate (the skeleton's -learning_rate)")
+    momentum: float = option(0.0, "SGD momentum (the skeletons use none)")
+    weight_decay: float = option(0.0, "L2 decay (the skeleton's -l2_decay)")
+    schedule: Literal["constant", "warmup_linear"] = option(
+        "constant", "constant, or linear warm-up for warmup_steps then linear decay to 0"
+    )
+    warmup_steps: int = option(0, "steps of linear warm-up (warmup_linear)")
+    grad_clip: float = option(0.0, "clip the gradient norm to this value; 0 = off")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = option(15, "training epochs")
+    batch_size: int = option(8, "examples per optimisation step")
+    seed: int = option(42, "seeds initialisation, dropout and shuffling")
+    threads: int = option(0, "torch CPU threads; 0 = torch's default")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "auto = cuda when available")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from dllab.errors import UserError
+
+        raise UserError("--train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
+    """A per-step LambdaLR: constant, or linear warm-up then linear decay to zero at total_steps."""
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    warm = max(cfg.warmup_steps, 0)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def index_batches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> list[Tensor]:
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    return list(order.split(batch_size))
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, tuple | list):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def eval_batches(data, batch_size: int) -> Iterator[Any]:
+    """Batches of `data` in order, for evaluation."""
+    for start in range(0, len(data), batch_size):
+        yield data.batch(torch.arange(start, min(start + batch_size, len(data))))
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_value: float
+
+
+def fit(
+    model: nn.Module,
+    train_data,
+    loss_fn: Callable[[nn.Module, Any], Tensor],
+    evaluate_fn: Callable[[nn.Module], dict[str, float]],
+    optim_cfg: OptimConfig,
+    train_cfg: TrainConfig,
+    run: RunDir,
+    monitor: str = "val_acc",
+    mode: Literal["max", "min"] = "max",
+    resume: bool = False,
+    show_progress: bool = True,
+) -> FitResult:
+    """Train `model` (already built under `seed_everything(train_cfg.seed)`) and fill `run`."""
+    device = resolve_device(train_cfg.device)
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    model.to(device)
+    optimizer = make_optimizer(model.parameters(), optim_cfg)
+    steps_per_epoch = math.ceil(len(train_data) / train_cfg.batch_size)
+    schedule = make_schedule(optimizer, optim_cfg, steps_per_epoch * train_cfg.epochs)
+    shuffle_rng = torch.Generator().manual_seed(train_cfg.seed)
+    better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+    best_value = -math.inf if mode == "max" else math.inf
+    best_epoch, start_epoch = 0, 1
+
+    if resume and run.last_checkpoint.exists():
+        state = load_checkpoint(run.last_checkpoint, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        shuffle_rng.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        best_value, best_epoch = float(state["best_value"]), int(state["best_epoch"])
+        start_epoch = int(state["epoch"]) + 1
+        run.truncate_metrics(start_epoch - 1)
+        log.info("%s: resuming after epoch %d", run.path, start_epoch - 1)
+    elif run.metrics_path.exists():
+        run.truncate_metrics(0)
+
+    for epoch in range(start_epoch, train_cfg.epochs + 1):
+        began = time.perf_counter()
+        model.train()
+        total, count = torch.zeros((), device=device), 0
+        batches = index_batches(len(train_data), train_cfg.batch_size, shuffle_rng)
+        desc = f"{run.name} epoch {epoch}/{train_cfg.epochs}"
+        for idx in progress(batches, total=len(batches), desc=desc, enabled=show_progress):
+            batch = to_device(train_data.batch(idx), device)
+            loss = loss_fn(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if optim_cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            # Accumulate on device: no host sync per step.
+            total += loss.detach()
+            count += 1
+        train_seconds = time.perf_counter() - began
+        model.eval()
+        with torch.no_grad():
+            metrics = evaluate_fn(model)
+        record = {
+            "epoch": epoch,
+            "train_loss": float(total) / max(count, 1),
+            **{k: float(v) for k, v in metrics.items()},
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_seconds": train_seconds,
+            "seconds": time.perf_counter() - began,
+        }
+        if monitor not in record:
+            raise KeyError(f"monitor {monitor!r} is not among the metrics {sorted(record)}")
+        if better(record[monitor], best_value):
+            best_value, best_epoch = record[monitor], epoch
+            save_checkpoint(run.best_checkpoint, {"model": model.state_dict(), "epoch": epoch, monitor: best_value})
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "shuffle_rng": shuffle_rng.get_state(),
+            "rng": torch.get_rng_state(),
+            "epoch": epoch,
+            "best_value": best_value,
+            "best_epoch": best_epoch,
+        }
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state()
+        save_checkpoint(run.last_checkpoint, state)
+        run.append_metrics(record)
+        shown = " ".join(
+            f"{k}={v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds", "train_seconds", "lr")
+        )
+        log.info("%s epoch %d/%d %s (%.1fs)", run.name, epoch, train_cfg.epochs, shown, record["seconds"])
+    return FitResult(run.read_metrics(), best_epoch, best_value)
+
+
+def load_best(model: nn.Module, run: RunDir, device: torch.device | str = "cpu") -> nn.Module:
+    model.load_state_dict(load_checkpoint(run.best_checkpoint, map_location=device)["model"])
+    return model
