@@ -1,0 +1,98 @@
+"""Text metrics for every sequence-to-sequence model in dllab (phoneme-to-spelling, speech recognition).
+
+All functions take hypotheses first and references second, as parallel lists of strings, and return a
+Python float. Edit distances come from rapidfuzz / jiwer and the 2023-24 similarities from textdistance;
+nothing here is hand-written dynamic programming.
+
+    character_error_rate     total character edit distance / total reference characters (corpus level)
+    word_error_rate          standard word-level WER of sentences (jiwer: total word edits / total ref words)
+    single_word_error_rate   the 2024-25 course's "WER" for one-word outputs: share of outputs != gold
+    wer_at_k                 share of inputs whose k samples all differ from gold (correct if any matches)
+    jaccard_similarity, cosine_similarity, damerau_levenshtein_similarity
+                             the 2023-24 course's per-pair textdistance similarities, averaged over pairs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jiwer
+import textdistance
+from rapidfuzz.distance import Levenshtein
+
+
+def _check_pairs(hyps: Sequence, refs: Sequence, what: str = "hyps") -> None:
+    if len(hyps) != len(refs):
+        raise ValueError(f"{what} and refs differ in length ({len(hyps)} vs {len(refs)})")
+    if len(refs) == 0:
+        raise ValueError("refs is empty: a metric over zero examples is undefined")
+
+
+def character_error_rate(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Sum over pairs of the Levenshtein distance (unit-cost insert/delete/substitute, rapidfuzz), divided
+    by the total number of reference characters. Can exceed 1 when hypotheses are long."""
+    _check_pairs(hyps, refs)
+    total_ref = sum(len(r) for r in refs)
+    if total_ref == 0:
+        raise ValueError("refs hold no characters: CER is undefined")
+    edits = sum(Levenshtein.distance(h, r) for h, r in zip(hyps, refs, strict=True))
+    return edits / total_ref
+
+
+def word_error_rate(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus-level word error rate of sentences with jiwer: (S + D + I) / total reference words, words
+    split on whitespace. A reference with no words is an error (jiwer cannot score it)."""
+    _check_pairs(hyps, refs)
+    if any(not r.split() for r in refs):
+        raise ValueError("a reference holds no words: WER is undefined for it")
+    return float(jiwer.wer(list(refs), list(hyps)))
+
+
+def single_word_error_rate(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """The 2024-25 course's word error rate for one-word outputs: the share of hypotheses that are not
+    exactly equal to their reference (case-sensitive)."""
+    _check_pairs(hyps, refs)
+    return sum(h != r for h, r in zip(hyps, refs, strict=True)) / len(refs)
+
+
+def wer_at_k(samples: Sequence[Sequence[str]], refs: Sequence[str]) -> float:
+    """WER@k: `samples[i]` holds the k outputs drawn for input i; input i counts as correct when any of
+    them equals `refs[i]`. Returns the share of inputs that are not correct."""
+    _check_pairs(samples, refs, "samples")
+    if any(len(s) == 0 for s in samples):
+        raise ValueError("every input needs at least one sample")
+    return sum(r not in set(s) for s, r in zip(samples, refs, strict=True)) / len(refs)
+
+
+def _mean_similarity(measure, hyps: Sequence[str], refs: Sequence[str]) -> float:
+    _check_pairs(hyps, refs)
+    return sum(measure.normalized_similarity(h, r) for h, r in zip(hyps, refs, strict=True)) / len(refs)
+
+
+def jaccard_similarity(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Mean over pairs of `textdistance.jaccard.normalized_similarity` (as the 2023-24 course computed it).
+
+    Characters are counted as MULTISETS (textdistance's default `as_set=False`, q-grams of 1 character):
+    |A ∩ B| / |A ∪ B| with min / max counts, so "aab" vs "ab" is 2/3. Two empty strings score 1."""
+    return _mean_similarity(textdistance.jaccard, hyps, refs)
+
+
+def cosine_similarity(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Mean over pairs of `textdistance.cosine.normalized_similarity` (Otsuka–Ochiai on character
+    MULTISETS: |A ∩ B| / sqrt(|A| |B|) with counts, so "aab" vs "ab" is 2/sqrt(6))."""
+    return _mean_similarity(textdistance.cosine, hyps, refs)
+
+
+def damerau_levenshtein_similarity(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Mean over pairs of `textdistance.damerau_levenshtein.normalized_similarity`:
+    1 - distance / max(len(h), len(r)).
+
+    textdistance's default instance is the RESTRICTED variant (optimal string alignment, `restricted=True`):
+    a transposed pair cannot be edited again, so d("ca", "abc") = 3 (the unrestricted distance is 2)."""
+    return _mean_similarity(textdistance.damerau_levenshtein, hyps, refs)
+
+
+def text_metrics(hyps: Sequence[str], refs: Sequence[str], words: bool = False) -> dict[str, float]:
+    """CER plus the word error rate that fits the data: sentence WER (`words=True`) or single-word WER."""
+    wer = word_error_rate(hyps, refs) if words else single_word_error_rate(hyps, refs)
+    return {"cer": character_error_rate(hyps, refs), "wer": wer}
