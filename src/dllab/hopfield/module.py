@@ -77,7 +77,7 @@ class HopfieldRetrieval(nn.Module):
                 f"got {tuple(patterns.shape)}"
             )
         if patterns.dim() == 3 and patterns.shape[0] != query.shape[0]:
-            raise ValueError(f"patterns: batch size {patterns.shape[0]} differs from query's {query.shape[0]}")
+            raise ValueError(f"patterns: batch {patterns.shape[0]} differs from query batch {query.shape[0]}")
         squeeze = query.dim() == 2
         r = query.unsqueeze(1) if squeeze else query  # (B, L, D)
         y = patterns.expand(r.shape[0], *patterns.shape) if patterns.dim() == 2 else patterns  # (B, N, D)
