@@ -1,0 +1,236 @@
+"""Training and testing a speech recogniser: config, data splits, the engine's `fit`, greedy evaluation.
+
+    cfg = ASRConfig()                               the notebook's defaults on the embedded espeak-ng corpus
+    summary = train_run(cfg, Path("runs/asr/transformer"))
+    test_run(Path("runs/asr/transformer"))           decode the test split with the best checkpoint
+
+Per epoch the run records train loss, validation loss (label-smoothed, padding ignored), and on greedy
+transcripts of the validation split: CER, WER and the 2023-24 course's Jaccard / cosine /
+Damerau-Levenshtein similarities averaged per utterance (`dllab.seq2seq.metrics`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dllab.asr import text as vocab
+from dllab.asr.features import FeatureConfig, FeatureSet, SpeechData, compute_features
+from dllab.asr.model import ASRModel, ModelConfig, count_parameters, loss_fn
+from dllab.config import option
+from dllab.data.espeak_corpus import CorpusConfig, build_corpus, cache_root
+from dllab.data.ljspeech import download_ljspeech, read_metadata, split_ranges
+from dllab.engine import OptimConfig, RunDir, TrainConfig, eval_batches, fit, load_best, seed_everything
+from dllab.engine.checkpoint import atomic_write_json
+from dllab.errors import UserError
+from dllab.seq2seq import metrics
+from dllab.seq2seq.decoding import BeamSearchDecoder, GreedyDecoder, decode
+
+log = logging.getLogger(__name__)
+EXPERIMENT = "asr"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: str = option(
+        "espeak", "espeak (embedded, built by `dllab asr build-corpus`), ljspeech, or a folder"
+    )
+    train_limit: int = option(0, "use the first N training utterances (0 = all)")
+    eval_limit: int = option(0, "use the first N validation and test utterances (0 = all)")
+
+
+@dataclass(frozen=True)
+class ASRConfig:
+    model: ModelConfig = option(ModelConfig(), "")
+    data: DataConfig = option(DataConfig(), "")
+    corpus: CorpusConfig = option(CorpusConfig(), "")
+    features: FeatureConfig = option(FeatureConfig(), "")
+    optim: OptimConfig = option(
+        OptimConfig(optimizer="adamw", lr=1e-3, schedule="warmup_linear", warmup_steps=200), ""
+    )
+    train: TrainConfig = option(TrainConfig(epochs=15, batch_size=16), "")
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy (padding is ignored)")
+    eval_batch_size: int = option(64, "utterances decoded at once during evaluation")
+
+
+# -- data ----------------------------------------------------------------------------------------------
+
+
+def corpus_root(cfg: ASRConfig, show_progress: bool = True) -> Path:
+    if cfg.data.corpus == "espeak":
+        return build_corpus(cfg.corpus, show_progress=show_progress)
+    if cfg.data.corpus == "ljspeech":
+        return download_ljspeech(cache_root() / "ljspeech")
+    root = Path(cfg.data.corpus).expanduser()
+    if not root.is_dir():
+        raise UserError(f"--data.corpus: {root} is not a folder (nor 'espeak' or 'ljspeech')")
+    return root
+
+
+def load_splits(cfg: ASRConfig, show_progress: bool = True) -> dict[str, FeatureSet]:
+    """train / val / test features of the configured corpus (the course's split by index), cached."""
+    root = corpus_root(cfg, show_progress).resolve()
+    utterances = read_metadata(root)
+    tag = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    cache = cache_root() / "features" / f"{root.name}-{tag}"
+    limits = {"train": cfg.data.train_limit, "val": cfg.data.eval_limit, "test": cfg.data.eval_limit}
+    out = {}
+    for split, rng in split_ranges(len(utterances)).items():
+        chosen = [utterances[i] for i in rng]
+        if limits[split]:
+            chosen = chosen[: limits[split]]
+        if not chosen:
+            raise UserError(f"{root}: the {split} split is empty ({len(utterances)} utterances in all)")
+        suffix = f"-{limits[split]}" if limits[split] else ""
+        out[split] = compute_features(
+            chosen, cfg.features, cache / f"{split}{suffix}.pt", desc=f"{split} features"
+        )
+    return out
+
+
+# -- evaluation ----------------------------------------------------------------------------------------
+
+
+def transcribe(model: ASRModel, data: SpeechData, batch_size: int = 64, beam_size: int = 1) -> list[str]:
+    """Transcripts of every utterance of `data`, greedy (beam_size 1) or by beam search."""
+    strategy = GreedyDecoder() if beam_size <= 1 else BeamSearchDecoder(beam_size)
+    device = next(model.parameters()).device
+    hyps: list[str] = []
+    model.eval()
+    for batch in eval_batches(data, batch_size):
+        src = {k: v.to(device) for k, v in batch.items() if k != "tokens"}
+        ids = decode(model, src, strategy, sos=vocab.SOS, eos=vocab.EOS, max_len=vocab.MAX_TOKENS - 1)
+        hyps.extend(vocab.decode(row) for row in ids)
+    return hyps
+
+
+def score(hyps: list[str], refs: list[str]) -> dict[str, float]:
+    """CER, WER and the course's three similarities (averaged per utterance)."""
+    return {
+        "cer": metrics.character_error_rate(hyps, refs),
+        "wer": metrics.word_error_rate(hyps, refs),
+        "jaccard": metrics.jaccard_similarity(hyps, refs),
+        "cosine": metrics.cosine_similarity(hyps, refs),
+        "damerau_levenshtein": metrics.damerau_levenshtein_similarity(hyps, refs),
+    }
+
+
+@torch.no_grad()
+def mean_loss(model: ASRModel, data: SpeechData, batch_size: int, label_smoothing: float) -> float:
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for batch in eval_batches(data, batch_size):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        n = int((batch["tokens"][:, 1:] != vocab.PAD).sum())
+        total += float(loss_fn(model, batch, label_smoothing)) * n
+        count += n
+    return total / max(count, 1)
+
+
+def evaluate(model: ASRModel, data: SpeechData, cfg: ASRConfig) -> dict[str, float]:
+    """Loss and text metrics of greedy transcripts of `data`."""
+    began = time.perf_counter()
+    hyps = transcribe(model, data, cfg.eval_batch_size)
+    decode_seconds = time.perf_counter() - began
+    out = {
+        "loss": mean_loss(model, data, cfg.eval_batch_size, cfg.label_smoothing),
+        **score(hyps, data.features.texts),
+    }
+    out["decode_seconds"] = decode_seconds
+    return out
+
+
+# -- runs ----------------------------------------------------------------------------------------------
+
+
+def build_model(cfg: ASRConfig) -> ASRModel:
+    seed_everything(cfg.train.seed)
+    return ASRModel(cfg.model)
+
+
+def train_run(
+    cfg: ASRConfig, run_path: Path, resume: bool = False, overwrite: bool = False, show_progress: bool = True
+) -> dict[str, Any]:
+    """Train one model into `run_path` with the engine's `fit`, then test it; returns the test summary."""
+    splits = load_splits(cfg, show_progress)
+    train, val = SpeechData(splits["train"]), SpeechData(splits["val"])
+    model = build_model(cfg)
+    run = RunDir(run_path)
+    extra = {
+        "parameters": count_parameters(model),
+        "corpus": str(corpus_root(cfg, False)),
+        "sizes": {k: len(v) for k, v in splits.items()},
+    }
+    run.prepare(EXPERIMENT, cfg, resume=resume, overwrite=overwrite, extra=extra)
+    log.info(
+        "%s: %s decoder, %d parameters, %d / %d / %d utterances",
+        run.path,
+        cfg.model.decoder,
+        extra["parameters"],
+        len(train),
+        len(val),
+        len(splits["test"]),
+    )
+
+    def evaluate_fn(m: ASRModel) -> dict[str, float]:
+        return {f"val_{k}": v for k, v in evaluate(m, val, cfg).items()}
+
+    result = fit(
+        model,
+        train,
+        lambda m, b: loss_fn(m, b, cfg.label_smoothing),
+        evaluate_fn,
+        cfg.optim,
+        cfg.train,
+        run,
+        monitor="val_cer",
+        mode="min",
+        resume=resume,
+        show_progress=show_progress,
+    )
+    summary = test_run(run_path, splits=splits)
+    summary["best_epoch"] = result.best_epoch
+    return summary
+
+
+def test_run(
+    run_path: Path, splits: dict[str, FeatureSet] | None = None, beam_size: int = 1, examples: int = 10
+) -> dict[str, Any]:
+    """Decode the test split with the run's best checkpoint; writes and returns test_metrics.json."""
+    run = RunDir(run_path)
+    cfg = run.read_config(ASRConfig)
+    if not run.best_checkpoint.exists():
+        raise UserError(f"{run.path}: no checkpoint yet (train it with `dllab asr train`)")
+    splits = splits or load_splits(cfg, show_progress=False)
+    test = SpeechData(splits["test"])
+    model = load_best(ASRModel(cfg.model), run).eval()
+    began = time.perf_counter()
+    hyps = transcribe(model, test, cfg.eval_batch_size, beam_size)
+    seconds = time.perf_counter() - began
+    refs = test.features.texts
+    summary: dict[str, Any] = {
+        **score(hyps, refs),
+        "loss": mean_loss(model, test, cfg.eval_batch_size, cfg.label_smoothing),
+        "utterances": len(test),
+        "decoding": "greedy" if beam_size <= 1 else f"beam {beam_size}",
+        "decode_seconds": seconds,
+        "decode_utterances_per_second": len(test) / seconds,
+        "train_seconds": sum(r.get("train_seconds", 0.0) for r in run.read_metrics()),
+        "epochs": len(run.read_metrics()),
+        "examples": [
+            {"id": i, "reference": r, "hypothesis": h}
+            for i, r, h in list(zip(test.features.ids, refs, hyps, strict=True))[:examples]
+        ],
+    }
+    run.write_test_metrics(summary)
+    return summary
+
+
+def write_summary(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_json(path, rows)

@@ -1,0 +1,157 @@
+"""Log-mel features as the course notebook computed them, cached on disk, and padded speech batches.
+
+    power = |STFT(audio; n_fft 400, hop 160, Hann)|^2          (drop the last frame, as whisper does)
+    mel   = slaney-scale, slaney-normalised filterbank (80 x 201, librosa) @ power
+    x     = log10(max(mel, 1e-10));  x = max(x, x.max() - 8);  x = (x + 4) / 4
+
+`FeatureSet` holds every utterance of a split as float16 frames in one tensor (cached as one `.pt` file
+per corpus split, keyed by the feature settings); `SpeechData` serves `fit`'s `batch(idx)`, padding each
+batch to its longest utterance (never to a fixed 2,754 frames).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from dllab.asr import text as vocab
+from dllab.config import option
+from dllab.data.ljspeech import SAMPLE_RATE, Utterance, read_wav
+from dllab.engine.checkpoint import load_checkpoint, save_checkpoint
+from dllab.engine.logs import progress
+from dllab.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = option(SAMPLE_RATE, "audio sample rate in Hz (other rates are resampled)")
+    n_fft: int = option(400, "STFT window and FFT size in samples")
+    hop_length: int = option(160, "STFT hop in samples")
+    n_mels: int = option(80, "mel bands (slaney scale and normalisation)")
+
+
+@functools.lru_cache(maxsize=4)
+def mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
+    """(n_mels, n_fft // 2 + 1) float32 slaney mel filterbank from librosa."""
+    import librosa
+
+    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, htk=False, norm="slaney")
+    return torch.from_numpy(fb).float()
+
+
+def log_mel_spectrogram(audio: Tensor, cfg: FeatureConfig = FeatureConfig()) -> Tensor:
+    """audio (N,) float samples at cfg.sample_rate -> (T, n_mels) normalised log-mel frames, T = N // hop."""
+    window = torch.hann_window(cfg.n_fft, device=audio.device)
+    stft = torch.stft(audio, cfg.n_fft, cfg.hop_length, window=window, return_complex=True)  # (F, T + 1)
+    power = stft[..., :-1].abs() ** 2  # (F, T)
+    mel = mel_filters(cfg.sample_rate, cfg.n_fft, cfg.n_mels).to(audio.device) @ power  # (n_mels, T)
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).T.contiguous()  # (T, n_mels)
+
+
+@dataclass
+class FeatureSet:
+    """All utterances of one split: frames (sum T, n_mels) float16, offsets (N + 1,), transcripts."""
+
+    ids: list[str]
+    texts: list[str]
+    frames: Tensor
+    offsets: Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lengths(self) -> Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def features(self, i: int) -> Tensor:
+        return self.frames[self.offsets[i] : self.offsets[i + 1]].float()
+
+    def subset(self, index: list[int]) -> FeatureSet:
+        chunks = [self.frames[self.offsets[i] : self.offsets[i + 1]] for i in index]
+        lengths = torch.tensor([len(c) for c in chunks], dtype=torch.long)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+        frames = torch.cat(chunks) if chunks else self.frames[:0]
+        return FeatureSet([self.ids[i] for i in index], [self.texts[i] for i in index], frames, offsets)
+
+
+def compute_features(
+    utterances: list[Utterance], cfg: FeatureConfig, cache: Path | None = None, desc: str = "features"
+) -> FeatureSet:
+    """Features of `utterances`, read from `cache` when it holds exactly these utterances and settings.
+
+    Transcripts longer than `text.MAX_TOKENS` tokens are skipped (and counted in a log line), never cut.
+    """
+    key = hashlib.sha256(
+        json.dumps([cfg.__dict__, [(u.id, u.normalized) for u in utterances]]).encode()
+    ).hexdigest()[:16]
+    if cache is not None and cache.exists():
+        try:
+            saved = load_checkpoint(cache)
+        except UserError as err:
+            log.warning("%s; recomputing the features", err)
+            saved = {}
+        if saved.get("key") == key:
+            return FeatureSet(saved["ids"], saved["texts"], saved["frames"], saved["offsets"])
+    kept = [u for u in utterances if len(vocab.encode(u.normalized)) <= vocab.MAX_TOKENS]
+    if len(kept) < len(utterances):
+        log.info(
+            "skipped %d of %d utterances with more than %d tokens",
+            len(utterances) - len(kept),
+            len(utterances),
+            vocab.MAX_TOKENS,
+        )
+    frames = []
+    for u in progress(kept, total=len(kept), desc=desc):
+        audio = torch.from_numpy(read_wav(u.wav, cfg.sample_rate))
+        if audio.numel() < cfg.n_fft:
+            raise UserError(f"{u.wav}: too short for one {cfg.n_fft}-sample analysis window")
+        frames.append(log_mel_spectrogram(audio, cfg).half())
+    lengths = torch.tensor([len(f) for f in frames], dtype=torch.long)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    out = FeatureSet(
+        [u.id for u in kept],
+        [u.normalized for u in kept],
+        torch.cat(frames) if frames else torch.zeros(0, cfg.n_mels, dtype=torch.half),
+        offsets,
+    )
+    if cache is not None:
+        save_checkpoint(
+            cache,
+            {"key": key, "ids": out.ids, "texts": out.texts, "frames": out.frames, "offsets": out.offsets},
+        )
+    return out
+
+
+class SpeechData:
+    """A split as `fit` wants it: `len()` and `batch(idx)` -> dict of padded tensors."""
+
+    def __init__(self, features: FeatureSet):
+        self.features = features
+        self.tokens = [vocab.encode(t) for t in features.texts]
+        self.lengths = features.lengths()
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def batch(self, idx: Tensor) -> dict[str, Tensor]:
+        rows = idx.tolist()
+        lens = self.lengths[rows]
+        feats = torch.zeros(len(rows), int(lens.max()), self.features.frames.shape[1])
+        for b, i in enumerate(rows):
+            feats[b, : lens[b]] = self.features.features(i)
+        return {
+            "feats": feats,  # (B, T, n_mels)
+            "feat_lens": lens.clone(),  # (B,)
+            "tokens": vocab.pad_tokens([self.tokens[i] for i in rows]),  # (B, L)
+        }

@@ -1,0 +1,313 @@
+"""The notebook's speech recogniser: an audio Transformer encoder and three interchangeable decoders.
+
+    log-mel (B, T, 80) -> conv1d k3 -> GELU -> conv1d k3 s2 -> GELU -> + sinusoids
+                       -> pre-norm residual self-attention blocks -> LayerNorm = xa (B, S, 200), S = ceil(T/2)
+    decoder "lstm":        embed -> LayerNorm -> LSTM -> cross-attention block -> LayerNorm -> logits
+    decoder "transformer": embed + learned positions -> [causal self-attention, cross-attention, MLP] x N
+    decoder "taylor":      as "transformer" with Taylor linear attention (dllab.attention) for the causal
+                           self-attention, decoded with its constant-size recurrent state
+
+Every `ASRModel` implements `dllab.seq2seq.decoding.IncrementalDecoder`: `start` encodes the audio once and
+computes each cross-attention block's keys and values once; `step` consumes one token per row, extending the
+self-attention KV cache (transformer), the LSTM's (h, c), or the Taylor state (M x D and M sums), so no step
+re-runs the prefix. `forward` (teacher forcing) is what training uses and what the cache tests compare to.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from dllab.asr import text as vocab
+from dllab.attention import MultiHeadAttention as TaylorCapableAttention
+from dllab.attention import softmax_attention
+from dllab.config import option
+from dllab.seq2seq.decoding import select_rows
+
+DecoderKind = Literal["lstm", "transformer", "taylor"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    decoder: DecoderKind = option("transformer", "lstm | transformer | taylor")
+    n_mels: int = option(80, "input mel bands")
+    hidden: int = option(200, "model width (the notebook's n_state)")
+    heads: int = option(2, "attention heads (encoder, cross-attention, softmax self-attention)")
+    ff: int = option(400, "feed-forward width of each block")
+    encoder_layers: int = option(2, "audio encoder blocks")
+    decoder_layers: int = option(1, "decoder blocks (transformer / taylor); the LSTM decoder has one")
+    taylor_heads: int = option(4, "heads of the Taylor self-attention (M grows as head_dim^2 / 2)")
+    taylor_order: int = option(3, "Taylor terms K (3 = 1 + t + t^2/2, the homework's map)")
+    max_tokens: int = option(vocab.MAX_TOKENS, "longest token sequence (learned positions)")
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10_000.0) -> Tensor:
+    """(length, channels) sinusoidal position embeddings (sin in the first half, cos in the second)."""
+    inc = math.log(max_timescale) / (channels // 2 - 1)
+    inv = torch.exp(-inc * torch.arange(channels // 2))
+    t = torch.arange(length)[:, None] * inv[None, :]
+    return torch.cat([t.sin(), t.cos()], dim=1)
+
+
+class Attention(nn.Module):
+    """Multi-head softmax attention on `dllab.attention.softmax_attention` (torch SDPA), whisper-style.
+
+    forward(x (B, Lq, E), kv=None | (k, v) each (B, H, Lk, D), key_padding_mask (B, Lk), causal) -> (B, Lq, E)
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _split(self, x: Tensor) -> Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, H, L, D)
+
+    def kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of `source` (B, Lk, E): two (B, H, Lk, D) tensors, cacheable."""
+        return self._split(self.key(source)), self._split(self.value(source))
+
+    def forward(
+        self,
+        x: Tensor,
+        kv: tuple[Tensor, Tensor] | None = None,
+        key_padding_mask: Tensor | None = None,
+        causal: bool = False,
+    ) -> Tensor:
+        q = self._split(self.query(x))  # (B, H, Lq, D)
+        k, v = self.kv(x) if kv is None else kv
+        z = softmax_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+        return self.out(z.transpose(1, 2).flatten(2))  # (B, Lq, E)
+
+
+def mlp(dim: int, ff: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, ff), nn.GELU(), nn.Linear(ff, dim))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm residual self-attention + MLP."""
+
+    def __init__(self, dim: int, heads: int, ff: int):
+        super().__init__()
+        self.attn_ln, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
+        self.mlp_ln, self.mlp = nn.LayerNorm(dim), mlp(dim, ff)
+
+    def forward(self, x: Tensor, pad: Tensor) -> Tensor:
+        x = x + self.attn(self.attn_ln(x), key_padding_mask=pad)
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.conv1 = nn.Conv1d(cfg.n_mels, cfg.hidden, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(cfg.hidden, cfg.hidden, kernel_size=3, stride=2, padding=1)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(cfg.hidden, cfg.heads, cfg.ff) for _ in range(cfg.encoder_layers)
+        )
+        self.ln_post = nn.LayerNorm(cfg.hidden)
+
+    def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """feats (B, T, n_mels), feat_lens (B,) -> xa (B, S, E), pad (B, S) bool True = padding."""
+        T = feats.shape[1]
+        valid = torch.arange(T, device=feats.device)[None, :] < feat_lens[:, None]  # (B, T)
+        # Zeroing padded frames before and after conv1 makes an utterance's encoding independent of its batch.
+        x = (feats * valid[:, :, None]).transpose(1, 2)  # (B, n_mels, T)
+        x = F.gelu(self.conv1(x)) * valid[:, None, :]  # (B, E, T)
+        x = F.gelu(self.conv2(x)).transpose(1, 2)  # (B, S, E)
+        S = x.shape[1]
+        x = x + sinusoids(S, x.shape[-1]).to(x)
+        lens = (feat_lens - 1) // 2 + 1  # conv2 (k 3, stride 2, padding 1) output lengths
+        pad = torch.arange(S, device=x.device)[None, :] >= lens[:, None]  # (B, S)
+        for block in self.blocks:
+            x = block(x, pad)
+        return self.ln_post(x), pad
+
+
+class CrossBlock(nn.Module):
+    """Pre-norm residual cross-attention to the audio + MLP; the audio keys/values are computed once."""
+
+    def __init__(self, dim: int, heads: int, ff: int):
+        super().__init__()
+        self.cross_ln, self.cross = nn.LayerNorm(dim), Attention(dim, heads)
+        self.mlp_ln, self.mlp = nn.LayerNorm(dim), mlp(dim, ff)
+
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], pad: Tensor) -> Tensor:
+        x = x + self.cross(self.cross_ln(x), kv=kv, key_padding_mask=pad)
+        return x + self.mlp(self.mlp_ln(x))
+
+
+# -- decoder states (batch first everywhere, so `select_rows` reorders them) ------------------------------
+
+
+@dataclass
+class DecoderState:
+    """What a decoder remembers between steps, for B rows.
+
+    pad:    (B, S) audio padding mask
+    cross:  per cross block, the audio keys and values (B, H, S, D), computed once per utterance
+    memory: per decoder layer, the self-attention memory: a (k, v) cache (B, H, t, D) (transformer), a
+            TaylorState (kv (B, H, M, D), k_sum (B, H, M)) (taylor), or (h, c) (B, 1, E) (lstm)
+    steps:  tokens consumed so far (the next token's position)
+    """
+
+    pad: Tensor
+    cross: list[tuple[Tensor, Tensor]]
+    memory: list
+    steps: int = 0
+
+
+class LSTMDecoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed = nn.Embedding(vocab.VOCAB_SIZE, cfg.hidden)
+        self.embed_ln = nn.LayerNorm(cfg.hidden)
+        self.lstm = nn.LSTM(cfg.hidden, cfg.hidden, batch_first=True)
+        self.blocks = nn.ModuleList([CrossBlock(cfg.hidden, cfg.heads, cfg.ff)])
+        self.ln = nn.LayerNorm(cfg.hidden)
+
+    def forward(self, tokens: Tensor, xa: Tensor, pad: Tensor) -> Tensor:
+        x, _ = self.lstm(self.embed_ln(self.embed(tokens)))  # (B, L, E)
+        for block in self.blocks:
+            x = block(x, block.cross.kv(xa), pad)
+        return self.ln(x)
+
+    def start(self, xa: Tensor, pad: Tensor) -> DecoderState:
+        B, E = xa.shape[0], xa.shape[-1]
+        zeros = xa.new_zeros(B, 1, E)
+        return DecoderState(pad, [b.cross.kv(xa) for b in self.blocks], [(zeros, zeros)], 0)
+
+    def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        h, c = state.memory[0]  # (B, 1, E) each
+        x = self.embed_ln(self.embed(tokens[:, None]))  # (B, 1, E)
+        x, (h, c) = self.lstm(x, (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous()))
+        for block, kv in zip(self.blocks, state.cross, strict=True):
+            x = block(x, kv, state.pad)
+        memory = [(h.transpose(0, 1), c.transpose(0, 1))]
+        return self.ln(x[:, 0]), DecoderState(state.pad, state.cross, memory, state.steps + 1)
+
+
+class SelfBlock(nn.Module):
+    """Pre-norm residual causal self-attention (softmax with a KV cache, or Taylor with a recurrent state)."""
+
+    def __init__(self, cfg: ModelConfig, taylor: bool):
+        super().__init__()
+        self.taylor = taylor
+        self.ln = nn.LayerNorm(cfg.hidden)
+        if taylor:
+            self.attn = TaylorCapableAttention(
+                cfg.hidden, cfg.taylor_heads, kind="taylor", causal=True, order=cfg.taylor_order
+            )
+        else:
+            self.attn = Attention(cfg.hidden, cfg.heads)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.ln(x)
+        return x + (self.attn(h) if self.taylor else self.attn(h, causal=True))
+
+    def step(self, x: Tensor, memory) -> tuple[Tensor, object]:
+        """x (B, 1, E) the newest position; memory: (k, v) (B, H, t, D), a TaylorState, or None."""
+        h = self.ln(x)
+        if self.taylor:
+            y, memory = self.attn.step(h[:, 0], memory)  # (B, E), TaylorState
+            return x + y[:, None], memory
+        k, v = self.attn.kv(h)  # (B, H, 1, D)
+        if memory is not None:
+            k, v = torch.cat([memory[0], k], dim=2), torch.cat([memory[1], v], dim=2)
+        # The new query sees every cached key: no causal mask needed for a single newest position.
+        return x + self.attn(h, kv=(k, v)), (k, v)
+
+
+class TransformerDecoder(nn.Module):
+    """Token embedding + learned positions -> [causal self-attention, cross-attention + MLP] x N -> norm."""
+
+    def __init__(self, cfg: ModelConfig, taylor: bool = False):
+        super().__init__()
+        self.embed = nn.Embedding(vocab.VOCAB_SIZE, cfg.hidden)
+        self.positions = nn.Parameter(torch.randn(cfg.max_tokens, cfg.hidden) * 0.02)
+        self.self_blocks = nn.ModuleList(SelfBlock(cfg, taylor) for _ in range(cfg.decoder_layers))
+        self.blocks = nn.ModuleList(
+            CrossBlock(cfg.hidden, cfg.heads, cfg.ff) for _ in range(cfg.decoder_layers)
+        )
+        self.ln = nn.LayerNorm(cfg.hidden)
+
+    def forward(self, tokens: Tensor, xa: Tensor, pad: Tensor) -> Tensor:
+        L = tokens.shape[1]
+        if L > self.positions.shape[0]:
+            raise ValueError(f"tokens: {L} positions, the decoder has {self.positions.shape[0]}")
+        x = self.embed(tokens) + self.positions[:L]  # (B, L, E)
+        for self_block, block in zip(self.self_blocks, self.blocks, strict=True):
+            x = block(self_block(x), block.cross.kv(xa), pad)
+        return self.ln(x)
+
+    def start(self, xa: Tensor, pad: Tensor) -> DecoderState:
+        return DecoderState(pad, [b.cross.kv(xa) for b in self.blocks], [None] * len(self.blocks), 0)
+
+    def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        position = min(state.steps, self.positions.shape[0] - 1)
+        x = self.embed(tokens[:, None]) + self.positions[position]  # (B, 1, E)
+        memory = []
+        for self_block, block, kv, mem in zip(
+            self.self_blocks, self.blocks, state.cross, state.memory, strict=True
+        ):
+            x, mem = self_block.step(x, mem)
+            x = block(x, kv, state.pad)
+            memory.append(mem)
+        return self.ln(x[:, 0]), DecoderState(state.pad, state.cross, memory, state.steps + 1)
+
+
+class ASRModel(nn.Module):
+    """Encoder + decoder; teacher-forced `forward` and the `IncrementalDecoder` methods.
+
+    A source batch is a dict with "feats" (B, T, n_mels) and "feat_lens" (B,) (as `SpeechData.batch` makes).
+    """
+
+    def __init__(self, cfg: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = AudioEncoder(cfg)
+        if cfg.decoder == "lstm":
+            self.decoder: LSTMDecoder | TransformerDecoder = LSTMDecoder(cfg)
+        elif cfg.decoder in ("transformer", "taylor"):
+            self.decoder = TransformerDecoder(cfg, taylor=cfg.decoder == "taylor")
+        else:
+            raise ValueError(f"decoder: expected lstm, transformer or taylor, got {cfg.decoder!r}")
+        self.head = nn.Linear(cfg.hidden, vocab.VOCAB_SIZE)
+
+    def forward(self, feats: Tensor, feat_lens: Tensor, tokens: Tensor) -> Tensor:
+        """Teacher forcing: tokens (B, L) inputs (from `<`) -> logits (B, L, V) of the next tokens."""
+        xa, pad = self.encoder(feats, feat_lens)
+        return self.head(self.decoder(tokens, xa, pad))
+
+    # -- IncrementalDecoder --------------------------------------------------------------------------------
+    def start(self, src: dict[str, Tensor]) -> DecoderState:
+        xa, pad = self.encoder(src["feats"], src["feat_lens"])
+        return self.decoder.start(xa, pad)
+
+    def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        h, state = self.decoder.step(tokens, state)
+        return F.log_softmax(self.head(h).float(), dim=-1), state  # (B, V)
+
+    def reorder(self, state: DecoderState, index: Tensor) -> DecoderState:
+        return select_rows(state, index)
+
+
+def loss_fn(model: ASRModel, batch: dict[str, Tensor], label_smoothing: float = 0.1) -> Tensor:
+    """Label-smoothed next-token cross-entropy, padding ignored (the notebook scored padding too)."""
+    tokens = batch["tokens"]
+    logits = model(batch["feats"], batch["feat_lens"], tokens[:, :-1])  # (B, L-1, V)
+    return F.cross_entropy(
+        logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=vocab.PAD, label_smoothing=label_smoothing
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

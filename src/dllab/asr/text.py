@@ -1,0 +1,57 @@
+"""The notebook's 35-symbol character vocabulary: < > @ # space , . ? - a-z.
+
+`<` starts a transcript, `>` ends it, `@` pads, `#` stands for any character outside the vocabulary.
+Text is lower-cased before lookup; a transcript plus its two markers is at most `MAX_TOKENS` long.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import Tensor
+
+SYMBOLS: tuple[str, ...] = ("<", ">", "@", "#", " ", ",", ".", "?", "-", *"abcdefghijklmnopqrstuvwxyz")
+SOS, EOS, PAD, UNK = 0, 1, 2, 3
+VOCAB_SIZE = len(SYMBOLS)  # 35
+MAX_TOKENS = 99  # the notebook's cap, SOS and EOS included
+_INDEX = {s: i for i, s in enumerate(SYMBOLS)}
+_SPACES = re.compile(r"\s+")
+
+
+def encode(text: str) -> list[int]:
+    """`<` + lower-cased characters (unknown -> `#`) + `>` as ids."""
+    return [SOS, *(_INDEX.get(ch, UNK) for ch in text.lower()), EOS]
+
+
+def decode(ids: list[int] | Tensor) -> str:
+    """Ids -> text, dropping SOS/PAD and stopping at the first EOS."""
+    out = []
+    for i in ids.tolist() if isinstance(ids, Tensor) else ids:
+        if i == EOS:
+            break
+        if i in (SOS, PAD):
+            continue
+        out.append(SYMBOLS[i])
+    return "".join(out)
+
+
+def normalize(text: str) -> str:
+    """Fold free English text onto the vocabulary without unknowns (used to build the embedded corpus).
+
+    `;` and `:` become commas, `!` a full stop, quotes, brackets and other symbols are dropped, and runs of
+    whitespace become one space.
+    """
+    text = text.lower().replace(";", ",").replace(":", ",").replace("!", ".")
+    text = "".join(ch if ch in _INDEX else " " if ch in "\t\n()[]/" else "" for ch in text)
+    text = _SPACES.sub(" ", text).strip()
+    text = re.sub(r" ([,.?])", r"\1", text)
+    return re.sub(r"([,.?])[,.?]+", r"\1", text)
+
+
+def pad_tokens(seqs: list[list[int]]) -> Tensor:
+    """(B, L) long, right-padded with PAD to the longest sequence."""
+    out = torch.full((len(seqs), max(len(s) for s in seqs)), PAD, dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out

@@ -1,0 +1,205 @@
+"""The embedded speech corpus: public-domain English sentences spoken by espeak-ng, in the LJSpeech layout.
+
+Source text: the King James Version of the Bible (1611; its copyright has long expired, see
+/usr/share/doc/bible-kjv-text/copyright) as shipped by the Debian packages `bible-kjv-text` (the text) and
+`bible-kjv` (the `bible` program that prints it). Verses are cut at `;`, `:` and sentence ends into
+clauses of `min_words`..`max_words` words, normalised onto the notebook's vocabulary (`asr.text.normalize`),
+de-duplicated, shuffled with `seed`, and the first `size` are spoken.
+
+Speech: espeak-ng (Debian package `espeak-ng`), one of several English voices and voice variants, a
+speaking rate and a pitch drawn per utterance from `seed`, written at 22,050 Hz mono as
+`wavs/<id>.wav`, with `metadata.csv` lines `id|text|normalized` (both transcripts are the normalised
+clause: espeak-ng speaks exactly what the model must write).
+
+`build_corpus(cfg)` builds once into `<cache>/espeak/<name>/` (cache = $DLLAB_CACHE or ~/.cache/dllab)
+and later calls return the finished folder; a half-built corpus is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from dllab.asr.text import MAX_TOKENS, normalize
+from dllab.config import option, to_dict
+from dllab.engine.checkpoint import atomic_write_json, atomic_write_text
+from dllab.engine.logs import progress
+from dllab.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# The books read, in order (Proverbs, Ecclesiastes, the Psalms, the narrative books, the gospels...).
+KJV_BOOKS: tuple[str, ...] = ("Pr", "Ec", "Ps", "Ge", "Ex", "Ru", "Job", "Mt", "Mr", "Lu", "Joh", "Ac", "Ro")
+VOICES: tuple[str, ...] = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbcwmd")
+VARIANTS: tuple[str, ...] = ("", "m1", "m3", "m5", "f1", "f2", "f4")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    size: int = option(2400, "utterances to synthesise (the course split keeps 75% / 5% / 20%)")
+    seed: int = option(0, "seeds the choice of sentences, voices, rates and pitches")
+    min_words: int = option(4, "shortest clause kept, in words")
+    max_words: int = option(16, "longest clause kept, in words")
+    voices: tuple[str, ...] = option(VOICES, "espeak-ng voices drawn from")
+    variants: tuple[str, ...] = option(VARIANTS, "espeak-ng voice variants drawn from ('' = none)")
+    rate_min: int = option(140, "slowest speaking rate, words per minute")
+    rate_max: int = option(200, "fastest speaking rate, words per minute")
+    pitch_min: int = option(30, "lowest pitch (espeak-ng 0-99)")
+    pitch_max: int = option(70, "highest pitch (espeak-ng 0-99)")
+    workers: int = option(2, "espeak-ng processes run at once")
+
+
+def cache_root() -> Path:
+    """$DLLAB_CACHE, or ~/.cache/dllab."""
+    return Path(os.environ.get("DLLAB_CACHE") or Path.home() / ".cache" / "dllab")
+
+
+def corpus_name(cfg: CorpusConfig) -> str:
+    """A folder name that changes whenever anything that shapes the corpus changes (not `workers`)."""
+    shape = {k: v for k, v in to_dict(cfg).items() if k != "workers"}
+    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:8]
+    return f"kjv-{cfg.size}-{digest}"
+
+
+def _require(program: str, package: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        raise UserError(
+            f"`{program}` not found: install the Debian package {package} (apt-get install {package})"
+        )
+    return path
+
+
+def kjv_verses(books: Sequence[str] = KJV_BOOKS) -> list[str]:
+    """The verses of `books`, as printed by the `bible` program of the Debian package bible-kjv."""
+    program = _require("bible", "bible-kjv")
+    specs = [f"{book}1:1-999:999" for book in books]
+    result = subprocess.run([program, "-l0", *specs], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise UserError(
+            f"`bible` failed ({result.stderr.strip() or result.returncode}): is bible-kjv-text installed?"
+        )
+    verses = [m.group(1) for m in re.finditer(r"^\s+\d+ (.+)$", result.stdout, flags=re.MULTILINE)]
+    if not verses:
+        raise UserError("`bible` printed no verses: is the Debian package bible-kjv-text installed?")
+    return verses
+
+
+def clauses(verses: Sequence[str], min_words: int, max_words: int) -> list[str]:
+    """Normalised clauses of `min_words`..`max_words` words that fit the decoder's token budget."""
+    out, seen = [], set()
+    for verse in verses:
+        for piece in re.findall(r"[^;:.?!]+[;:.?!]?", verse):
+            clause = normalize(piece).rstrip(",")
+            if not clause:
+                continue
+            if clause[-1] not in ".?":
+                clause += "."
+            n = len(clause.split())
+            if min_words <= n <= max_words and len(clause) + 2 <= MAX_TOKENS and clause not in seen:
+                seen.add(clause)
+                out.append(clause)
+    return out
+
+
+def synthesize(text: str, path: Path, voice: str, rate: int, pitch: int) -> None:
+    """Speak `text` into the 22,050 Hz mono wav `path` with espeak-ng."""
+    program = _require("espeak-ng", "espeak-ng")
+    cmd = [program, "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", str(path), "--stdin"]
+    result = subprocess.run(cmd, input=text, capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not path.exists():
+        raise UserError(f"espeak-ng failed on {path.name} ({' '.join(cmd)}): {result.stderr.strip()}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    id: str
+    text: str
+    voice: str
+    rate: int
+    pitch: int
+
+
+def plan_corpus(cfg: CorpusConfig, sentences: Sequence[str] | None = None) -> list[Plan]:
+    """What each utterance says and how; `sentences` defaults to the KJV clauses."""
+    if cfg.size < 3:
+        raise UserError(f"--corpus.size: need at least 3 utterances (train / val / test), got {cfg.size}")
+    if not cfg.voices:
+        raise UserError("--corpus.voices: give at least one espeak-ng voice")
+    if sentences is None:
+        sentences = clauses(kjv_verses(), cfg.min_words, cfg.max_words)
+    rng = random.Random(cfg.seed)
+    pool = list(sentences)
+    rng.shuffle(pool)
+    if len(pool) < cfg.size:
+        raise UserError(
+            f"--corpus.size: only {len(pool)} distinct sentences are available, asked for {cfg.size}"
+        )
+    plans = []
+    for i, text in enumerate(pool[: cfg.size]):
+        voice, variant = rng.choice(cfg.voices), rng.choice(cfg.variants or ("",))
+        plans.append(
+            Plan(
+                id=f"KJV-{i:05d}",
+                text=text,
+                voice=f"{voice}+{variant}" if variant else voice,
+                rate=rng.randint(cfg.rate_min, cfg.rate_max),
+                pitch=rng.randint(cfg.pitch_min, cfg.pitch_max),
+            )
+        )
+    return plans
+
+
+def build_corpus(
+    cfg: CorpusConfig = CorpusConfig(),
+    root: Path | None = None,
+    sentences: Sequence[str] | None = None,
+    show_progress: bool = True,
+) -> Path:
+    """Build (once) and return the corpus folder: `metadata.csv`, `wavs/`, `corpus.json`.
+
+    `root` defaults to `cache_root() / "espeak" / corpus_name(cfg)`; a folder with `corpus.json` is finished
+    and returned as is. Wavs already written by an interrupted build are reused.
+    """
+    if root is None:
+        root = cache_root() / "espeak" / corpus_name(cfg)
+    root = Path(root)
+    if (root / "corpus.json").is_file():
+        return root
+    plans = plan_corpus(cfg, sentences)
+    wavs = root / "wavs"
+    wavs.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in plans if not (wavs / f"{p.id}.wav").is_file()]
+    log.info("synthesising %d utterances with espeak-ng into %s", len(todo), root)
+
+    def work(p: Plan) -> None:
+        tmp = wavs / f".{p.id}.tmp.wav"
+        synthesize(p.text, tmp, p.voice, p.rate, p.pitch)
+        tmp.replace(wavs / f"{p.id}.wav")
+
+    with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+        for _ in progress(pool.map(work, todo), total=len(todo), desc="espeak-ng", enabled=show_progress):
+            pass
+    atomic_write_text(root / "metadata.csv", "".join(f"{p.id}|{p.text}|{p.text}\n" for p in plans))
+    atomic_write_json(
+        root / "corpus.json",
+        {
+            "source": "King James Version (1611, public domain), Debian packages bible-kjv / bible-kjv-text"
+            if sentences is None
+            else "sentences given by the caller",
+            "synthesiser": "espeak-ng",
+            "config": to_dict(cfg),
+            "utterances": [{"id": p.id, "voice": p.voice, "rate": p.rate, "pitch": p.pitch} for p in plans],
+        },
+    )
+    return root
