@@ -1,0 +1,145 @@
+"""`dllab p2g ...`: train the phoneme-to-spelling model, decode a split with greedy / nucleus / beam search,
+spell words from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLES = {
+    "train": "dllab p2g train --attn --data cmudict --train.epochs 2 --data.limit_train 2000 --name demo",
+    "test": "dllab p2g test runs/p2g/demo --top-p 0.8 --k 3",
+    "spell": 'dllab p2g spell runs/p2g/demo "t͡ʃ æ p l ə t" "s ɝ s i s"',
+}
+
+
+def add_commands(sub) -> None:
+    from dllab.config import describe
+    from dllab.p2g.experiment import P2GConfig
+
+    p2g = sub.add_parser(
+        "p2g",
+        help="phoneme-to-spelling seq2seq (2024-25 Q3)",
+        description="Spell English words from their IPA pronunciation with an LSTM encoder-decoder, with or "
+        "without Bahdanau attention (2024-25 homework 2, question 3).",
+    )
+    psub = p2g.add_subparsers(dest="p2g_command", metavar="<command>")
+    p2g.set_defaults(func=lambda args: (p2g.print_help(), 2)[1])
+
+    train = psub.add_parser(
+        "train",
+        help="train one model into runs/p2g/<name>/",
+        description="Teacher-forced training with the homework's defaults (Adam lr 0.003, batch 64, "
+        "20 epochs, hidden 128, dropout 0.3); greedy validation CER after every epoch "
+        "picks the best checkpoint.",
+        epilog=f"example:\n  {EXAMPLES['train']}\n\n"
+        "config overrides (--key value or --key=value) and defaults:\n" + describe(P2GConfig()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--attn", action="store_true", help="Bahdanau attention in the decoder")
+    train.add_argument(
+        "--data",
+        choices=["course", "cmudict"],
+        default=None,
+        help="course TSV files (--data-dir) or the embedded CMUdict set (default: cmudict)",
+    )
+    train.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with train.tsv, valid.tsv [, test.tsv] (default ../shared/data/wikipron-p2g)",
+    )
+    train.add_argument(
+        "--skip-bad-lines", action="store_true", help="skip malformed TSV lines, report the count"
+    )
+    train.add_argument("--name", help="run name (default: <data>-attn or <data>-noattn)")
+    train.add_argument(
+        "--runs", type=Path, default=Path("runs"), help="root of the run directories (default runs/)"
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
+    )
+    train.add_argument("--overwrite", action="store_true", help="start the run again from scratch")
+    train.set_defaults(func=cmd_train, overrides=True)
+
+    test = psub.add_parser(
+        "test",
+        help="decode the test split with the best checkpoint; metrics go into the run directory",
+        description="Greedy by default; --top-p P [--k K] for nucleus sampling (CER / WER of the first "
+        "sample, WER@K over K samples); --beam N for beam search. Adds an entry to <run>/test_metrics.json "
+        "and writes <run>/predictions-<strategy>.tsv. "
+        "The course hands out no test file: its validation file is used.",
+        epilog=f"examples:\n  dllab p2g test runs/p2g/demo\n  {EXAMPLES['test']}\n"
+        "  dllab p2g test runs/p2g/demo --beam 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    test.add_argument("run", type=Path, help="a p2g run directory")
+    test.add_argument("--top-p", type=float, default=None, help="nucleus sampling with this p in (0, 1]")
+    test.add_argument("--k", type=int, default=1, help="samples per word for WER@k (with --top-p)")
+    test.add_argument("--beam", type=int, default=None, help="beam search with this beam size")
+    test.add_argument("--split", choices=["test", "valid"], default="test", help="which split (default test)")
+    test.add_argument("--seed", type=int, default=0, help="sampling seed")
+    test.set_defaults(func=cmd_test)
+
+    spell = psub.add_parser(
+        "spell",
+        help="spell space-separated IPA symbols with a trained run",
+        epilog=f"example:\n  {EXAMPLES['spell']}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    spell.add_argument("run", type=Path, help="a p2g run directory")
+    spell.add_argument("phonemes", nargs="+", help="one word's IPA symbols, space-separated, per argument")
+    spell.add_argument("--beam", type=int, default=None, help="beam search with this beam size")
+    spell.set_defaults(func=cmd_spell)
+
+
+def cmd_train(args) -> int:
+    from dllab.config import apply_overrides, replace_path
+    from dllab.engine.logs import setup_logging
+    from dllab.p2g.experiment import P2GConfig, default_run_name, run_path, train
+
+    setup_logging()
+    cfg = apply_overrides(P2GConfig(), args.overrides)
+    if args.attn:
+        cfg = replace_path(cfg, "model.attn", True)
+    if args.data:
+        cfg = replace_path(cfg, "data.source", args.data)
+    if args.data_dir:
+        cfg = replace_path(replace_path(cfg, "data.dir", args.data_dir), "data.source", args.data or "course")
+    if args.skip_bad_lines:
+        cfg = replace_path(cfg, "data.skip_bad_lines", True)
+    run = run_path(args.runs, args.name or default_run_name(cfg))
+    result = train(cfg, run, resume=args.resume, overwrite=args.overwrite)
+    best = next(r for r in result.history if r["epoch"] == result.best_epoch)
+    print(
+        f"{run.path}: best validation CER {best['val_cer']:.4f}, WER {best['val_wer']:.4f} at epoch "
+        f"{result.best_epoch}/{cfg.train.epochs} (greedy). Next: dllab p2g test {run.path}"
+    )
+    return 0
+
+
+def cmd_test(args) -> int:
+    from dllab.engine.logs import setup_logging
+    from dllab.engine.rundir import RunDir
+    from dllab.p2g.experiment import evaluate
+
+    setup_logging()
+    result = evaluate(RunDir(args.run), args.top_p, args.beam, args.k, args.split, args.seed)
+    for key, m in result.items():
+        extra = "".join(f", {name.upper()} {m[name]:.4f}" for name in m if name.startswith("wer@"))
+        print(
+            f"{args.run} {key} on {m['split']} ({m['words']} words): CER {m['cer']:.4f}, WER {m['wer']:.4f}"
+            f"{extra}  [{m['words_per_second']:.0f} words/s]"
+        )
+    return 0
+
+
+def cmd_spell(args) -> int:
+    from dllab.engine.rundir import RunDir
+    from dllab.p2g.experiment import load_run, make_strategy, spell
+
+    cfg, model, vocabs = load_run(RunDir(args.run))
+    strategy, _ = make_strategy(None, args.beam, 0)
+    words = [tuple(p.split()) for p in args.phonemes]
+    for phonemes, out in zip(args.phonemes, spell(model, words, vocabs, strategy, cfg.decode), strict=True):
+        print(f"{phonemes}\t{out[0]}")
+    return 0

@@ -1,0 +1,302 @@
+"""Phoneme-to-spelling experiments: build the data and model from a config, train with the engine, decode.
+
+    train(cfg, run)                         teacher-forced training through dllab.engine.fit; validation
+                                            CER / WER of greedy decoding after every epoch (monitor val_cer)
+    evaluate(run, strategy, k, split)       decode a split with the best checkpoint; write the metrics into
+                                            run/test_metrics.json and the outputs into run/predictions-*.tsv
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from dllab.config import option
+from dllab.engine import FitResult, OptimConfig, RunDir, TrainConfig, fit, load_best, seed_everything
+from dllab.engine.checkpoint import atomic_write_json, atomic_write_text
+from dllab.errors import UserError
+from dllab.seq2seq.batching import PairData
+from dllab.seq2seq.decoding import (
+    BeamSearchDecoder,
+    GreedyDecoder,
+    NucleusSampler,
+    Strategy,
+    decode,
+    sample_k,
+)
+from dllab.seq2seq.lstm import LSTMConfig, LSTMSeq2Seq, sequence_loss
+from dllab.seq2seq.metrics import character_error_rate, single_word_error_rate, wer_at_k
+from dllab.seq2seq.vocab import EOS, SOS, UNK, Vocab
+
+log = logging.getLogger(__name__)
+
+COURSE_DIR = "../shared/data/wikipron-p2g"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["course", "cmudict"] = option("cmudict", "course TSV files, or the embedded CMUdict set")
+    dir: str = option(COURSE_DIR, "course split directory: train.tsv, valid.tsv [, test.tsv]")
+    seed: int = option(0, "seed that draws the CMUdict words")
+    limit_train: int = option(0, "use only the first N training pairs (0 = all)")
+    limit_valid: int = option(0, "use only the first N validation / test pairs (0 = all)")
+    skip_bad_lines: bool = option(False, "skip malformed TSV lines (and report how many) instead of failing")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_len: int = option(50, "maximum output length in characters (the homework's max length)")
+    batch_size: int = option(500, "words decoded together")
+
+
+@dataclass(frozen=True)
+class P2GConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: LSTMConfig = field(default_factory=LSTMConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(optimizer="adam", lr=0.003))
+    # One thread: these small LSTM steps gain little from a second one and lose a lot when cores are shared.
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, threads=1))
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+# -- data ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class P2GData:
+    train: PairData
+    valid_src: list[tuple[str, ...]]  # phoneme symbols of the validation words
+    valid_gold: list[str]
+    test_src: list[tuple[str, ...]]
+    test_gold: list[str]
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    info: dict  # source, sizes, skipped lines, unknown-symbol counts
+
+
+def load_splits(cfg: DataConfig):
+    """(P2GSplits, skipped bad lines) for the configured source."""
+    from dllab.data.cmudict_ipa import ensure_cmudict_splits
+    from dllab.data.wikipron import load_split_dir
+
+    if cfg.source == "cmudict":
+        return load_split_dir(ensure_cmudict_splits(cfg.seed), cfg.skip_bad_lines)
+    return load_split_dir(
+        cfg.dir, cfg.skip_bad_lines, "Point --data-dir at the course files, or use --data cmudict."
+    )
+
+
+def encode_pairs(pairs, src_vocab: Vocab, tgt_vocab: Vocab) -> PairData:
+    return PairData.from_ids(
+        [src_vocab.encode(p) for p, _ in pairs], [tgt_vocab.encode(w, bos_eos=True) for _, w in pairs]
+    )
+
+
+def build_data(cfg: DataConfig, vocabs: tuple[Vocab, Vocab] | None = None) -> P2GData:
+    """Read the splits, build vocabularies from train (unless given), encode train as tensors."""
+    splits, skipped = load_splits(cfg)
+    train = splits.train[: cfg.limit_train or None]
+    valid = splits.valid[: cfg.limit_valid or None]
+    test = splits.test[: cfg.limit_valid or None]
+    if vocabs is None:
+        vocabs = Vocab.build(p for p, _ in train), Vocab.build(w for _, w in train)
+    src_vocab, tgt_vocab = vocabs
+    info = {
+        "source": splits.source,
+        "sizes": {"train": len(train), "valid": len(valid), "test": len(test)},
+        "test_is_valid": splits.test_is_valid,
+        "skipped_bad_lines": skipped,
+        "unknown_symbols": {
+            name: {"phonemes": src_vocab.count_unknown(p for p, _ in pairs),
+                   "letters": tgt_vocab.count_unknown(w for _, w in pairs)}
+            for name, pairs in (("valid", valid), ("test", test))
+        },
+    }  # fmt: skip
+    for name, counts in info["unknown_symbols"].items():
+        if counts["phonemes"] or counts["letters"]:
+            log.info("%s: %d phoneme(s) and %d letter(s) unseen in train map to UNK", name,
+                     counts["phonemes"], counts["letters"])  # fmt: skip
+    return P2GData(
+        encode_pairs(train, src_vocab, tgt_vocab),
+        [p for p, _ in valid], [w for _, w in valid],
+        [p for p, _ in test], [w for _, w in test],
+        src_vocab, tgt_vocab, info,
+    )  # fmt: skip
+
+
+def src_batches(phonemes: list[tuple[str, ...]], vocab: Vocab, batch_size: int, device: torch.device):
+    """(src (B, L), src_len (B,)) batches of the given words, in order."""
+    from dllab.seq2seq.batching import pad_ids
+
+    for start in range(0, len(phonemes), batch_size):
+        src, src_len = pad_ids([vocab.encode(p) for p in phonemes[start : start + batch_size]])
+        yield src.to(device), src_len.to(device)
+
+
+def to_text(ids: list[int], vocab: Vocab) -> str:
+    """Token ids -> spelling; UNK becomes U+FFFD (one character, so CER counts it as one error)."""
+    return "".join("\ufffd" if i == UNK else vocab.tokens[i] for i in ids)
+
+
+# -- model and decoding ------------------------------------------------------------------------------------
+
+
+def build_model(cfg: P2GConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> LSTMSeq2Seq:
+    return LSTMSeq2Seq(len(src_vocab), len(tgt_vocab), cfg.model)
+
+
+def spell(
+    model: LSTMSeq2Seq,
+    phonemes: list[tuple[str, ...]],
+    data_vocabs: tuple[Vocab, Vocab],
+    strategy: Strategy,
+    cfg: DecodeConfig,
+    k: int = 1,
+) -> list[list[str]]:
+    """Spell each word with `strategy`: k outputs per word (k > 1 only for sampling)."""
+    src_vocab, tgt_vocab = data_vocabs
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[list[str]] = []
+    for batch in src_batches(phonemes, src_vocab, cfg.batch_size, device):
+        if k > 1:
+            assert isinstance(strategy, NucleusSampler)
+            for samples in sample_k(model, batch, strategy, k, SOS, EOS, cfg.max_len):
+                out.append([to_text(s, tgt_vocab) for s in samples])
+        else:
+            out.extend([to_text(s, tgt_vocab)] for s in decode(model, batch, strategy, SOS, EOS, cfg.max_len))
+    model.train(was_training)
+    return out
+
+
+# -- training ----------------------------------------------------------------------------------------------
+
+
+def loss_fn(model: LSTMSeq2Seq, batch: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+    src, src_len, tgt, _ = batch  # tgt (B, T) = SOS y_1 ... y_n EOS PAD ...
+    return sequence_loss(model(src, src_len, tgt[:, :-1]), tgt[:, 1:])
+
+
+def write_vocabs(run: RunDir, src_vocab: Vocab, tgt_vocab: Vocab) -> None:
+    atomic_write_json(run.path / "vocab.json", {"src": src_vocab.to_list(), "tgt": tgt_vocab.to_list()})
+
+
+def read_vocabs(run: RunDir) -> tuple[Vocab, Vocab]:
+    path = run.path / "vocab.json"
+    if not path.exists():
+        raise UserError(f"{path}: missing; is {run.path} a p2g training run?")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return Vocab.from_list(data["src"]), Vocab.from_list(data["tgt"])
+
+
+def train(
+    cfg: P2GConfig, run: RunDir, resume: bool = False, overwrite: bool = False, show_progress: bool = True
+) -> FitResult:
+    data = build_data(cfg.data)
+    run.prepare("p2g", cfg, resume, overwrite, extra={"data": data.info})
+    write_vocabs(run, data.src_vocab, data.tgt_vocab)
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg, data.src_vocab, data.tgt_vocab)
+    log.info(
+        "%s: %d train / %d valid words, %d phonemes, %d letters, %s parameters",
+        run.path, len(data.train), len(data.valid_gold), len(data.src_vocab), len(data.tgt_vocab),
+        f"{sum(p.numel() for p in model.parameters()):,}",
+    )  # fmt: skip
+
+    def evaluate_fn(model: LSTMSeq2Seq) -> dict[str, float]:
+        hyps = [h[0] for h in spell(model, data.valid_src, (data.src_vocab, data.tgt_vocab),
+                                    GreedyDecoder(), cfg.decode)]  # fmt: skip
+        return {
+            "val_cer": character_error_rate(hyps, data.valid_gold),
+            "val_wer": single_word_error_rate(hyps, data.valid_gold),
+        }
+
+    return fit(
+        model, data.train, loss_fn, evaluate_fn, cfg.optim, cfg.train, run,
+        monitor="val_cer", mode="min", resume=resume, show_progress=show_progress,
+    )  # fmt: skip
+
+
+# -- evaluation --------------------------------------------------------------------------------------------
+
+
+def make_strategy(top_p: float | None, beam: int | None, seed: int) -> tuple[Strategy, str]:
+    """The decoding strategy and its key in test_metrics.json."""
+    if top_p is not None and beam is not None:
+        raise UserError("--top-p and --beam are alternatives: pass one of them")
+    if beam is not None:
+        if beam < 1:
+            raise UserError(f"--beam must be >= 1, got {beam}")
+        return BeamSearchDecoder(beam), f"beam{beam}"
+    if top_p is not None:
+        if not 0 < top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1], got {top_p}")
+        return NucleusSampler(top_p, torch.Generator().manual_seed(seed)), f"nucleus_p{top_p:g}"
+    return GreedyDecoder(), "greedy"
+
+
+def load_run(run: RunDir, device: str = "cpu") -> tuple[P2GConfig, LSTMSeq2Seq, tuple[Vocab, Vocab]]:
+    cfg = run.read_config(P2GConfig)
+    vocabs = read_vocabs(run)
+    model = build_model(cfg, *vocabs)
+    load_best(model, run, device)
+    return cfg, model.to(device).eval(), vocabs
+
+
+def evaluate(
+    run: RunDir,
+    top_p: float | None = None,
+    beam: int | None = None,
+    k: int = 1,
+    split: Literal["test", "valid"] = "test",
+    seed: int = 0,
+) -> dict:
+    """Decode `split` with the best checkpoint; add the metrics to test_metrics.json and return them."""
+    if k < 1:
+        raise UserError(f"--k must be >= 1, got {k}")
+    if k > 1 and top_p is None:
+        raise UserError("--k > 1 draws several samples: it needs --top-p")
+    cfg, model, vocabs = load_run(run)
+    data = build_data(cfg.data, vocabs)
+    src, gold = (data.test_src, data.test_gold) if split == "test" else (data.valid_src, data.valid_gold)
+    strategy, key = make_strategy(top_p, beam, seed)
+    began = time.perf_counter()
+    with torch.no_grad():
+        outputs = spell(model, src, vocabs, strategy, cfg.decode, k=k)
+    seconds = time.perf_counter() - began
+    first = [o[0] for o in outputs]
+    metrics = {
+        "split": "valid" if split == "valid" or data.info["test_is_valid"] else "test",
+        "strategy": repr(strategy),
+        "words": len(gold),
+        "cer": character_error_rate(first, gold),
+        "wer": single_word_error_rate(first, gold),
+        "words_per_second": len(gold) / seconds,
+    }
+    if k > 1:
+        metrics[f"wer@{k}"] = wer_at_k(outputs, gold)
+        key += f"_k{k}"
+    record = run.read_test_metrics() or {}
+    record[key] = metrics
+    run.write_test_metrics(record)
+    lines = ["phonemes\tgold\t" + "\t".join(f"output{j + 1}" for j in range(k))]
+    for phonemes, g, o in zip(src, gold, outputs, strict=True):
+        lines.append(" ".join(phonemes) + "\t" + g + "\t" + "\t".join(o))
+    atomic_write_text(run.path / f"predictions-{key}.tsv", "\n".join(lines) + "\n")
+    return {key: metrics}
+
+
+def default_run_name(cfg: P2GConfig) -> str:
+    return f"{cfg.data.source}-{'attn' if cfg.model.attn else 'noattn'}"
+
+
+def run_path(runs_root: str | Path, name: str) -> RunDir:
+    return RunDir(Path(runs_root) / "p2g" / name)

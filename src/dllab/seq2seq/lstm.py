@@ -1,0 +1,146 @@
+"""An LSTM encoder-decoder with optional Bahdanau (additive) attention, as in the 2024-25 homework (Q3).
+
+    encoder   embedding -> dropout -> bidirectional LSTM (H/2 per direction) over packed sequences
+              -> dropout; the two directions' final (h, c) are concatenated to initialise the decoder
+    decoder   embedding -> dropout -> LSTM (H) -> [Bahdanau attention] -> dropout -> linear -> logits
+
+Bahdanau attention at decoder step t over encoder outputs h_i (padding masked):
+    e_ti = vᵀ tanh(W_s s_t + W_h h_i),  a_t = softmax_i(e_t),  c_t = Σ_i a_ti h_i,
+    s̃_t = tanh(W_out [c_t; s_t])
+
+Training runs the decoder LSTM over the whole (teacher-forced) target at once; since the attention output
+does not feed back into the LSTM, the attention for all steps is computed in one batched op. Decoding uses
+the `IncrementalDecoder` methods start / step / reorder (dllab.seq2seq.decoding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from dllab.config import option
+from dllab.seq2seq.vocab import PAD
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    hidden: int = option(128, "hidden size H of encoder (both directions together) and decoder")
+    dropout: float = option(0.3, "dropout on embeddings and on encoder / decoder outputs")
+    attn: bool = option(False, "Bahdanau attention in the decoder (the homework's --use_attn)")
+
+
+class BahdanauAttention(nn.Module):
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.w_h = nn.Linear(hidden, hidden, bias=False)  # applied once per source: see `keys`
+        self.w_s = nn.Linear(hidden, hidden)
+        self.v = nn.Linear(hidden, 1, bias=False)
+        self.w_out = nn.Linear(2 * hidden, hidden)
+
+    def keys(self, enc: Tensor) -> Tensor:
+        """W_h h_i for all source positions: (B, L, H) -> (B, L, H)."""
+        return self.w_h(enc)
+
+    def forward(self, s: Tensor, enc: Tensor, keys: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
+        """s (B, T, H) decoder states, enc / keys (B, L, H), pad (B, L) True at padding.
+
+        Returns s̃ (B, T, H) and the attention weights (B, T, L) (exactly 0 at padding)."""
+        scores = self.v(torch.tanh(self.w_s(s)[:, :, None] + keys[:, None])).squeeze(-1)  # (B, T, L)
+        scores = scores.masked_fill(pad[:, None], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (B, T, L)
+        context = weights @ enc  # (B, T, H)
+        return torch.tanh(self.w_out(torch.cat([context, s], dim=-1))), weights
+
+
+@dataclass
+class LSTMState:
+    """Decoding state: encoder outputs / keys / padding (batch first) and the decoder LSTM's (h, c)."""
+
+    enc: Tensor  # (B, L, H)
+    keys: Tensor | None  # (B, L, H) W_h h_i, None without attention
+    pad: Tensor  # (B, L) bool, True at padding
+    h: Tensor  # (1, B, H)
+    c: Tensor  # (1, B, H)
+
+
+class LSTMSeq2Seq(nn.Module):
+    """Batch of sources (src (B, Ls) ids, src_len (B,)) -> next-token logits over the target vocabulary."""
+
+    def __init__(self, src_vocab: int, tgt_vocab: int, cfg: LSTMConfig):
+        super().__init__()
+        if cfg.hidden % 2:
+            raise ValueError(f"hidden must be even (two encoder directions), got {cfg.hidden}")
+        H = cfg.hidden
+        self.cfg = cfg
+        self.src_embed = nn.Embedding(src_vocab, H, padding_idx=PAD)
+        self.encoder = nn.LSTM(H, H // 2, batch_first=True, bidirectional=True)
+        self.tgt_embed = nn.Embedding(tgt_vocab, H, padding_idx=PAD)
+        self.decoder = nn.LSTM(H, H, batch_first=True)
+        self.attention = BahdanauAttention(H) if cfg.attn else None
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.generator = nn.Linear(H, tgt_vocab)
+
+    # -- encoder ---------------------------------------------------------------------------------------
+    def encode(self, src: Tensor, src_len: Tensor) -> LSTMState:
+        """src (B, L) ids, src_len (B,) -> state with enc (B, L, H) and the decoder's initial (h, c)."""
+        emb = self.dropout(self.src_embed(src))  # (B, L, H)
+        packed = pack_padded_sequence(emb, src_len.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h, c) = self.encoder(packed)  # h, c: (2, B, H/2), forward then backward direction
+        enc, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])  # (B, L, H)
+        enc = self.dropout(enc)
+        h = torch.cat([h[0], h[1]], dim=-1)[None]  # (1, B, H)
+        c = torch.cat([c[0], c[1]], dim=-1)[None]
+        keys = self.attention.keys(enc) if self.attention is not None else None
+        return LSTMState(enc, keys, src == PAD, h, c)
+
+    # -- decoder ---------------------------------------------------------------------------------------
+    def _decode(self, tokens: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        """tokens (B, T) -> logits (B, T, V) and the state after the last token."""
+        emb = self.dropout(self.tgt_embed(tokens))  # (B, T, H)
+        s, (h, c) = self.decoder(emb, (state.h, state.c))  # (B, T, H)
+        if self.attention is not None:
+            assert state.keys is not None
+            s, _ = self.attention(s, state.enc, state.keys, state.pad)
+        logits = self.generator(self.dropout(s))  # (B, T, V)
+        return logits, LSTMState(state.enc, state.keys, state.pad, h, c)
+
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing: tgt_in (B, T) = SOS y_1 ... (targets shifted right) -> logits (B, T, V)."""
+        logits, _ = self._decode(tgt_in, self.encode(src, src_len))
+        return logits
+
+    def attention_weights(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
+        """The attention weights (B, T, Ls) under teacher forcing (for tests and plots)."""
+        if self.attention is None:
+            raise ValueError("this model has no attention (attn=False)")
+        state = self.encode(src, src_len)
+        s, _ = self.decoder(self.dropout(self.tgt_embed(tgt_in)), (state.h, state.c))
+        return self.attention(s, state.enc, state.keys, state.pad)[1]
+
+    # -- IncrementalDecoder ----------------------------------------------------------------------------
+    def start(self, src: tuple[Tensor, Tensor]) -> LSTMState:
+        return self.encode(*src)
+
+    def step(self, tokens: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        """tokens (B,) -> log-probs (B, V), one LSTM step (the prefix is in (h, c))."""
+        logits, state = self._decode(tokens[:, None], state)
+        return F.log_softmax(logits[:, 0].float(), dim=-1), state
+
+    def reorder(self, state: LSTMState, index: Tensor) -> LSTMState:
+        keys = state.keys.index_select(0, index) if state.keys is not None else None
+        return LSTMState(
+            state.enc.index_select(0, index),
+            keys,
+            state.pad.index_select(0, index),
+            state.h.index_select(1, index),
+            state.c.index_select(1, index),
+        )
+
+
+def sequence_loss(logits: Tensor, gold: Tensor) -> Tensor:
+    """Mean cross-entropy over non-PAD target tokens: logits (B, T, V), gold (B, T)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=PAD)

@@ -1,0 +1,71 @@
+import torch
+
+from dllab.seq2seq.batching import PairData, pad_ids
+from dllab.seq2seq.lstm import LSTMConfig, LSTMSeq2Seq
+from dllab.seq2seq.vocab import EOS, PAD, SOS, UNK, Vocab
+
+
+def test_vocab_specials_unknowns_and_round_trip():
+    v = Vocab.build([("t͡ʃ", "æ"), ("æ", "p")])
+    assert v.tokens == ("<pad>", "<s>", "</s>", "<unk>", "p", "t͡ʃ", "æ")
+    assert (PAD, SOS, EOS, UNK) == (0, 1, 2, 3)
+    assert v.encode(["t͡ʃ", "ʒ"], bos_eos=True) == [SOS, 5, UNK, EOS]
+    assert v.count_unknown([["ʒ", "æ", "ʒ"], ["q"]]) == 3
+    assert v.decode([SOS, 5, 6, EOS, PAD]) == ["t͡ʃ", "æ"]
+    assert Vocab.from_list(v.to_list()) == v
+
+
+def test_pair_data_trims_each_batch_to_its_longest_sequence():
+    data = PairData.from_ids([[4, 5, 6, 7], [4], [5, 5]], [[1, 4, 2], [1, 4, 4, 4, 4, 2], [1, 2]])
+    src, src_len, tgt, tgt_len = data.batch(torch.tensor([1, 2]))
+    assert src.tolist() == [[4, PAD], [5, 5]] and src_len.tolist() == [1, 2]
+    assert tgt.shape == (2, 6) and tgt_len.tolist() == [6, 2]
+    assert len(data.subset(2)) == 2
+
+
+def model(attn=True, seed=0):
+    torch.manual_seed(seed)
+    return LSTMSeq2Seq(12, 9, LSTMConfig(hidden=16, dropout=0.3, attn=attn)).eval()
+
+
+def test_padding_never_receives_attention_weight():
+    m = model()
+    src, src_len = pad_ids([[4, 5, 6, 7, 8], [4, 5], [9]])
+    tgt_in = torch.tensor([[SOS, 4, 5], [SOS, 6, 7], [SOS, 4, 4]])
+    w = m.attention_weights(src, src_len, tgt_in)  # (B, T, L)
+    for b, n in enumerate(src_len.tolist()):
+        assert torch.all(w[b, :, n:] == 0)
+        assert torch.all(w[b, :, :n] > 0)
+    torch.testing.assert_close(w.sum(-1), torch.ones(3, 3))
+
+
+def test_padding_does_not_change_a_words_output():
+    for attn in (False, True):
+        m = model(attn)
+        tgt_in = torch.tensor([[SOS, 4, 5, 6]])
+        alone = m(*pad_ids([[4, 5]]), tgt_in)
+        src, src_len = pad_ids([[4, 5], [6, 7, 8, 9, 10, 11]])
+        batched = m(src, src_len, tgt_in.expand(2, -1))
+        torch.testing.assert_close(batched[:1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_incremental_steps_match_teacher_forcing():
+    for attn in (False, True):
+        m = model(attn, seed=1)
+        src, src_len = pad_ids([[4, 5, 6], [7, 8]])
+        tgt_in = torch.tensor([[SOS, 4, 5, 6], [SOS, 7, 7, 8]])
+        want = torch.log_softmax(m(src, src_len, tgt_in), -1)
+        state = m.start((src, src_len))
+        for t in range(tgt_in.shape[1]):
+            logp, state = m.step(tgt_in[:, t], state)
+            torch.testing.assert_close(logp, want[:, t], rtol=1e-5, atol=1e-5)
+
+
+def test_reorder_selects_rows_of_every_state_tensor():
+    m = model()
+    src, src_len = pad_ids([[4, 5, 6], [7, 8]])
+    state = m.start((src, src_len))
+    swapped = m.reorder(state, torch.tensor([1, 0, 1]))
+    logp, _ = m.step(torch.tensor([SOS, SOS, SOS]), swapped)
+    ref, _ = m.step(torch.tensor([SOS, SOS]), state)
+    torch.testing.assert_close(logp, ref[[1, 0, 1]])
