@@ -6,14 +6,17 @@ seen; the tests assert each row passes and the report prints the table.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.func import grad, hessian
 
 from dllab.attention.softmax import softmax_attention
+from dllab.engine.checkpoint import atomic_write_json
 from dllab.hopfield.energy import (
     concave_part,
     convex_part,
@@ -108,3 +111,9 @@ def theory_checks(draws: int = 50, seed: int = 0) -> list[Check]:
         Check("E(q) >= 0", "smallest E(q) over the draws", worst("energy", min), ">= 0",
               worst("energy", min) >= 0),
     ]  # fmt: skip
+
+
+def save_checks(checks: list[Check], path: Path, draws: int, seed: int) -> None:
+    """Write the checks as runs/hopfield/theory.json (atomically), for the report."""
+    rows = [dataclasses.asdict(c) for c in checks]
+    atomic_write_json(Path(path), {"draws": draws, "seed": seed, "dtype": "float64", "checks": rows})
