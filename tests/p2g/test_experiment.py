@@ -1,0 +1,79 @@
+"""A tiny end-to-end run: train and test on a couple of hundred generated pairs, through the CLI."""
+
+import json
+import random
+
+import pytest
+
+from dllab.cli import main
+from dllab.engine.rundir import RunDir
+
+# A toy spelling system: each letter has one IPA-like symbol, several of them multi-codepoint.
+SYMBOL = {"a": "æ", "b": "b", "c": "t͡ʃ", "d": "d͡ʒ", "e": "iː", "f": "f", "g": "ɡ", "h": "θ"}
+
+
+def write_split(path, n, rng):
+    lines = []
+    for _ in range(n):
+        word = "".join(rng.choices("abcdefgh", k=rng.randint(2, 6)))
+        lines.append(" ".join(SYMBOL[ch] for ch in word) + "\t" + word)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("p2g")
+    data, runs = root / "data", root / "runs"
+    data.mkdir()
+    rng = random.Random(0)
+    write_split(data / "train.tsv", 240, rng)
+    write_split(data / "valid.tsv", 40, rng)
+    argv = ["p2g", "train", "--attn", "--data-dir", str(data), "--runs", str(runs), "--name", "tiny",
+            "--train.epochs", "6", "--model.hidden", "32", "--train.batch_size", "16", "--optim.lr", "0.01"]
+    assert main(argv) == 0
+    return RunDir(runs / "p2g" / "tiny"), data
+
+
+@pytest.mark.slow
+def test_training_learns_the_toy_spelling(trained):
+    run, _ = trained
+    history = run.read_metrics()
+    assert [r["epoch"] for r in history] == list(range(1, 7))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert min(r["val_cer"] for r in history) < 0.5 * history[0]["val_cer"]
+    assert run.best_checkpoint.exists()
+    record = run.read_config_record()
+    assert record["config"]["model"]["attn"] is True and record["data"]["test_is_valid"] is True
+
+
+@pytest.mark.slow
+def test_test_command_writes_each_strategy(trained, capsys):
+    run, _ = trained
+    assert main(["p2g", "test", str(run.path)]) == 0
+    assert main(["p2g", "test", str(run.path), "--top-p", "0.8", "--k", "3"]) == 0
+    assert main(["p2g", "test", str(run.path), "--beam", "5"]) == 0
+    metrics = json.loads(run.test_metrics_path.read_text())
+    assert set(metrics) == {"greedy", "nucleus_p0.8_k3", "beam5"}
+    best_cer = min(r["val_cer"] for r in run.read_metrics())
+    assert metrics["greedy"]["cer"] == pytest.approx(best_cer)  # the best checkpoint, on the same split
+    nucleus = metrics["nucleus_p0.8_k3"]
+    assert nucleus["wer@3"] <= nucleus["wer"] and metrics["greedy"]["split"] == "valid"
+    rows = (run.path / "predictions-nucleus_p0.8_k3.tsv").read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "phonemes\tgold\toutput1\toutput2\toutput3" and len(rows) == 41
+    assert "CER" in capsys.readouterr().out
+
+
+def test_bad_input_exits_2_with_file_and_line(tmp_path, capsys):
+    (tmp_path / "train.tsv").write_text("æ b\tab\nno tab here\n", encoding="utf-8")
+    (tmp_path / "valid.tsv").write_text("æ\ta\n", encoding="utf-8")
+    assert main(["p2g", "train", "--data-dir", str(tmp_path), "--runs", str(tmp_path / "runs")]) == 2
+    assert "train.tsv:2:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bad_test_arguments_exit_2(trained, capsys):
+    run, _ = trained
+    assert main(["p2g", "test", str(run.path), "--top-p", "1.5"]) == 2
+    assert main(["p2g", "test", str(run.path), "--top-p", "0.8", "--beam", "3"]) == 2
+    assert main(["p2g", "test", str(run.path), "--k", "3"]) == 2
+    assert "--k > 1" in capsys.readouterr().err
