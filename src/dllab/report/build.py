@@ -1,0 +1,62 @@
+"""Assemble the report from every capability's `report.py` section (see dllab.report.document)."""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import importlib.util
+import logging
+import platform
+from pathlib import Path
+
+from dllab.report.document import Paragraph, ReportContext, Section, to_html, to_markdown, write_atomic
+
+log = logging.getLogger(__name__)
+TITLE = "dllab: IST Deep Learning Homework 2, rerun"
+
+
+def capability_reports() -> list[tuple[str, object]]:
+    from dllab.cli import CAPABILITIES
+
+    found = []
+    for capability in CAPABILITIES:
+        name = f"dllab.{capability}.report"
+        if importlib.util.find_spec(f"dllab.{capability}") and importlib.util.find_spec(name):
+            found.append((capability, importlib.import_module(name)))
+    return found
+
+
+def rerun_experiments(runs_root: Path, quick: bool, only: list[str] | None = None) -> None:
+    for capability, module in capability_reports():
+        if only and capability not in only:
+            continue
+        run = getattr(module, "run_experiments", None)
+        if run is not None:
+            log.info("running the %s experiments (%s)", capability, "quick" if quick else "full")
+            run(runs_root, quick=quick)
+
+
+def build_report(runs_root: Path, out_dir: Path, only: list[str] | None = None) -> Path:
+    """Write out_dir/index.html and out_dir/index.md; returns the HTML path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ctx = ReportContext(Path(runs_root), Path(out_dir))
+    sections: list[Section] = []
+    for capability, module in capability_reports():
+        if only and capability not in only:
+            continue
+        sections.append(module.build_section(ctx))
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    about = Section("About this report").add(
+        Paragraph(
+            f"Built {stamp} on {platform.machine()} / Python {platform.python_version()} from the run "
+            f"directories under `{runs_root}`. Every number and figure below is read from those runs; "
+            "each section says which command produced them and with which configuration."
+        )
+    )
+    sections.insert(0, about)
+    write_atomic(ctx.out_dir / "index.md", to_markdown(TITLE, sections))
+    html_path = ctx.out_dir / "index.html"
+    write_atomic(html_path, to_html(TITLE, sections))
+    return html_path

@@ -1,0 +1,120 @@
+"""`dllab bench vision`: dllab's training loop and sweep against the course skeleton's way, on the same data.
+
+(a) the skeleton's style: DataLoader over a TensorDataset (per-sample indexing + collate), default
+    threads, `loss.item()` every step, runs one after another;
+(b) dllab: the engine's loop (batches gathered by index, no host sync per step) and `dllab vision sweep`
+    (runs in parallel one-thread processes).
+Both train the 2023-24 CNN with SGD at batch 8 on the first N Fashion-MNIST training images and
+evaluate on the validation split after every epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_RATIO = 1.0
+TARGET_SWEEP = 1.8
+
+
+def add_bench(sub) -> None:
+    p = sub.add_parser(
+        "vision",
+        help="images/s and sweep wall time: dllab vs the course skeleton's loop",
+        description=__doc__,
+        epilog="examples:\n  dllab bench vision --quick\n  dllab bench vision --train-images 20000 --epochs 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--train-images", type=int, default=20000, help="training images per run (default 20000)")
+    p.add_argument("--val-images", type=int, default=2000, help="validation images (default 2000)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per run (default 2)")
+    p.add_argument("--quick", action="store_true", help="4000 images, 1 epoch")
+    p.set_defaults(func=run)
+
+
+def skeleton_style_run(data, lr: float, epochs: int, seed: int = 42) -> float:
+    """Train as the course skeleton does; returns training seconds (validation excluded)."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dllab.vision.models import create_model
+
+    torch.manual_seed(seed)
+    x, y = data.train.tensors
+    vx, vy = data.val.tensors
+    model = create_model("cnn2023", data.input_shape, data.num_classes, dropout=0.7)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=0)
+    criterion = nn.NLLLoss()
+    loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
+    seconds = 0.0
+    for _ in range(epochs):
+        began = time.perf_counter()
+        model.train()
+        losses = []
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        seconds += time.perf_counter() - began
+        model.eval()
+        with torch.no_grad():
+            (model(vx).argmax(-1) == vy).float().mean().item()
+    return seconds
+
+
+def _dllab_cfg(n_train: int, n_val: int, epochs: int, lr: float = 0.01):
+    from dllab.config import apply_overrides
+    from dllab.vision.config import PRESETS
+
+    return apply_overrides(PRESETS["hw2023"], [
+        f"--data.train_limit={n_train}", f"--data.val_limit={n_val}", "--data.test_limit=1000",
+        f"--train.epochs={epochs}", f"--optim.lr={lr}",
+    ])
+
+
+def run(args) -> int:
+    import torch
+
+    from dllab.engine.rundir import RunDir
+    from dllab.vision.experiment import load_data, run_sweep, train_run
+
+    n_train, n_val, epochs = args.train_images, args.val_images, args.epochs
+    if args.quick:
+        n_train, n_val, epochs = 4000, 1000, 1
+    cfg = _dllab_cfg(n_train, n_val, epochs)
+    data = load_data(cfg)
+    threads = torch.get_num_threads()
+    print(f"Fashion-MNIST, 2023-24 CNN, SGD batch 8, {n_train} train images x {epochs} epoch(s), "
+          f"{n_val} validation images; torch threads {threads}, cores {len(__import__('os').sched_getaffinity(0))}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # (a) vs (b): one run each, same data, same thread count.
+        a_seconds = skeleton_style_run(data, 0.01, epochs)
+        train_run(cfg, Path(tmp) / "single", threads=threads)
+        b_seconds = sum(r["train_seconds"] for r in RunDir(Path(tmp) / "single").read_metrics())
+        a_rate, b_rate = n_train * epochs / a_seconds, n_train * epochs / b_seconds
+
+        # Sweeps of three learning rates: sequential skeleton-style runs vs dllab's parallel sweep.
+        began = time.perf_counter()
+        for lr in (0.1, 0.01, 0.001):
+            skeleton_style_run(data, lr, epochs)
+        seq_wall = time.perf_counter() - began
+        began = time.perf_counter()
+        run_sweep(cfg, Path(tmp) / "sweep", "hw2023", lrs=(0.1, 0.01, 0.001), ablation_lr=None)
+        sweep_wall = time.perf_counter() - began
+
+    ratio, speedup = b_rate / a_rate, seq_wall / sweep_wall
+    print()
+    print(f"{'measure':<44}{'(a) skeleton style':>20}{'(b) dllab':>14}{'b/a':>8}{'target':>10}  met")
+    print(f"{'training images/s (one run)':<44}{a_rate:>20.0f}{b_rate:>14.0f}{ratio:>8.2f}"
+          f"{'>= ' + str(TARGET_RATIO):>10}  {'yes' if ratio >= TARGET_RATIO else 'NO'}")
+    print(f"{'lr sweep of 3 runs, wall seconds':<44}{seq_wall:>20.1f}{sweep_wall:>14.1f}{speedup:>7.2f}x"
+          f"{'>= ' + str(TARGET_SWEEP) + 'x':>10}  {'yes' if speedup >= TARGET_SWEEP else 'NO'}")
+    print("\n(a) sequential runs with DataLoader(TensorDataset), default threads; (b) `dllab vision sweep`: "
+          "parallel one-thread processes, process start-up and data loading included.")
+    return 0

@@ -1,0 +1,30 @@
+import pytest
+
+from dllab.engine.rundir import RunDir, find_runs
+from dllab.errors import UserError
+from dllab.vision.config import PRESETS, with_lr
+
+
+def test_prepare_refuses_to_clobber_and_checks_config_on_resume(tmp_path):
+    run = RunDir(tmp_path / "r")
+    cfg = PRESETS["hw2023"]
+    run.prepare("vision", cfg, resume=False)
+    assert run.read_config(type(cfg)) == cfg
+    with pytest.raises(UserError, match="--resume"):
+        run.prepare("vision", cfg, resume=False)
+    run.prepare("vision", cfg, resume=True)
+    with pytest.raises(UserError, match="optim.lr changed"):
+        run.prepare("vision", with_lr(cfg, 0.5), resume=True)
+    run.prepare("vision", with_lr(cfg, 0.5), resume=False, overwrite=True)
+    assert find_runs(tmp_path)[0].path == run.path
+
+
+def test_metrics_survive_a_torn_last_line_and_truncate(tmp_path):
+    run = RunDir(tmp_path)
+    for e in (1, 2, 3):
+        run.append_metrics({"epoch": e, "val_acc": e / 10})
+    with open(run.metrics_path, "a") as fh:
+        fh.write('{"epoch": 4, "val')
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2, 3]
+    run.truncate_metrics(2)
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
