@@ -1,5 +1,3 @@
-# ENGINEERS WORKING IN PARALLEL: read /tmp/common_brief.md now (git protocol: commit only your own paths;
-# hard deadline 16:05 UTC; final-report format). Lead engineer removes this line later.
 """Softmax attention: the fast path on torch's scaled_dot_product_attention and a naive L x L reference."""
 
 from __future__ import annotations
