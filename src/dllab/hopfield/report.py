@@ -155,8 +155,8 @@ def _capacity_section(ctx: ReportContext, folder: Path) -> Section:
     sub.add(Table(["patterns", "network", "beta", "D", "capacity (N at >= 99%)", "0.14 D"], rows,
                   caption="Largest N retrieved at >= 99% against the pattern dimension"))
     sub.add(ctx.save_figure(_capacity_figure(data["rows"]), "hopfield_capacity.png",
-                            "Capacity against D (log scales); open markers: the search reached its largest N; a capacity of "
-                            "0 (even N = 2 failed) is not drawn."))
+                            "Capacity against D (log scales); open markers: the search reached its largest N; "
+                            "a capacity of 0 (even N = 2 failed) is not drawn."))
     return sub
 
 
