@@ -57,6 +57,7 @@ class ASRConfig:
     train: TrainConfig = option(TrainConfig(epochs=15, batch_size=16), "")
     label_smoothing: float = option(0.1, "label smoothing of the cross-entropy (padding is ignored)")
     eval_batch_size: int = option(64, "utterances decoded at once during evaluation")
+    decode_max_len: int = option(vocab.MAX_TOKENS - 1, "most tokens decoded per utterance (EOS included)")
 
 
 # -- data ----------------------------------------------------------------------------------------------
@@ -97,7 +98,13 @@ def load_splits(cfg: ASRConfig, show_progress: bool = True) -> dict[str, Feature
 # -- evaluation ----------------------------------------------------------------------------------------
 
 
-def transcribe(model: ASRModel, data: SpeechData, batch_size: int = 64, beam_size: int = 1) -> list[str]:
+def transcribe(
+    model: ASRModel,
+    data: SpeechData,
+    batch_size: int = 64,
+    beam_size: int = 1,
+    max_len: int = vocab.MAX_TOKENS - 1,
+) -> list[str]:
     """Transcripts of every utterance of `data`, greedy (beam_size 1) or by beam search."""
     strategy = GreedyDecoder() if beam_size <= 1 else BeamSearchDecoder(beam_size)
     device = next(model.parameters()).device
@@ -105,7 +112,7 @@ def transcribe(model: ASRModel, data: SpeechData, batch_size: int = 64, beam_siz
     model.eval()
     for batch in eval_batches(data, batch_size):
         src = {k: v.to(device) for k, v in batch.items() if k != "tokens"}
-        ids = decode(model, src, strategy, sos=vocab.SOS, eos=vocab.EOS, max_len=vocab.MAX_TOKENS - 1)
+        ids = decode(model, src, strategy, sos=vocab.SOS, eos=vocab.EOS, max_len=max_len)
         hyps.extend(vocab.decode(row) for row in ids)
     return hyps
 
@@ -136,7 +143,7 @@ def mean_loss(model: ASRModel, data: SpeechData, batch_size: int, label_smoothin
 def evaluate(model: ASRModel, data: SpeechData, cfg: ASRConfig) -> dict[str, float]:
     """Loss and text metrics of greedy transcripts of `data`."""
     began = time.perf_counter()
-    hyps = transcribe(model, data, cfg.eval_batch_size)
+    hyps = transcribe(model, data, cfg.eval_batch_size, max_len=cfg.decode_max_len)
     decode_seconds = time.perf_counter() - began
     out = {
         "loss": mean_loss(model, data, cfg.eval_batch_size, cfg.label_smoothing),
@@ -211,7 +218,7 @@ def test_run(
     test = SpeechData(splits["test"])
     model = load_best(ASRModel(cfg.model), run).eval()
     began = time.perf_counter()
-    hyps = transcribe(model, test, cfg.eval_batch_size, beam_size)
+    hyps = transcribe(model, test, cfg.eval_batch_size, beam_size, cfg.decode_max_len)
     seconds = time.perf_counter() - began
     refs = test.features.texts
     summary: dict[str, Any] = {

@@ -1,0 +1,213 @@
+"""The report's speech-recognition section: loss and similarity curves, the decoder comparison, examples.
+
+Reads run directories under `<runs>/asr/` (written by `dllab asr train`, or by `run_experiments`, which
+puts its quick CPU-demo runs under `<runs>/asr/quick/`); never trains anything itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from dllab.report.document import Figure, Paragraph, ReportContext, Section, Table
+
+DECODERS = ("lstm", "transformer", "taylor")
+SIMILARITIES = (("jaccard", "Jaccard"), ("cosine", "cosine"), ("damerau_levenshtein", "Damerau-Levenshtein"))
+# The course notebook's test similarities as submitted (seeds 000 and 002; LJSpeech, 15 epochs).
+SEED_RESULTS = (
+    ("course notebook, LSTM decoder (seed 000)", 0.7149, 0.8324, 0.5087),
+    ("course notebook, attention decoder (seed 000)", 0.7635, 0.8646, 0.6318),
+    ("course notebook, attention decoder (seed 002)", 0.7657, 0.8661, 0.6344),
+)
+
+
+def _runs(root: Path) -> list[dict[str, Any]]:
+    from dllab.engine.rundir import find_runs
+
+    out = []
+    for run in find_runs(root):
+        record = run.read_config_record()
+        if record.get("experiment") != "asr":
+            continue
+        out.append(
+            {
+                "name": str(run.path.relative_to(root)),
+                "decoder": record["config"]["model"]["decoder"],
+                "config": record,
+                "metrics": run.read_metrics(),
+                "test": run.read_test_metrics(),
+            }
+        )
+    return out
+
+
+def build_section(ctx: ReportContext) -> Section:
+    section = Section("Speech recognition (2023-24 Question 3)")
+    root = ctx.runs_root / "asr"
+    runs = [r for r in _runs(root) if r["metrics"]]
+    if not runs:
+        return section.add(
+            Paragraph(
+                "No speech-recognition runs yet: `dllab asr train --decoder transformer` (and `lstm`, "
+                "`taylor`) trains them on the embedded espeak-ng corpus, or `dllab report --rerun --quick` "
+                "runs the quick demo."
+            )
+        )
+    full = [r for r in runs if not r["name"].startswith("quick/")]
+    shown = full or runs
+    quick = not full
+    corpus = shown[0]["config"].get("corpus", "?")
+    sizes = shown[0]["config"].get("sizes", {})
+    caveat = (
+        "Quick demo runs (tiny corpus, few epochs: they only show that the pipeline works). " if quick else ""
+    )
+    split = ", ".join(f"{k} {v}" for k, v in sizes.items())
+    section.add(
+        Paragraph(
+            f"{caveat}Corpus `{corpus}` ({split} utterances): public-domain KJV clauses spoken by espeak-ng "
+            "with several voices, rates and pitches, 22,050 Hz, 80 log-mel bands. Encoder: 2 conv layers + 2 "
+            "pre-norm attention blocks (hidden 200, 2 heads). Training: AdamW lr 1e-3, linear warm-up and "
+            "decay, label smoothing 0.1 with padding ignored (the notebook also scored padding positions), "
+            "best epoch by validation CER; test transcripts are greedy."
+        )
+    )
+    section.add(_table(shown))
+    section.add(*_figures(ctx, shown))
+    section.add(*_examples(shown))
+    return section
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, int | float) else "-"
+
+
+def _table(runs: list[dict[str, Any]]) -> Table:
+    rows = []
+    for r in sorted(
+        runs, key=lambda r: (DECODERS.index(r["decoder"]) if r["decoder"] in DECODERS else 9, r["name"])
+    ):
+        t = r["test"] or {}
+        train_min = sum(m.get("train_seconds", 0.0) for m in r["metrics"]) / 60
+        rows.append(
+            [
+                r["name"],
+                r["decoder"],
+                f"{r['config'].get('parameters', 0):,}",
+                len(r["metrics"]),
+                f"{train_min:.1f}",
+                _fmt(t.get("cer")),
+                _fmt(t.get("wer")),
+                _fmt(t.get("jaccard")),
+                _fmt(t.get("cosine")),
+                _fmt(t.get("damerau_levenshtein")),
+                _fmt(t.get("decode_utterances_per_second"), 1),
+            ]
+        )
+    for label, jac, cos, dl in SEED_RESULTS:
+        rows.append([label, "-", "-", 15, "-", "-", "-", _fmt(jac), _fmt(cos), _fmt(dl), "-"])
+    return Table(
+        [
+            "run",
+            "decoder",
+            "parameters",
+            "epochs",
+            "train min",
+            "test CER",
+            "test WER",
+            "Jaccard",
+            "cosine",
+            "Damerau-Lev.",
+            "decoded utt/s",
+        ],
+        rows,
+        "Test-split results of the best-validation-CER checkpoint (greedy, KV-cached decoding; training "
+        "minutes measured on a shared 2-core CPU). The last rows are the students' LJSpeech numbers, for "
+        "reference only: a different corpus.",
+    )
+
+
+def _figures(ctx: ReportContext, runs: list[dict[str, Any]]) -> list[Figure]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in runs:
+        ep = [m["epoch"] for m in r["metrics"]]
+        (line,) = ax.plot(ep, [m["train_loss"] for m in r["metrics"]], label=f"{r['name']} train")
+        ax.plot(
+            ep,
+            [m.get("val_loss") for m in r["metrics"]],
+            "--",
+            color=line.get_color(),
+            label=f"{r['name']} val",
+        )
+    ax.set(xlabel="epoch", ylabel="label-smoothed cross-entropy", title="ASR: training and validation loss")
+    ax.legend(fontsize=7)
+    figs.append(
+        ctx.save_figure(fig, "asr_loss.png", "Training (solid) and validation (dashed) loss per epoch.")
+    )
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    for ax, (key, label) in zip(axes, (*SIMILARITIES, ("cer", "CER")), strict=True):
+        for r in runs:
+            ax.plot(
+                [m["epoch"] for m in r["metrics"]],
+                [m.get(f"val_{key}") for m in r["metrics"]],
+                marker=".",
+                label=r["name"],
+            )
+        ax.set(xlabel="epoch", title=f"validation {label}")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    figs.append(
+        ctx.save_figure(
+            fig,
+            "asr_similarities.png",
+            "Validation Jaccard, cosine and Damerau-Levenshtein similarities (mean per "
+            "utterance, greedy transcripts) and CER per epoch.",
+        )
+    )
+    plt.close(fig)
+    return figs
+
+
+def _examples(runs: list[dict[str, Any]]) -> list[Table]:
+    rows = []
+    for r in runs:
+        for ex in ((r["test"] or {}).get("examples") or [])[:3]:
+            rows.append([r["name"], ex["reference"], ex["hypothesis"]])
+    if not rows:
+        return []
+    return [Table(["run", "reference", "greedy transcript"], rows, "Example test transcriptions.")]
+
+
+# -- dllab report --rerun -------------------------------------------------------------------------------
+
+
+def quick_config():
+    """The CPU-demo setting: 80 short utterances, 3 epochs (about a minute per decoder on 2 cores)."""
+    from dllab.asr.experiment import ASRConfig
+
+    cfg = ASRConfig()
+    return dataclasses.replace(
+        cfg,
+        corpus=dataclasses.replace(cfg.corpus, size=80, max_words=7),
+        optim=dataclasses.replace(cfg.optim, warmup_steps=5),
+        train=dataclasses.replace(cfg.train, epochs=3),
+    )
+
+
+def run_experiments(runs_root: Path, quick: bool) -> None:
+    """Train and test each decoder into `<runs>/asr/quick/<decoder>` (quick) or `<runs>/asr/<decoder>`."""
+    from dllab.asr.experiment import ASRConfig, train_run
+
+    base = quick_config() if quick else ASRConfig()
+    for decoder in DECODERS:
+        cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, decoder=decoder))
+        path = runs_root / "asr" / ("quick" if quick else "") / decoder
+        train_run(cfg, path, overwrite=True, show_progress=False)

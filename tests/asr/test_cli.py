@@ -1,0 +1,136 @@
+"""End to end on the tiny espeak-ng corpus: train each decoder for one epoch, test, report, bench."""
+
+import json
+
+import pytest
+
+from dllab.cli import main
+
+
+@pytest.fixture
+def cache_env(monkeypatch, tiny_cache):
+    monkeypatch.setenv("DLLAB_CACHE", str(tiny_cache))
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_corpus, tiny_cache, tmp_path_factory):
+    """One epoch of each decoder on the tiny corpus (shared by the tests below)."""
+    import os
+
+    runs = tmp_path_factory.mktemp("runs")
+    old = os.environ.get("DLLAB_CACHE")
+    os.environ["DLLAB_CACHE"] = str(tiny_cache)
+    try:
+        for decoder in ("lstm", "transformer", "taylor"):
+            code = main(
+                [
+                    "asr",
+                    "train",
+                    "--decoder",
+                    decoder,
+                    "--runs",
+                    str(runs),
+                    "--data.corpus",
+                    str(tiny_corpus),
+                    "--epochs",
+                    "1",
+                    "--warmup_steps",
+                    "1",
+                    "--eval_batch_size",
+                    "4",
+                    "--decode_max_len",
+                    "12",
+                ]
+            )
+            assert code == 0
+    finally:
+        if old is None:
+            os.environ.pop("DLLAB_CACHE")
+        else:
+            os.environ["DLLAB_CACHE"] = old
+    return runs
+
+
+@pytest.mark.slow
+def test_train_writes_metrics_and_test_results(trained):
+    for decoder in ("lstm", "transformer", "taylor"):
+        run = trained / "asr" / decoder
+        record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+        for key in (
+            "train_loss",
+            "val_loss",
+            "val_cer",
+            "val_wer",
+            "val_jaccard",
+            "val_cosine",
+            "val_damerau_levenshtein",
+        ):
+            assert key in record
+        test = json.loads((run / "test_metrics.json").read_text())
+        assert test["utterances"] == 1 and 0.0 <= test["jaccard"] <= 1.0
+        assert test["examples"][0]["reference"]
+
+
+@pytest.mark.slow
+def test_test_command_prints_metrics(trained, cache_env, capsys):
+    assert main(["asr", "test", str(trained / "asr" / "transformer"), "--beam", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "CER" in out and "beam 2" in out and "ref:" in out
+
+
+def test_test_command_on_a_missing_run_is_a_user_error(tmp_path, capsys):
+    assert main(["asr", "test", str(tmp_path / "nope")]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_bad_override_is_a_user_error(capsys):
+    assert main(["asr", "train", "--decoder", "lstm", "--no_such_key", "1"]) == 2
+    assert "no_such_key" in capsys.readouterr().err
+
+
+def test_missing_corpus_folder_is_a_user_error(tmp_path, capsys, cache_env):
+    assert main(["asr", "build-corpus", "--data.corpus", str(tmp_path / "missing")]) == 2
+    assert "missing is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_section_draws_figures_and_tables(trained, tmp_path):
+    from dllab.asr.report import build_section
+    from dllab.report.document import Figure, ReportContext, Table
+
+    section = build_section(ReportContext(runs_root=trained, out_dir=tmp_path))
+    assert sum(isinstance(b, Figure) for b in section.blocks) == 2
+    tables = [b for b in section.blocks if isinstance(b, Table)]
+    assert {row[1] for row in tables[0].rows} >= {"lstm", "transformer", "taylor"}
+    assert (tmp_path / "figures" / "asr_loss.png").exists()
+
+
+def test_report_section_without_runs_says_which_command(tmp_path):
+    from dllab.asr.report import build_section
+    from dllab.report.document import Paragraph, ReportContext
+
+    section = build_section(ReportContext(runs_root=tmp_path, out_dir=tmp_path))
+    assert isinstance(section.blocks[0], Paragraph) and "dllab asr train" in section.blocks[0].text
+
+
+@pytest.mark.slow
+def test_bench_runs_on_a_tiny_corpus(trained, tiny_corpus, cache_env, capsys):
+    code = main(
+        [
+            "bench",
+            "asr",
+            "--quick",
+            "--decode-only",
+            "--corpus",
+            str(tiny_corpus),
+            "--utterances",
+            "2",
+            "--batch-size",
+            "2",
+            "--run",
+            str(trained / "asr" / "transformer"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "identical transcripts: yes" in out and code == 0
+    assert "speed-up" in out and "utterances/s" in out
