@@ -78,11 +78,11 @@ QUICK_RETRIEVAL = [
 QUICK_CAPACITY = ["--sides=4,7", "--random_dims=8,12,16,20", "--queries=100", "--max_random_patterns=16384"]
 
 
-def validate_retrieval(cfg: RetrievalConfig, pool: int) -> None:
-    """UserError naming the config key for values the experiment cannot use."""
+def validate_retrieval(cfg: RetrievalConfig, pool: int | None = None) -> None:
+    """UserError naming the config key for values the experiment cannot use (N is checked once pool is known)."""
     for n in (*cfg.n_patterns, cfg.grid_patterns):
-        if not 1 <= n <= pool:
-            raise UserError(f"--n_patterns / --grid_patterns: {n} is outside 1..{pool} (the image pool)")
+        if not 1 <= n <= (pool or n):
+            raise UserError(f"--n_patterns / --grid_patterns: {n} is outside 1..{pool or 'the pool size'}")
     for b in (*cfg.betas, *cfg.grid_betas):
         if not (b > 0 and math.isfinite(b)):
             raise UserError(f"--betas / --grid_betas: beta must be > 0, got {b}")
@@ -150,6 +150,7 @@ def effective_patterns(state: Tensor, X: Tensor, beta: float) -> Tensor:
 
 def run_retrieval(cfg: RetrievalConfig, out: Path, images: Tensor | None = None) -> dict:
     """Accuracy against beta and N, image grids, energy traces; writes out/results.json and out/grids.npz."""
+    validate_retrieval(cfg)
     images = image_pool() if images is None else images
     validate_retrieval(cfg, len(images))
     patterns = to_patterns(images, cfg.normalise)  # (P, 784)
