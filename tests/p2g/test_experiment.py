@@ -77,3 +77,30 @@ def test_bad_test_arguments_exit_2(trained, capsys):
     assert main(["p2g", "test", str(run.path), "--top-p", "0.8", "--beam", "3"]) == 2
     assert main(["p2g", "test", str(run.path), "--k", "3"]) == 2
     assert "--k > 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_section_reads_the_run(trained, tmp_path):
+    from dllab.p2g.report import build_section
+    from dllab.report.document import Figure, ReportContext, Table
+
+    run, _ = trained
+    for argv in (["--top-p", "0.8", "--k", "3"], []):  # the examples table needs both prediction files
+        assert main(["p2g", "test", str(run.path), *argv]) == 0
+    section = build_section(ReportContext(run.path.parents[1], tmp_path / "report"))
+    figures = [b for b in section.blocks if isinstance(b, Figure)]
+    assert figures and (tmp_path / "report" / figures[0].path).exists()
+    tables = [b for b in section.blocks if isinstance(b, Table)]
+    results = next(t for t in tables if "WER@3" in t.headers)
+    decodings = {row[2] for row in results.rows if row[0] == "tiny"}
+    assert {"greedy", "nucleus (p=0.8)"} <= decodings
+    examples = next(t for t in tables if "gold" in t.headers)
+    assert len(examples.rows) == 10 and all(" " in row[0] for row in examples.rows)
+
+
+def test_report_section_without_runs_names_the_command(tmp_path):
+    from dllab.p2g.report import build_section
+    from dllab.report.document import ReportContext
+
+    section = build_section(ReportContext(tmp_path / "runs", tmp_path / "report"))
+    assert "dllab p2g train" in section.blocks[0].text

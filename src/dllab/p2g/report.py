@@ -1,0 +1,148 @@
+"""The phoneme-to-spelling section of the report: learning curves, the homework's results table, examples.
+
+Reads run directories under `<runs>/p2g/` (written by `dllab p2g train` / `dllab p2g test`, or by
+`run_experiments`), never trains. `run_experiments` reruns the homework's grid: no attention vs attention,
+each decoded greedily, with nucleus sampling (p = 0.8, 3 samples) and with beam search (5).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from dllab.engine.rundir import RunDir, find_runs
+from dllab.report.document import Figure, Paragraph, ReportContext, Section, Table
+
+log = logging.getLogger(__name__)
+
+TITLE = "Phoneme-to-spelling (2024-25 Q3)"
+QUICK = {"limit_train": 2000, "limit_valid": 300, "epochs": 3}
+STRATEGIES = (("greedy", {}), ("nucleus_p0.8_k3", {"top_p": 0.8, "k": 3}), ("beam5", {"beam": 5}))
+
+
+def run_experiments(runs_root: Path, quick: bool) -> None:
+    """Train both models (course data when present, else the embedded CMUdict set) and decode them 3 ways.
+
+    quick: the first 2,000 training and 300 validation words, 3 epochs (about a minute on 2 cores)."""
+    from dllab.config import replace_path
+    from dllab.p2g.experiment import COURSE_DIR, P2GConfig, evaluate, run_path, train
+
+    cfg = P2GConfig()
+    source = "course" if (Path(COURSE_DIR) / "train.tsv").exists() else "cmudict"
+    cfg = replace_path(cfg, "data.source", source)
+    if quick:
+        cfg = replace_path(cfg, "data.limit_train", QUICK["limit_train"])
+        cfg = replace_path(cfg, "data.limit_valid", QUICK["limit_valid"])
+        cfg = replace_path(cfg, "train.epochs", QUICK["epochs"])
+    for attn in (False, True):
+        run_cfg = replace_path(cfg, "model.attn", attn)
+        name = f"{'quick' if quick else source}-{'attn' if attn else 'noattn'}"
+        run = run_path(runs_root, name)
+        if quick or not run.is_complete():
+            train(run_cfg, run, resume=not quick and run.exists(), overwrite=quick, show_progress=False)
+        for _, kwargs in STRATEGIES:
+            evaluate(run, **kwargs)
+
+
+def _runs(ctx: ReportContext) -> list[tuple[RunDir, dict, list[dict], dict]]:
+    out = []
+    for run in find_runs(ctx.runs_root / "p2g"):
+        try:
+            record = run.read_config_record()
+        except Exception as err:  # a broken run directory should not sink the whole report
+            log.warning("%s: skipped (%s)", run.path, err)
+            continue
+        history = run.read_metrics()
+        if history:
+            out.append((run, record, history, run.read_test_metrics() or {}))
+    return out
+
+
+def _describe(record: dict, history: list[dict]) -> str:
+    cfg = record["config"]
+    sizes = record.get("data", {}).get("sizes", {})
+    epochs = f"{len(history)}/{cfg['train']['epochs']} epochs"
+    return (f"{'attention' if cfg['model']['attn'] else 'no attention'}, {cfg['data']['source']} data "
+            f"({sizes.get('train', '?'):,} train words), H={cfg['model']['hidden']}, {epochs}")  # fmt: skip
+
+
+def _curves(ctx: ReportContext, runs) -> Figure:
+    import matplotlib.pyplot as plt
+
+    fig, (ax_cer, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for run, _, history, _ in runs:
+        epochs = [r["epoch"] for r in history]
+        ax_cer.plot(epochs, [r["val_cer"] for r in history], marker="o", ms=3, label=run.name)
+        ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o", ms=3, label=run.name)
+    ax_cer.set(xlabel="epoch", ylabel="validation CER (greedy)", title="Validation CER per epoch")
+    ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy / token)", title="Training loss per epoch")
+    for ax in (ax_cer, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return ctx.save_figure(fig, "p2g_curves.png", "Greedy validation CER and training loss per epoch, every run.")
+
+
+def _results_table(runs) -> Table:
+    rows = []
+    for run, record, history, tests in runs:
+        best = min(history, key=lambda r: r["val_cer"])
+        for key, _ in STRATEGIES:
+            m = tests.get(key)
+            if m is None:
+                continue
+            label = {"greedy": "greedy", "beam5": "beam search (5)"}.get(key, "nucleus (p=0.8)")
+            rows.append([run.name, "yes" if record["config"]["model"]["attn"] else "no", label, m["cer"],
+                         m["wer"], m.get("wer@3", "—"), m["split"], f"{best['epoch']}/{len(history)}"])  # fmt: skip
+    return Table(
+        ["run", "attention", "decoding", "CER", "WER", "WER@3", "split", "best epoch"],
+        rows,
+        "The homework's table (+ beam search): best checkpoint by validation CER. Nucleus CER / WER are those "
+        "of the first of 3 samples; WER@3 counts a word as right when any of the 3 samples is.",
+    )
+
+
+def _examples(run: RunDir, n: int = 10) -> Table | None:
+    greedy, nucleus = run.path / "predictions-greedy.tsv", run.path / "predictions-nucleus_p0.8_k3.tsv"
+    if not (greedy.exists() and nucleus.exists()):
+        return None
+    g_rows = [line.split("\t") for line in greedy.read_text(encoding="utf-8").splitlines()[1:]]
+    n_rows = [line.split("\t") for line in nucleus.read_text(encoding="utf-8").splitlines()[1:]]
+    rows = [[g[0], g[1], g[2], ", ".join(dict.fromkeys(s[2:]))] for g, s in zip(g_rows[:n], n_rows[:n], strict=True)]
+    return Table(["phonemes", "gold", "greedy", "nucleus samples (distinct)"], rows,
+                 f"Example predictions of {run.name} (the first {n} words of its test split).")  # fmt: skip
+
+
+def build_section(ctx: ReportContext) -> Section:
+    section = Section(TITLE)
+    runs = _runs(ctx)
+    if not runs:
+        return section.add(Paragraph(
+            "No phoneme-to-spelling runs yet. Train and test with `dllab p2g train --attn --data course` then "
+            "`dllab p2g test runs/p2g/course-attn [--top-p 0.8 --k 3 | --beam 5]`, or rerun the homework's "
+            "grid with `dllab report --rerun [--quick] --only p2g`."
+        ))  # fmt: skip
+    section.add(Paragraph(
+        "A character-level encoder-decoder spells an English word from its IPA symbols: embedding -> "
+        "bidirectional LSTM encoder over packed sequences, whose final states initialise an LSTM decoder, "
+        "optionally with Bahdanau (additive) attention over the encoder outputs (padding masked); hidden 128, "
+        "dropout 0.3, Adam lr 0.003, batch 64, teacher forcing, best checkpoint by greedy validation CER. "
+        "CER = total edit distance / total reference characters; WER = share of words spelled wrong. The course "
+        "hands out train and validation files only, so the course runs' test split is the validation file."
+    ))  # fmt: skip
+    quick = [run.name for run, record, _, _ in runs if record["config"]["data"]["limit_train"]]
+    if quick:
+        section.add(Paragraph(
+            f"Runs {', '.join(quick)} are QUICK-mode runs (`dllab report --rerun --quick`): only the first "
+            f"{QUICK['limit_train']:,} training and {QUICK['limit_valid']} validation words, {QUICK['epochs']} "
+            "epochs, to fit the demo's time budget; their numbers are far from the full runs'."
+        ))  # fmt: skip
+    section.add(Table(["run", "setup"], [[run.name, _describe(rec, hist)] for run, rec, hist, _ in runs]))
+    section.add(_curves(ctx, runs))
+    section.add(_results_table(runs))
+    tested = [(r, t) for r, rec, _, t in runs if "greedy" in t and rec["config"]["model"]["attn"]]
+    if tested:
+        best_run = min(tested, key=lambda rt: rt[1]["greedy"]["cer"])[0]
+        examples = _examples(best_run)
+        if examples is not None:
+            section.add(examples)
+    return section
