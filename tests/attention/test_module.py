@@ -29,9 +29,7 @@ def test_no_projections_is_plain_attention():
     # several heads: each head attends with its own slice of the channels
     mha3 = MultiHeadAttention(12, 3, projections=False)
     heads = [
-        softmax_attention(
-            x[..., h * 4 : (h + 1) * 4], ctx[..., h * 4 : (h + 1) * 4], ctx[..., h * 4 : (h + 1) * 4]
-        )
+        softmax_attention(x[..., h * 4 : (h + 1) * 4], ctx[..., h * 4 : (h + 1) * 4], ctx[..., h * 4 : (h + 1) * 4])
         for h in range(3)
     ]
     torch.testing.assert_close(mha3(x, ctx), torch.cat(heads, dim=-1))

@@ -59,18 +59,23 @@ def _check_dim_order(dim: int, order: int) -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def _monomial_tables(dim: int, degree: int) -> tuple[list[int], list[int], list[float]]:
-    """For the degree-n monomials x_{i1}...x_{in} (i1 <= ... <= in, in lexicographic order):
-    the position of the prefix (i1..i_{n-1}) among the degree-(n-1) monomials, the last index i_n, and
-    the weight 1/sqrt(a!) where a counts repeated indices."""
+def _monomial_tables(dim: int, degree: int) -> tuple[list[int], list[int]]:
+    """Build the degree-n features from the degree-(n-1) ones, both weighted by 1/sqrt(a!).
+
+    Monomials x_{i1}...x_{in} (i1 <= ... <= in) are listed in lexicographic order. With c the number of
+    times the last index i_n already occurs in the prefix (i1..i_{n-1}), a! grows by the factor (c + 1), so
+
+        feature_n[t] = feature_{n-1}[prefix(t)] * x[i_n] / sqrt(c + 1).
+
+    Returns, per degree-n monomial, the prefix's position among the degree-(n-1) monomials and
+    c * dim + i_n, a row of the stack [x, x / sqrt(2), ..., x / sqrt(n)].
+    """
     previous = {t: p for p, t in enumerate(itertools.combinations_with_replacement(range(dim), degree - 1))}
-    prefix, last, weight = [], [], []
+    prefix, scaled_last = [], []
     for t in itertools.combinations_with_replacement(range(dim), degree):
         prefix.append(previous[t[:-1]])
-        last.append(t[-1])
-        a_factorial = math.prod(math.factorial(len(list(g))) for _, g in itertools.groupby(t))
-        weight.append(1.0 / math.sqrt(a_factorial))
-    return prefix, last, weight
+        scaled_last.append(t[:-1].count(t[-1]) * dim + t[-1])
+    return prefix, scaled_last
 
 
 class TaylorFeatureMap(nn.Module):
@@ -83,7 +88,11 @@ class TaylorFeatureMap(nn.Module):
         form: "compact" (monomials with multinomial weights, M = sum C(n+D-1, n)) or "outer"
             (flattened outer products, M = sum D^n); both give the same kernel.
         max_features: refuse maps with more features than this (ValueError naming `order`).
-    Shapes: forward maps (..., D) -> (..., M), in the input's dtype and device.
+
+    forward(x): (..., D) -> (..., M). transposed(xt): (..., D, T) -> (..., M, T), the same map with tokens
+    along the last axis, which the linear-attention kernels use: every feature is then one contiguous row.
+    Features are ordered by degree: [1, x (D), degree 2, ...]; the compact degree-2 block lists x_i x_j
+    for i <= j with weight 1/sqrt(2) on the squares, so phi(q)^T phi(k) has every cross term q_i q_j k_i k_j.
     """
 
     def __init__(
@@ -110,20 +119,13 @@ class TaylorFeatureMap(nn.Module):
         self.scale = 1.0 / math.sqrt(dim) if scale is None else float(scale)
         self._root_scale = math.sqrt(self.scale)
         if form == "compact":
-            # Degree n >= 2 is built from degree n-1: monomial[t] = monomial_{n-1}[prefix(t)] * x[last(t)].
             for n in range(2, order):
-                prefix, last, weight = _monomial_tables(dim, n)
-                self.register_buffer(f"prefix{n}", torch.tensor(prefix, dtype=torch.long), persistent=False)
-                self.register_buffer(f"last{n}", torch.tensor(last, dtype=torch.long), persistent=False)
-                self.register_buffer(
-                    f"weight{n}", torch.tensor(weight, dtype=torch.float64), persistent=False
-                )
+                prefix, scaled_last = _monomial_tables(dim, n)
+                self.register_buffer(f"prefix{n}", torch.tensor(prefix), persistent=False)
+                self.register_buffer(f"scaled_last{n}", torch.tensor(scaled_last), persistent=False)
 
     def extra_repr(self) -> str:
-        return (
-            f"dim={self.dim}, order={self.order}, scale={self.scale:.4g}, form={self.form}, "
-            f"M={self.num_features}"
-        )
+        return f"dim={self.dim}, order={self.order}, scale={self.scale:.4g}, form={self.form}, M={self.num_features}"
 
     def series(self, t: Tensor) -> Tensor:
         """The truncated series sum_{n<K} (scale * t)^n / n! of raw scores t = q^T k, elementwise (Horner)."""
@@ -134,25 +136,30 @@ class TaylorFeatureMap(nn.Module):
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1] != self.dim:
-            raise ValueError(
-                f"x: expected last dimension {self.dim} (the map's dim), got shape {tuple(x.shape)}"
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"x: expected a floating-point tensor, got {x.dtype}")
-        x = x * self._root_scale
-        blocks = [torch.ones_like(x[..., :1])]
+        if x.dim() == 1:
+            return self.transposed(x.unsqueeze(-1)).squeeze(-1)
+        return self.transposed(x.transpose(-1, -2)).transpose(-1, -2)
+
+    def transposed(self, xt: Tensor) -> Tensor:
+        """(..., D, T) -> (..., M, T): the features of T vectors stored as columns."""
+        if xt.shape[-2] != self.dim:
+            raise ValueError(f"x: expected feature dimension {self.dim} (the map's dim), got shape {tuple(xt.shape)}")
+        if not xt.is_floating_point():
+            raise ValueError(f"x: expected a floating-point tensor, got {xt.dtype}")
+        xt = xt.contiguous() * self._root_scale  # (..., D, T), one row per input coordinate
+        blocks = [torch.ones_like(xt[..., :1, :])]
         if self.order >= 2:
-            blocks.append(x)
+            blocks.append(xt)
         if self.form == "outer":
-            power = x
+            power = xt
             for n in range(2, self.order):
-                power = (power.unsqueeze(-1) * x.unsqueeze(-2)).flatten(-2)  # (..., D^n)
+                power = (power.unsqueeze(-2) * xt.unsqueeze(-3)).flatten(-3, -2)  # (..., D^n, T)
                 blocks.append(power / math.sqrt(math.factorial(n)))
-            return torch.cat(blocks, dim=-1)
-        monomial = x
-        for n in range(2, self.order):
-            prefix, last = getattr(self, f"prefix{n}"), getattr(self, f"last{n}")
-            monomial = monomial.index_select(-1, prefix) * x.index_select(-1, last)  # (..., C(n+D-1, n))
-            blocks.append(monomial * getattr(self, f"weight{n}").to(x.dtype))
-        return torch.cat(blocks, dim=-1)
+        elif self.order >= 3:
+            stack = torch.cat([xt / math.sqrt(c + 1) for c in range(self.order - 1)], dim=-2)
+            monomials = xt
+            for n in range(2, self.order):
+                prefix, scaled_last = getattr(self, f"prefix{n}"), getattr(self, f"scaled_last{n}")
+                monomials = monomials.index_select(-2, prefix) * stack.index_select(-2, scaled_last)
+                blocks.append(monomials)  # (..., C(n+D-1, n), T)
+        return torch.cat(blocks, dim=-2)

@@ -25,6 +25,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from dllab.attention.chunk import taylor_attention
+from dllab.attention.feature_map import TaylorFeatureMap
+
 FeatureMap = Callable[[Tensor], Tensor]
 
 # Chosen by measurement on the 2-core CPU (`dllab attention chunk-size`; B=1, H=4, D=16, K=3, L=16,384).
@@ -39,9 +42,7 @@ def _check_qkv(q: Tensor, k: Tensor, v: Tensor, feature_map: FeatureMap) -> None
         if not isinstance(t, Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
         if t.dim() < 2:
-            raise ValueError(
-                f"{name}: expected shape (..., L, D) with at least 2 dimensions, got {tuple(t.shape)}"
-            )
+            raise ValueError(f"{name}: expected shape (..., L, D) with at least 2 dimensions, got {tuple(t.shape)}")
         if not t.is_floating_point():
             raise ValueError(f"{name}: expected a floating-point tensor, got {t.dtype}")
     if not (q.dtype == k.dtype == v.dtype):
@@ -54,14 +55,11 @@ def _check_qkv(q: Tensor, k: Tensor, v: Tensor, feature_map: FeatureMap) -> None
         raise ValueError(f"v: length must equal k's ({k.shape[-2]}), got shape {tuple(v.shape)}")
     if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
         raise ValueError(
-            "q, k, v: leading (batch, head) dimensions differ: "
-            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            f"q, k, v: leading (batch, head) dimensions differ: {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     map_dim = getattr(feature_map, "dim", None)
     if map_dim is not None and map_dim != q.shape[-1]:
-        raise ValueError(
-            f"feature_map: built for dim={map_dim}, but q and k have last dimension {q.shape[-1]}"
-        )
+        raise ValueError(f"feature_map: built for dim={map_dim}, but q and k have last dimension {q.shape[-1]}")
 
 
 def _check_padding_mask(mask: Tensor | None, k: Tensor) -> None:
@@ -180,9 +178,7 @@ class TaylorState:
     def update(self, k_t: Tensor, v_t: Tensor, feature_map: FeatureMap) -> TaylorState:
         """Absorb one token: k_t (..., D), v_t (..., Dv) -> the state after t + 1 tokens."""
         phi_k = feature_map(k_t)  # (..., M)
-        return TaylorState(
-            self.kv + phi_k.unsqueeze(-1) * v_t.unsqueeze(-2), self.k_sum + phi_k, self.steps + 1
-        )
+        return TaylorState(self.kv + phi_k.unsqueeze(-1) * v_t.unsqueeze(-2), self.k_sum + phi_k, self.steps + 1)
 
     def read(self, q_t: Tensor, feature_map: FeatureMap) -> Tensor:
         """Attention output of queries q_t (..., D) or (..., Lq, D) against the absorbed tokens."""
@@ -215,9 +211,7 @@ def linear_attention_step(
     if q_t.shape != k_t.shape:
         raise ValueError(f"k_t: expected the shape of q_t {tuple(q_t.shape)}, got {tuple(k_t.shape)}")
     if v_t.shape[:-1] != q_t.shape[:-1]:
-        raise ValueError(
-            f"v_t: leading dimensions must match q_t's {tuple(q_t.shape[:-1])}, got {tuple(v_t.shape)}"
-        )
+        raise ValueError(f"v_t: leading dimensions must match q_t's {tuple(q_t.shape[:-1])}, got {tuple(v_t.shape)}")
     if not (q_t.dtype == k_t.dtype == v_t.dtype):
         raise ValueError(f"q_t, k_t, v_t: must share a dtype, got {q_t.dtype}, {k_t.dtype}, {v_t.dtype}")
     if state is None:
@@ -264,12 +258,13 @@ def linear_attention(
         raise ValueError(f"chunk_size: expected an integer >= 1, got {chunk_size!r}")
     if causal and q.shape[-2] != k.shape[-2]:
         raise ValueError(
-            "causal: causal linear attention needs as many queries as keys, "
-            f"got Lq={q.shape[-2]}, Lk={k.shape[-2]}"
+            f"causal: causal linear attention needs as many queries as keys, got Lq={q.shape[-2]}, Lk={k.shape[-2]}"
         )
     _check_memory(feature_map, q, k, v, causal, chunk)
     v1 = _values_with_ones(v, key_padding_mask)  # (..., Lk, Dv + 1)
-    if causal:
+    if isinstance(feature_map, TaylorFeatureMap):
+        out, kv1 = taylor_attention(q, k, v1, feature_map, causal, chunk)
+    elif causal:
         out, kv1 = _causal_chunked(q, k, v1, feature_map, chunk)
     else:
         kv1 = feature_map(k).transpose(-2, -1) @ v1  # (..., M, Dv + 1)
@@ -280,9 +275,7 @@ def linear_attention(
     return out
 
 
-def _causal_chunked(
-    q: Tensor, k: Tensor, v1: Tensor, feature_map: FeatureMap, chunk: int
-) -> tuple[Tensor, Tensor]:
+def _causal_chunked(q: Tensor, k: Tensor, v1: Tensor, feature_map: FeatureMap, chunk: int) -> tuple[Tensor, Tensor]:
     """Causal numerator and normaliser (..., L, Dv + 1), and the final state (..., M, Dv + 1).
 
     All chunks are processed at once (no Python loop over chunks): per-chunk states by one batched product,

@@ -81,9 +81,7 @@ class MultiHeadAttention(nn.Module):
                         if layer.bias is not None:
                             layer.bias.zero_()
         elif identity_init:
-            raise ValueError(
-                "identity_init: needs projections=True (projections=False already means identity)"
-            )
+            raise ValueError("identity_init: needs projections=True (projections=False already means identity)")
 
     def extra_repr(self) -> str:
         return (
@@ -100,9 +98,7 @@ class MultiHeadAttention(nn.Module):
     def _merge(self, x: Tensor) -> Tensor:
         return x.transpose(-3, -2).flatten(-2)  # (B, L, E)
 
-    def forward(
-        self, x: Tensor, context: Tensor | None = None, key_padding_mask: Tensor | None = None
-    ) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
         source = x if context is None else context
         for name, t in (("x", x), ("context", source)):
             if t.dim() != 3 or t.shape[-1] != self.dim:

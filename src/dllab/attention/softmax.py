@@ -15,18 +15,14 @@ def _check(q: Tensor, k: Tensor, v: Tensor) -> None:
             f"q, k, v must have the same rank >= 2, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must share the last (feature) dimension, got {q.shape[-1]} and {k.shape[-1]}"
-        )
+        raise ValueError(f"q and k must share the last (feature) dimension, got {q.shape[-1]} and {k.shape[-1]}")
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"k and v must have the same length, got {k.shape[-2]} and {v.shape[-2]}")
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
 
 
-def _bool_mask(
-    lq: int, lk: int, causal: bool, key_padding_mask: Tensor | None, device: torch.device
-) -> Tensor | None:
+def _bool_mask(lq: int, lk: int, causal: bool, key_padding_mask: Tensor | None, device: torch.device) -> Tensor | None:
     """A boolean mask, True where attention is allowed, broadcastable to (..., Lq, Lk)."""
     mask = None
     if causal:
