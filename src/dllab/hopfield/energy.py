@@ -74,14 +74,14 @@ def energy(q: Tensor, X: Tensor, beta: float) -> Tensor:
     return convex_part(q, X, beta) + concave_part(q, X, beta)
 
 
-def energy_constant(X: Tensor, beta: float) -> float:
-    """The q-independent part of E: beta^-1 log N + 1/2 M^2."""
-    return math.log(X.shape[0]) / beta + 0.5 * float(max_norm(X)) ** 2
+def energy_constant(n: int, m: float, beta: float) -> float:
+    """The q-independent part of E: beta^-1 log N + 1/2 M^2, for N patterns of largest norm M."""
+    return math.log(n) / beta + 0.5 * m * m
 
 
-def energy_from_scores(scores: Tensor, q: Tensor, beta: float, constant: float) -> Tensor:
-    """E(q) from scores = q X^T (..., N) and `energy_constant(X, beta)`, so retrieval reuses its scores."""
-    return -lse(beta, scores) + 0.5 * (q * q).sum(-1) + constant
+def energy_from_lse(lse_beta: Tensor, q: Tensor, beta: float, constant: float) -> Tensor:
+    """E(q) from logsumexp(beta X q) (...,) and `energy_constant`: retrieval reuses its scores."""
+    return -lse_beta / beta + 0.5 * (q * q).sum(-1) + constant
 
 
 # Closed forms of the derivatives; the theory checks compare them with autograd.

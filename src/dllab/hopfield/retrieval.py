@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from dllab.attention.softmax import softmax_attention
-from dllab.hopfield.energy import check_inputs, energy_constant, energy_from_scores, max_norm
+from dllab.hopfield.energy import check_inputs, energy_constant, energy_from_lse, max_norm
 
 
 def update(q: Tensor, X: Tensor, beta: float) -> Tensor:
@@ -66,16 +66,17 @@ def retrieve(q: Tensor, X: Tensor, beta: float, max_steps: int = 100, tol: float
         raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
     single = q.dim() == 1
     state = q.reshape(-1, q.shape[-1])  # (B, D)
-    threshold = tol * float(max_norm(X))
-    constant = energy_constant(X, beta)
+    m = float(max_norm(X))
+    threshold, constant = tol * m, energy_constant(X.shape[0], m, beta)
     energies, steps, converged = [], 0, False
     with torch.no_grad():
         while True:
-            scores = state @ X.T  # (B, N)
-            energies.append(energy_from_scores(scores, state, beta, constant))
+            logits = (state @ X.T).mul_(beta)  # (B, N)
+            lse = torch.logsumexp(logits, dim=-1)  # (B,)
+            energies.append(energy_from_lse(lse, state, beta, constant))
             if converged or steps == max_steps:
                 break
-            new = torch.softmax(scores.mul_(beta), dim=-1) @ X  # (B, D)
+            new = logits.sub_(lse[:, None]).exp_() @ X  # softmax(beta X q) X, (B, D)
             moved = torch.linalg.vector_norm(new - state, dim=-1).max()  # worst query, (,)
             state, steps = new, steps + 1
             converged = tol > 0 and bool(moved <= threshold)
