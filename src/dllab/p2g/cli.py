@@ -78,6 +78,8 @@ def add_commands(sub) -> None:
     test.add_argument("--beam", type=int, default=None, help="beam search with this beam size")
     test.add_argument("--split", choices=["test", "valid"], default="test", help="which split (default test)")
     test.add_argument("--seed", type=int, default=0, help="sampling seed")
+    test.add_argument("--ensemble", type=Path, nargs="+", default=None, metavar="RUN",
+                      help="further runs on the same data whose models join this one's (mean distribution)")
     test.set_defaults(func=cmd_test)
 
     spell = psub.add_parser(
@@ -123,7 +125,8 @@ def cmd_test(args) -> int:
     from dllab.p2g.experiment import evaluate
 
     setup_logging()
-    result = evaluate(RunDir(args.run), args.top_p, args.beam, args.k, args.split, args.seed)
+    ensemble = [RunDir(p) for p in args.ensemble] if args.ensemble else None
+    result = evaluate(RunDir(args.run), args.top_p, args.beam, args.k, args.split, args.seed, ensemble)
     for key, m in result.items():
         extra = "".join(f", {name.upper()} {m[name]:.4f}" for name in m if name.startswith("wer@"))
         print(

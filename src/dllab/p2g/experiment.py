@@ -31,6 +31,7 @@ from dllab.seq2seq.decoding import (
     decode,
     sample_k,
 )
+from dllab.seq2seq.ensemble import EnsembleDecoder
 from dllab.seq2seq.lstm import LSTMConfig, LSTMSeq2Seq, sequence_loss
 from dllab.seq2seq.metrics import character_error_rate, single_word_error_rate, wer_at_k
 from dllab.seq2seq.vocab import EOS, SOS, UNK, Vocab
@@ -153,7 +154,7 @@ def build_model(cfg: P2GConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> LSTMSeq2S
 
 
 def spell(
-    model: LSTMSeq2Seq,
+    model: LSTMSeq2Seq | EnsembleDecoder,
     phonemes: list[tuple[str, ...]],
     data_vocabs: tuple[Vocab, Vocab],
     strategy: Strategy,
@@ -162,9 +163,11 @@ def spell(
 ) -> list[list[str]]:
     """Spell each word with `strategy`: k outputs per word (k > 1 only for sampling)."""
     src_vocab, tgt_vocab = data_vocabs
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, LSTMSeq2Seq) else model.members[0]
+    device = next(module.parameters()).device
+    was_training = model.training if isinstance(model, LSTMSeq2Seq) else False
+    if isinstance(model, LSTMSeq2Seq):
+        model.eval()
     out: list[list[str]] = []
     for batch in src_batches(phonemes, src_vocab, cfg.batch_size, device):
         if k > 1:
@@ -173,7 +176,8 @@ def spell(
                 out.append([to_text(s, tgt_vocab) for s in samples])
         else:
             out.extend([to_text(s, tgt_vocab)] for s in decode(model, batch, strategy, SOS, EOS, cfg.max_len))
-    model.train(was_training)
+    if isinstance(model, LSTMSeq2Seq):
+        model.train(was_training)
     return out
 
 
@@ -258,23 +262,38 @@ def evaluate(
     k: int = 1,
     split: Literal["test", "valid"] = "test",
     seed: int = 0,
+    ensemble: list[RunDir] | None = None,
 ) -> dict:
-    """Decode `split` with the best checkpoint; add the metrics to test_metrics.json and return them."""
+    """Decode `split` with the best checkpoint; add the metrics to test_metrics.json and return them.
+
+    `ensemble`: further runs (trained on the same data) whose models join this one's: the decoder then
+    follows the mean of their next-letter distributions."""
     if k < 1:
         raise UserError(f"--k must be >= 1, got {k}")
     if k > 1 and top_p is None:
         raise UserError("--k > 1 draws several samples: it needs --top-p")
     cfg, model, vocabs = load_run(run)
+    strategy, key = make_strategy(top_p, beam, seed)
+    decoder: LSTMSeq2Seq | EnsembleDecoder = model
+    if ensemble:
+        members = [model]
+        for other in ensemble:
+            _, member, other_vocabs = load_run(other)
+            if other_vocabs != vocabs:
+                raise UserError(f"{other.path}: its vocabularies differ from {run.path}'s (other training data?)")
+            members.append(member)
+        decoder = EnsembleDecoder(members)
+        key = f"ensemble{len(members)}_{key}"
     data = build_data(cfg.data, vocabs)
     src, gold = (data.test_src, data.test_gold) if split == "test" else (data.valid_src, data.valid_gold)
-    strategy, key = make_strategy(top_p, beam, seed)
     began = time.perf_counter()
     with torch.no_grad():
-        outputs = spell(model, src, vocabs, strategy, cfg.decode, k=k)
+        outputs = spell(decoder, src, vocabs, strategy, cfg.decode, k=k)
     seconds = time.perf_counter() - began
     first = [o[0] for o in outputs]
     metrics = {
         "split": "valid" if split == "valid" or data.info["test_is_valid"] else "test",
+        "members": [str(run.path)] + [str(r.path) for r in ensemble or []],
         "strategy": repr(strategy),
         "words": len(gold),
         "cer": character_error_rate(first, gold),

@@ -82,22 +82,40 @@ def _curves(ctx: ReportContext, runs) -> Figure:
     return ctx.save_figure(fig, "p2g_curves.png", "Greedy validation CER and training loss per epoch, every run.")
 
 
+def _label(key: str) -> str:
+    """"greedy" / "nucleus_p0.8_k3" / "beam5" / "ensemble2_beam5" -> a readable decoding label."""
+    prefix = ""
+    if key.startswith("ensemble"):
+        head, _, key = key.partition("_")
+        prefix = f"ensemble of {head[len('ensemble'):]}, "
+    if key.startswith("nucleus_p"):
+        return prefix + f"nucleus (p={key[len('nucleus_p'):].split('_')[0]})"
+    if key.startswith("beam"):
+        return prefix + f"beam search ({key[4:]})"
+    return prefix + key
+
+
+def _order(key: str) -> tuple[bool, int, str]:
+    base = key.partition("_")[2] if key.startswith("ensemble") else key
+    kind = 0 if base == "greedy" else 1 if base.startswith("nucleus") else 2
+    return key.startswith("ensemble"), kind, key
+
+
 def _results_table(runs) -> Table:
     rows = []
     for run, record, history, tests in runs:
         best = min(history, key=lambda r: r["val_cer"])
-        for key, _ in STRATEGIES:
-            m = tests.get(key)
-            if m is None:
-                continue
-            label = {"greedy": "greedy", "beam5": "beam search (5)"}.get(key, "nucleus (p=0.8)")
-            rows.append([run.name, "yes" if record["config"]["model"]["attn"] else "no", label, m["cer"],
-                         m["wer"], m.get("wer@3", "—"), m["split"], f"{best['epoch']}/{len(history)}"])  # fmt: skip
+        for key in sorted(tests, key=_order):
+            m = tests[key]
+            wer_k = next((v for name, v in m.items() if name.startswith("wer@")), "—")
+            rows.append([run.name, "yes" if record["config"]["model"]["attn"] else "no", _label(key), m["cer"],
+                         m["wer"], wer_k, m["split"], f"{best['epoch']}/{len(history)}"])  # fmt: skip
     return Table(
         ["run", "attention", "decoding", "CER", "WER", "WER@3", "split", "best epoch"],
         rows,
         "The homework's table (+ beam search): best checkpoint by validation CER. Nucleus CER / WER are those "
-        "of the first of 3 samples; WER@3 counts a word as right when any of the 3 samples is.",
+        "of the first of 3 samples; WER@3 counts a word as right when any of the 3 samples is. An ensemble "
+        "follows the mean next-letter distribution of the run's model and the other runs' models.",
     )
 
 
