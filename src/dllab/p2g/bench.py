@@ -182,7 +182,8 @@ def run(args) -> int:
     n_words = len(words)
     rows = []
     g = torch.Generator().manual_seed(0)
-    one_greedy, base_out = _words_per_second(lambda: skeleton_greedy(model, words, data.src_vocab, cfg.decode.max_len), n_words)
+    max_len = cfg.decode.max_len
+    one_greedy, base_out = _words_per_second(lambda: skeleton_greedy(model, words, data.src_vocab, max_len), n_words)
     bat_greedy, bat_out = _words_per_second(lambda: spell(model, words, vocabs, GreedyDecoder(), cfg.decode),
                                             n_words)  # fmt: skip
     base_text = [to_text(ids, data.tgt_vocab) for ids in base_out]
