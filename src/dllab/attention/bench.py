@@ -1,0 +1,451 @@
+"""`dllab bench attention`: time and peak memory against L for softmax and Taylor linear attention.
+
+B = 1, H = 4, D = 16, K = 3 (M = 153), float32, L = 256 ... 65,536, forward and forward + backward, for
+  sdpa           torch's scaled_dot_product_attention (`softmax_attention`), non-causal
+  naive softmax  softmax(q k^T / sqrt(D)) v with the L x L matrix built (`naive_softmax_attention`)
+  taylor         `linear_attention(q, k, v, TaylorFeatureMap(16, 3))`, non-causal
+  taylor causal  the same with causal=True (chunked)
+Time is the best of a few calls; peak memory is the growth of the process's peak resident set during one
+call (`dllab.attention.measure`). A configuration predicted to exceed the time or memory budget is skipped
+and the table says why. The FLOP counts are the algorithm's (forward + backward = 3 x forward, as for any
+chain of matmuls; the backward's recomputation of the features is not counted), and the FLOP bound is
+that count at the measured rate of a large square matmul.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+METHODS = ("sdpa", "naive softmax", "taylor", "taylor causal")
+MODES = ("forward", "forward+backward")
+QUADRATIC = {"sdpa": True, "naive softmax": True, "taylor": False, "taylor causal": False}
+FULL_LENGTHS = tuple(2**p for p in range(8, 17))  # 256 ... 65,536
+QUICK_LENGTHS = (256, 1024, 4096, 16384)
+TARGET_L = 16384
+
+
+@dataclass(frozen=True)
+class BenchSetup:
+    lengths: tuple[int, ...] = FULL_LENGTHS  # sequence lengths L
+    batch: int = 1  # B
+    heads: int = 4  # H
+    dim: int = 16  # D (= Dv)
+    order: int = 3  # K, Taylor terms
+    repeats: int = 3  # timed calls per configuration (best kept); 1 for calls longer than a second
+    time_budget_s: float = 30.0  # skip a configuration whose predicted call time exceeds this
+    memory_budget_gib: float = 6.0  # skip a configuration whose predicted memory exceeds this
+    fit_from: int = 2048  # slopes are fitted on L >= fit_from (smaller L measure fixed overheads)
+    chunk_size: int | None = None  # causal chunk size (None: the library default)
+    threads: int = 0  # torch threads (0: torch's default)
+
+
+@dataclass
+class Result:
+    method: str
+    mode: str
+    length: int
+    seconds: float | None = None
+    peak_bytes: int | None = None
+    flops: float | None = None
+    skipped: str = ""  # why it was not run
+
+
+@dataclass
+class BenchReport:
+    setup: BenchSetup
+    machine: dict = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+    slopes: dict = field(default_factory=dict)
+    targets: list[dict] = field(default_factory=list)
+
+    def get(self, method: str, mode: str, length: int) -> Result | None:
+        for r in self.results:
+            if (r.method, r.mode, r.length) == (method, mode, length):
+                return r
+        return None
+
+
+# -- FLOP counts -------------------------------------------------------------------------------------------
+
+
+def taylor_flops(length: int, setup: BenchSetup, causal: bool, chunk: int) -> float:
+    """Forward FLOPs of Taylor linear attention for B x H heads of L tokens (multiply and add = 2 FLOPs)."""
+    from dllab.attention.feature_map import feature_dim
+
+    d, m, dv1 = setup.dim, feature_dim(setup.dim, setup.order), setup.dim + 1
+    per_head = 2 * length * (m + d)  # features of q and k: one multiply per monomial, plus the input scaling
+    per_head += 2 * (2 * length * m * dv1)  # state Phi(K)^T V' and read Phi(Q) S (normaliser included)
+    per_head += length * setup.dim  # the division by the normaliser
+    if causal:
+        padded = -(-length // chunk) * chunk
+        per_head += (padded // chunk) * m * dv1  # cumulative sum of the chunk states
+        per_head += padded * chunk * (2 * d + 2 * (setup.order - 1) + 2 * dv1)  # C x C block: q k^T, series, @V'
+    return setup.batch * setup.heads * per_head
+
+
+def softmax_flops(length: int, setup: BenchSetup) -> float:
+    """Forward FLOPs of softmax attention: q k^T and P V (the exponentials and sums are not counted)."""
+    return setup.batch * setup.heads * 4 * length * length * setup.dim
+
+
+def flops(method: str, mode: str, length: int, setup: BenchSetup, chunk: int) -> float:
+    if method.startswith("taylor"):
+        forward = taylor_flops(length, setup, method == "taylor causal", chunk)
+    else:
+        forward = softmax_flops(length, setup)
+    return forward * (3 if mode == "forward+backward" else 1)
+
+
+def predicted_bytes(method: str, mode: str, length: int, setup: BenchSetup) -> float:
+    """What the quadratic naive path must hold: the L x L scores and probabilities (and their gradients)."""
+    if method != "naive softmax":
+        return 0.0
+    matrices = 2 if mode == "forward" else 4
+    return matrices * setup.batch * setup.heads * length * length * 4
+
+
+# -- running ---------------------------------------------------------------------------------------------
+
+
+def _call(method: str, mode: str, q, k, v, grad, fm, chunk):
+    import torch
+
+    from dllab.attention import linear_attention, naive_softmax_attention, softmax_attention
+
+    if method == "sdpa":
+        out = softmax_attention(q, k, v)
+    elif method == "naive softmax":
+        out = naive_softmax_attention(q, k, v)
+    else:
+        out = linear_attention(q, k, v, fm, causal=method == "taylor causal", chunk_size=chunk)
+    if mode == "forward+backward":
+        return torch.autograd.grad(out, (q, k, v), grad)
+    return out
+
+
+def measure_one(method: str, mode: str, length: int, setup: BenchSetup, chunk: int, repeats: int) -> Result:
+    import torch
+
+    from dllab.attention import TaylorFeatureMap
+    from dllab.attention.measure import peak_memory
+
+    g = torch.Generator().manual_seed(length)
+    shape = (setup.batch, setup.heads, length, setup.dim)
+    backward = mode == "forward+backward"
+    q, k, v = (torch.randn(shape, generator=g).requires_grad_(backward) for _ in range(3))
+    grad = torch.randn(shape, generator=g)
+    fm = TaylorFeatureMap(setup.dim, setup.order)
+    with torch.set_grad_enabled(backward):
+        start = time.perf_counter()
+        peak = peak_memory(lambda: _call(method, mode, q, k, v, grad, fm, chunk))
+        first = time.perf_counter() - start
+        best = first
+        if first < 1.0:  # short calls: the first was the warm-up; keep the best of the next ones
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                _call(method, mode, q, k, v, grad, fm, chunk)
+                best = min(best, time.perf_counter() - t0)
+    return Result(method, mode, length, best, peak, flops(method, mode, length, setup, chunk))
+
+
+def run_bench(setup: BenchSetup, log=print) -> BenchReport:
+    import torch
+
+    from dllab.attention.linear import DEFAULT_CHUNK_SIZE
+    from dllab.attention.measure import load_average, matmul_gflops, shaped_matmul_gflops
+
+    if setup.threads:
+        torch.set_num_threads(setup.threads)
+    chunk = setup.chunk_size or DEFAULT_CHUNK_SIZE
+    from dllab.attention.feature_map import feature_dim
+
+    m = feature_dim(setup.dim, setup.order)
+    report = BenchReport(setup)
+    report.machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_before": load_average(),
+        "matmul_gflops": matmul_gflops(),
+        "taylor_matmul_gflops": shaped_matmul_gflops(setup.heads, m, 1024, setup.dim + 1),
+        "chunk_size": chunk,
+    }
+    log(
+        f"machine: {report.machine['threads']} threads, square matmul {report.machine['matmul_gflops']:.1f} "
+        f"GFLOP/s, Taylor-shaped matmul ({m}x1024 @ 1024x{setup.dim + 1}) "
+        f"{report.machine['taylor_matmul_gflops']:.1f} GFLOP/s, load average {report.machine['load_before']}"
+    )
+    for mode in MODES:
+        for method in METHODS:
+            last: Result | None = None
+            for length in setup.lengths:
+                need = predicted_bytes(method, mode, length, setup)
+                if need > setup.memory_budget_gib * 2**30:
+                    reason = f"needs ~{need / 2**30:.1f} GiB > {setup.memory_budget_gib:g} GiB budget"
+                    report.results.append(Result(method, mode, length, skipped=reason))
+                    continue
+                if last is not None and last.seconds is not None:
+                    power = 2 if QUADRATIC[method] else 1
+                    guess = last.seconds * (length / last.length) ** power
+                    if guess > setup.time_budget_s:
+                        reason = f"predicted {guess:.0f} s > {setup.time_budget_s:g} s budget"
+                        report.results.append(Result(method, mode, length, skipped=reason))
+                        continue
+                result = measure_one(method, mode, length, setup, chunk, setup.repeats)
+                report.results.append(result)
+                last = result
+                mem = f"{result.peak_bytes / 2**20:8.1f} MiB" if result.peak_bytes is not None else "?"
+                log(f"  {mode:<16} {method:<14} L={length:>6}: {result.seconds * 1e3:10.2f} ms  {mem}")
+    report.machine["load_after"] = load_average()
+    report.slopes = fit_slopes(report)
+    report.targets = evaluate_targets(report)
+    return report
+
+
+def fit_slopes(report: BenchReport) -> dict:
+    """Least-squares slope of log(time) and log(memory) against log(L) on L >= fit_from, per method and mode."""
+    out: dict = {}
+    for mode in MODES:
+        for method in METHODS:
+            rows = [
+                r
+                for r in report.results
+                if r.method == method and r.mode == mode and r.seconds and r.length >= report.setup.fit_from
+            ]
+            key = f"{method} | {mode}"
+            out[key] = {
+                "time": _slope([(r.length, r.seconds) for r in rows]),
+                "memory": _slope([(r.length, r.peak_bytes) for r in rows if r.peak_bytes]),
+                "points": len(rows),
+            }
+    return out
+
+
+def _slope(points: list[tuple[float, float]]) -> float | None:
+    if len(points) < 2:
+        return None
+    xs = [math.log(x) for x, _ in points]
+    ys = [math.log(y) for _, y in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else None
+
+
+def evaluate_targets(report: BenchReport) -> list[dict]:
+    """The issue's targets, each with the measured figure and met / missed / not measured."""
+    rate = report.machine["matmul_gflops"] * 1e9
+    targets = []
+
+    def add(name: str, value: float | None, limit: float, higher_is_better: bool, unit: str, detail: str = ""):
+        if value is None:
+            status = "not measured"
+        else:
+            status = "met" if (value >= limit if higher_is_better else value <= limit) else "missed"
+        targets.append(
+            {"target": name, "value": value, "limit": limit, "unit": unit, "status": status, "detail": detail}
+        )
+
+    for mode in MODES:
+        taylor, sdpa = report.get("taylor", mode, TARGET_L), report.get("sdpa", mode, TARGET_L)
+        speedup = sdpa.seconds / taylor.seconds if taylor and sdpa and taylor.seconds and sdpa.seconds else None
+        add(f"taylor vs SDPA speed-up at L={TARGET_L:,} ({mode})", speedup, 10.0, True, "x")
+        bound = taylor.flops / rate if taylor and taylor.seconds else None
+        ratio = taylor.seconds / bound if bound else None
+        add(
+            f"taylor time / FLOP bound at L={TARGET_L:,} ({mode})",
+            ratio,
+            3.0,
+            False,
+            "x",
+            f"{taylor.flops / 1e9:.3f} GFLOP at {rate / 1e9:.1f} GFLOP/s" if taylor and taylor.flops else "",
+        )
+        add(f"crossover with SDPA ({mode})", crossover(report, mode), 2048, False, "L")
+        causal = report.get("taylor causal", mode, TARGET_L)
+        ratio = causal.seconds / taylor.seconds if causal and taylor and causal.seconds and taylor.seconds else None
+        add(f"taylor causal / non-causal time at L={TARGET_L:,} ({mode})", ratio, 2.0, False, "x")
+        worst = [
+            c.seconds / t.seconds
+            for t in report.results
+            if t.method == "taylor" and t.mode == mode and t.seconds
+            for c in [report.get("taylor causal", mode, t.length)]
+            if c and c.seconds
+        ]
+        add(f"taylor causal / non-causal time, worst L ({mode})", max(worst) if worst else None, 2.0, False, "x")
+    for method in ("taylor", "taylor causal"):
+        for mode in MODES:
+            slope = report.slopes.get(f"{method} | {mode}", {}).get("memory")
+            add(f"{method} peak-memory slope vs L ({mode})", slope, 1.15, False, "", "linear in L: slope ~1")
+    return targets
+
+
+def crossover(report: BenchReport, mode: str) -> int | None:
+    """The smallest measured L from which Taylor (non-causal) is faster than SDPA at every larger L."""
+    both = []
+    for length in report.setup.lengths:
+        t, s = report.get("taylor", mode, length), report.get("sdpa", mode, length)
+        if t and s and t.seconds and s.seconds:
+            both.append((length, t.seconds < s.seconds))
+    if not both:
+        return None
+    answer = None
+    for length, faster in reversed(both):
+        if not faster:
+            break
+        answer = length
+    return answer
+
+
+# -- output --------------------------------------------------------------------------------------------
+
+
+def to_json(report: BenchReport) -> dict:
+    return {
+        "setup": asdict(report.setup),
+        "machine": report.machine,
+        "results": [asdict(r) for r in report.results],
+        "slopes": report.slopes,
+        "targets": report.targets,
+    }
+
+
+def from_json(data: dict) -> BenchReport:
+    setup = data["setup"]
+    setup["lengths"] = tuple(setup["lengths"])
+    report = BenchReport(BenchSetup(**setup), data["machine"], [Result(**r) for r in data["results"]])
+    report.slopes, report.targets = data["slopes"], data["targets"]
+    return report
+
+
+def table_rows(report: BenchReport, mode: str) -> tuple[list[str], list[list]]:
+    """One row per L: time (ms) and peak memory (MiB) per method, Taylor's FLOPs and distance to the bound."""
+    rate = report.machine["matmul_gflops"] * 1e9
+    headers = ["L"]
+    headers += [f"{m} ms" for m in METHODS]
+    headers += [f"{m} MiB" for m in METHODS]
+    headers += ["taylor GFLOP", "taylor x bound", "causal x bound", "SDPA / taylor", "causal / taylor"]
+    rows = []
+    for length in report.setup.lengths:
+        row: list = [length]
+        got = {m: report.get(m, mode, length) for m in METHODS}
+        for m in METHODS:
+            r = got[m]
+            row.append(f"{r.seconds * 1e3:.2f}" if r and r.seconds else f"skip ({r.skipped})" if r else "-")
+        for m in METHODS:
+            r = got[m]
+            row.append(f"{r.peak_bytes / 2**20:.1f}" if r and r.peak_bytes is not None else "-")
+        t, c, s = got["taylor"], got["taylor causal"], got["sdpa"]
+        row.append(f"{t.flops / 1e9:.3f}" if t and t.flops else "-")
+        row.append(f"{t.seconds / (t.flops / rate):.1f}" if t and t.seconds else "-")
+        row.append(f"{c.seconds / (c.flops / rate):.1f}" if c and c.seconds else "-")
+        row.append(f"{s.seconds / t.seconds:.1f}" if s and t and s.seconds and t.seconds else "-")
+        row.append(f"{c.seconds / t.seconds:.2f}" if c and t and c.seconds and t.seconds else "-")
+        rows.append(row)
+    return headers, rows
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_report(report: BenchReport) -> None:
+    s = report.setup
+    for mode in MODES:
+        print(f"\n{mode}: B={s.batch} H={s.heads} D={s.dim} K={s.order} float32, {report.machine['threads']} threads")
+        print(format_table(*table_rows(report, mode)))
+    print(f"\nfitted slopes of log(time) and log(peak memory) against log(L), L >= {s.fit_from:,}:")
+    for key, value in report.slopes.items():
+        t = "-" if value["time"] is None else f"{value['time']:.2f}"
+        m = "-" if value["memory"] is None else f"{value['memory']:.2f}"
+        print(f"  {key:<34} time {t:>5}   memory {m:>5}   ({value['points']} points)")
+    print("\ntargets:")
+    for t in report.targets:
+        value = (
+            "-" if t["value"] is None else f"{t['value']:,.2f}{t['unit']}" if t["unit"] != "L" else f"{t['value']:,}"
+        )
+        limit = f"{t['limit']:,}" if t["unit"] == "L" else f"{t['limit']:g}{t['unit']}"
+        sense = ">=" if "speed-up" in t["target"] else "<="
+        detail = f"  ({t['detail']})" if t["detail"] else ""
+        print(f"  [{t['status']:^12}] {t['target']}: {value} (target {sense} {limit}){detail}")
+    load = (report.machine.get("load_before"), report.machine.get("load_after"))
+    if any(x is not None and x > report.machine["threads"] for x in load):
+        print(
+            f"\nnote: load average {load[0]} before / {load[1]} after on {report.machine['threads']} threads: other "
+            "processes shared the CPU, so times are pessimistic (each is the best of several calls)."
+        )
+
+
+def add_bench(sub) -> None:
+    p = sub.add_parser(
+        "attention",
+        help="softmax vs Taylor linear attention: time and peak memory against L (log-log, slopes)",
+        description=__doc__,
+        epilog="examples:\n  dllab bench attention --quick\n  dllab bench attention --lengths 1024,4096 --repeats 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="L = 256, 1024, 4096, 16384 and tight budgets (< ~1 min)")
+    p.add_argument("--lengths", type=str, default=None, help="comma-separated sequence lengths")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per configuration (best kept)")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds per call above which to skip")
+    p.add_argument("--memory-budget", type=float, default=None, help="GiB above which to skip")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, here all cores)")
+    p.add_argument("--chunk-size", type=int, default=None, help="causal chunk size (default: the library's)")
+    p.add_argument("--out", type=Path, default=None, help="JSON output (default runs/attention/bench[-quick].json)")
+    p.set_defaults(func=run)
+
+
+def setup_from_args(args) -> BenchSetup:
+    from dllab.errors import UserError
+
+    base = BenchSetup(lengths=QUICK_LENGTHS, repeats=2, time_budget_s=5.0, memory_budget_gib=1.5, fit_from=1024)
+    setup = base if args.quick else BenchSetup()
+    changes: dict = {"threads": args.threads, "chunk_size": args.chunk_size}
+    if args.lengths:
+        try:
+            lengths = tuple(int(x) for x in args.lengths.split(","))
+        except ValueError:
+            raise UserError(f"--lengths: expected comma-separated integers, got {args.lengths!r}") from None
+        if any(x < 1 for x in lengths):
+            raise UserError(f"--lengths: lengths must be >= 1, got {args.lengths!r}")
+        changes["lengths"] = lengths
+        changes["fit_from"] = min(setup.fit_from, max(lengths))
+    for name, value, field_name in (
+        ("--repeats", args.repeats, "repeats"),
+        ("--time-budget", args.time_budget, "time_budget_s"),
+        ("--memory-budget", args.memory_budget, "memory_budget_gib"),
+    ):
+        if value is not None:
+            if value <= 0:
+                raise UserError(f"{name}: must be > 0, got {value}")
+            changes[field_name] = value
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise UserError(f"--chunk-size: must be >= 1, got {args.chunk_size}")
+    if args.threads < 0:
+        raise UserError(f"--threads: must be >= 0, got {args.threads}")
+    return BenchSetup(**{**asdict(setup), **changes})
+
+
+def run(args) -> int:
+    from dllab.attention.plots import bench_figure
+    from dllab.engine.checkpoint import atomic_write_json
+
+    setup = setup_from_args(args)
+    out = args.out or Path("runs") / "attention" / ("bench-quick.json" if args.quick else "bench.json")
+    started = time.perf_counter()
+    report = run_bench(setup)
+    print_report(report)
+    atomic_write_json(out, to_json(report))
+    figure = bench_figure(report)
+    figure.savefig(out.with_suffix(".png"), dpi=110, bbox_inches="tight")
+    print(f"\nwritten: {out} and {out.with_suffix('.png')} ({time.perf_counter() - started:.0f} s)")
+    return 0
