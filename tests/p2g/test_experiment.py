@@ -108,3 +108,18 @@ def test_report_section_without_runs_names_the_command(tmp_path):
 
     section = build_section(ReportContext(tmp_path / "runs", tmp_path / "report"))
     assert "dllab p2g train" in section.blocks[0].text
+
+
+def test_skip_bad_lines_trains_and_records_the_count(tmp_path, caplog):
+    rng = random.Random(1)
+    write_split(tmp_path / "train.tsv", 30, rng)
+    with open(tmp_path / "train.tsv", "a", encoding="utf-8") as fh:
+        fh.write("no tab here\n")
+    write_split(tmp_path / "valid.tsv", 5, rng)
+    (tmp_path / "valid.tsv").write_text((tmp_path / "valid.tsv").read_text() + "ʒ ʒ\tzz\n", encoding="utf-8")
+    argv = ["p2g", "train", "--data-dir", str(tmp_path), "--runs", str(tmp_path / "runs"), "--skip-bad-lines",
+            "--train.epochs", "1", "--model.hidden", "8"]  # fmt: skip
+    assert main(argv) == 0
+    info = RunDir(tmp_path / "runs" / "p2g" / "course-noattn").read_config_record()["data"]
+    assert info["skipped_bad_lines"] == 1
+    assert info["unknown_symbols"]["valid"] == {"phonemes": 2, "letters": 2}  # ʒ and z never seen in train

@@ -62,8 +62,14 @@ def _describe(record: dict, history: list[dict]) -> str:
     cfg = record["config"]
     sizes = record.get("data", {}).get("sizes", {})
     epochs = f"{len(history)}/{cfg['train']['epochs']} epochs"
+    optim = cfg["optim"]
+    schedule = "" if optim["schedule"] == "constant" else f", {optim['schedule']} lr schedule"
+    unknown = record.get("data", {}).get("unknown_symbols", {}).get("valid", {})
+    unk = f"; valid symbols unseen in train (-> UNK): {unknown.get('phonemes', 0)} phonemes, " \
+          f"{unknown.get('letters', 0)} letters" if unknown else ""  # fmt: skip
     return (f"{'attention' if cfg['model']['attn'] else 'no attention'}, {cfg['data']['source']} data "
-            f"({sizes.get('train', '?'):,} train words), H={cfg['model']['hidden']}, {epochs}")  # fmt: skip
+            f"({sizes.get('train', '?'):,} train words), H={cfg['model']['hidden']}, lr {optim['lr']:g}{schedule}, "
+            f"seed {cfg['train']['seed']}, {epochs}{unk}")  # fmt: skip
 
 
 def _curves(ctx: ReportContext, runs) -> Figure:
