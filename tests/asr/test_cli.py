@@ -75,7 +75,16 @@ def test_train_writes_metrics_and_test_results(trained):
 def test_test_command_prints_metrics(trained, cache_env, capsys):
     assert main(["asr", "test", str(trained / "asr" / "transformer"), "--beam", "2"]) == 0
     out = capsys.readouterr().out
-    assert "CER" in out and "beam 2" in out and "ref:" in out
+    assert "CER" in out and "beam_size=2" in out and "ref:" in out
+    assert (
+        trained
+        / "asr"
+        / "transformer"
+        / "test_metrics_BeamSearchDecoder_beam_size=2__length_penalty=1.0_.json"
+    ).exists()
+    assert main(["asr", "test", str(trained / "asr" / "transformer"), "--top-p", "0.9"]) == 0
+    assert "NucleusSampler(top_p=0.9)" in capsys.readouterr().out
+    assert main(["asr", "test", str(trained / "asr" / "transformer"), "--top-p", "1.5"]) == 2
 
 
 def test_test_command_on_a_missing_run_is_a_user_error(tmp_path, capsys):

@@ -85,6 +85,8 @@ def add_commands(sub) -> None:
     )
     test.add_argument("run", type=Path, help="a run directory (runs/asr/<name>)")
     test.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy, the default)")
+    test.add_argument("--top-p", type=float, default=None, help="nucleus sampling with this top-p instead")
+    test.add_argument("--seed", type=int, default=0, help="seed of nucleus sampling (default 0)")
     test.add_argument("--examples", type=int, default=5, help="example transcriptions to print")
     test.set_defaults(func=cmd_test)
 
@@ -132,12 +134,21 @@ def cmd_train(args) -> int:
 
 
 def cmd_test(args) -> int:
+    import torch
+
     from dllab.asr.experiment import test_run
     from dllab.errors import UserError
+    from dllab.seq2seq.decoding import BeamSearchDecoder, GreedyDecoder, NucleusSampler
 
     if args.beam < 1:
         raise UserError(f"--beam: must be >= 1, got {args.beam}")
-    summary = test_run(args.run, beam_size=args.beam)
+    if args.top_p is not None:
+        if not 0.0 < args.top_p <= 1.0:
+            raise UserError(f"--top-p: must be in (0, 1], got {args.top_p}")
+        strategy = NucleusSampler(args.top_p, torch.Generator().manual_seed(args.seed))
+    else:
+        strategy = GreedyDecoder() if args.beam == 1 else BeamSearchDecoder(args.beam)
+    summary = test_run(args.run, strategy=strategy)
     _print_summary(args.run, summary, args.examples)
     return 0
 

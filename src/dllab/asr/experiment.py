@@ -30,7 +30,7 @@ from dllab.engine import OptimConfig, RunDir, TrainConfig, eval_batches, fit, lo
 from dllab.engine.checkpoint import atomic_write_json
 from dllab.errors import UserError
 from dllab.seq2seq import metrics
-from dllab.seq2seq.decoding import BeamSearchDecoder, GreedyDecoder, decode
+from dllab.seq2seq.decoding import GreedyDecoder, Strategy, decode
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "asr"
@@ -102,11 +102,11 @@ def transcribe(
     model: ASRModel,
     data: SpeechData,
     batch_size: int = 64,
-    beam_size: int = 1,
+    strategy: Strategy | None = None,
     max_len: int = vocab.MAX_TOKENS - 1,
 ) -> list[str]:
-    """Transcripts of every utterance of `data`, greedy (beam_size 1) or by beam search."""
-    strategy = GreedyDecoder() if beam_size <= 1 else BeamSearchDecoder(beam_size)
+    """Transcripts of every utterance of `data` (greedy unless another `strategy` is given)."""
+    strategy = strategy or GreedyDecoder()
     device = next(model.parameters()).device
     hyps: list[str] = []
     model.eval()
@@ -207,9 +207,14 @@ def train_run(
 
 
 def test_run(
-    run_path: Path, splits: dict[str, FeatureSet] | None = None, beam_size: int = 1, examples: int = 10
+    run_path: Path,
+    splits: dict[str, FeatureSet] | None = None,
+    strategy: Strategy | None = None,
+    examples: int = 10,
 ) -> dict[str, Any]:
-    """Decode the test split with the run's best checkpoint; writes and returns test_metrics.json."""
+    """Decode the test split with the run's best checkpoint; returns the summary and writes it to
+    test_metrics.json (greedy) or test_metrics_<strategy>.json (beam search, nucleus sampling)."""
+    strategy = strategy or GreedyDecoder()
     run = RunDir(run_path)
     cfg = run.read_config(ASRConfig)
     if not run.best_checkpoint.exists():
@@ -218,14 +223,14 @@ def test_run(
     test = SpeechData(splits["test"])
     model = load_best(ASRModel(cfg.model), run).eval()
     began = time.perf_counter()
-    hyps = transcribe(model, test, cfg.eval_batch_size, beam_size, cfg.decode_max_len)
+    hyps = transcribe(model, test, cfg.eval_batch_size, strategy, cfg.decode_max_len)
     seconds = time.perf_counter() - began
     refs = test.features.texts
     summary: dict[str, Any] = {
         **score(hyps, refs),
         "loss": mean_loss(model, test, cfg.eval_batch_size, cfg.label_smoothing),
         "utterances": len(test),
-        "decoding": "greedy" if beam_size <= 1 else f"beam {beam_size}",
+        "decoding": repr(strategy),
         "decode_seconds": seconds,
         "decode_utterances_per_second": len(test) / seconds,
         "train_seconds": sum(r.get("train_seconds", 0.0) for r in run.read_metrics()),
@@ -235,7 +240,11 @@ def test_run(
             for i, r, h in list(zip(test.features.ids, refs, hyps, strict=True))[:examples]
         ],
     }
-    run.write_test_metrics(summary)
+    if isinstance(strategy, GreedyDecoder):
+        run.write_test_metrics(summary)
+    else:
+        label = "".join(ch if ch.isalnum() or ch in "._=" else "_" for ch in repr(strategy))
+        atomic_write_json(run.path / f"test_metrics_{label}.json", summary)
     return summary
 
 
