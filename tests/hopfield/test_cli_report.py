@@ -60,3 +60,13 @@ def test_report_with_runs_has_tables_and_figures(tmp_path):
     tables = [b for b in blocks if isinstance(b, Table)]
     assert len(tables) == 3 and len(tables[0].rows) == 10
     assert tables[1].headers == ["N \\ beta", "0.01", "1"]
+
+
+def test_bench_runs_and_states_the_target(capsys):
+    # A smoke run on tiny random patterns: the numbers are not asserted (speed lives in the bench command).
+    args = ["bench", "hopfield", "--random", "--patterns", "300", "--batch-sizes", "4,32", "--gemm-size", "64",
+            "--repeats", "1", "--steps", "2"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "measured sgemm rate" in out and "target: retrieve within 3x of the matmul bound" in out
+    assert main(["bench", "hopfield", "--random", "--batch-sizes", "0"]) == 2

@@ -60,8 +60,8 @@ class HopfieldRetrieval(nn.Module):
 
     def extra_repr(self) -> str:
         n = None if self.patterns is None else self.patterns.shape[0]
-        return f"dim={self.dim}, num_patterns={n}, beta={self.beta:.4g}, steps={self.steps}, " \
-               f"projections={self.projections}"  # fmt: skip
+        proj = self.projections
+        return f"dim={self.dim}, num_patterns={n}, beta={self.beta:.4g}, steps={self.steps}, projections={proj}"
 
     def forward(self, query: Tensor, patterns: Tensor | None = None) -> Tensor:
         if patterns is None:
