@@ -25,6 +25,13 @@ DERIVATION = (
 )
 
 
+NORMALISE = {
+    "standardize": " (per image: zero mean, unit pixel variance, norm sqrt(D))",
+    "center": " (the mean image of the pool subtracted)",
+    "none": " (raw pixels in [0, 1])",
+}
+
+
 def run_experiments(runs_root: Path, quick: bool) -> None:
     """Theory checks, the retrieval experiment and the capacity sweep (quick: the CPU demo sizes)."""
     from dllab.config import apply_overrides
@@ -98,8 +105,8 @@ def _retrieval_section(ctx: ReportContext, folder: Path) -> Section:
     sub.add(Paragraph(
         f"Produced by `dllab hopfield retrieval{' --quick' if quick else ''}` ({data['seconds']:.0f} s, "
         f"{data['threads']} threads). Patterns: the first N of {data['pool']:,} Fashion-MNIST train+validation "
-        f"images, D = {data['pattern_dim']}, normalised `{cfg['normalise']}` (per image: zero mean, unit pixel "
-        f"variance, norm sqrt(D)). Queries: {cfg['queries']} stored patterns (at most N) with {corruption}. "
+        f"images, D = {data['pattern_dim']}, normalised `{cfg['normalise']}`{NORMALISE[cfg['normalise']]}. "
+        f"Queries: {cfg['queries']} stored patterns (at most N) with {corruption}. "
         f"A query counts as retrieved when its fixed point q* satisfies ||q* - x|| <= {cfg['tolerance']} ||x||; "
         "`nearest` counts fixed points whose nearest stored pattern is x; `eff. N` = exp(entropy of "
         f"softmax(beta X q*)) is the number of patterns the fixed point averages. Iteration stops after "
