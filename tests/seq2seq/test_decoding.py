@@ -231,3 +231,9 @@ def test_an_ensemble_averages_member_probabilities():
     greedy = GreedyDecoder()
     assert decode(EnsembleDecoder([a]), src, greedy, SOS, EOS, 6) == decode(a, src, greedy, SOS, EOS, 6)
     assert len(decode(ens, src, BeamSearchDecoder(3), SOS, EOS, 6)) == 2
+
+
+def test_an_empty_batch_decodes_to_nothing():
+    model = MarkovToy(random_tables())
+    for strategy in (GreedyDecoder(), NucleusSampler(0.5), BeamSearchDecoder(2)):
+        assert decode(model, torch.zeros(0, dtype=torch.long), strategy, SOS, EOS, 5) == []

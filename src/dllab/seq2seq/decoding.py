@@ -97,31 +97,28 @@ class _TokenByToken:
 
     def search(self, model: IncrementalDecoder, state: State, batch: int, sos: int, eos: int, max_len: int):
         _check_len(max_len)
-        out: Tensor | None = None  # (batch, max_len) emitted tokens, allocated at the first step
-        lengths = torch.full((batch,), max_len, dtype=torch.long)  # rows that never emit EOS keep max_len
-        alive = torch.arange(batch)  # original row of each live row
-        tokens: Tensor | None = None
+        if batch == 0:
+            return []
+        device = _device_of(state)
+        tokens = torch.full((batch,), sos, dtype=torch.long, device=device)  # (b,) last token of live rows
+        out = torch.full((batch, max_len), eos, dtype=torch.long, device=device)  # emitted tokens
+        lengths = torch.full((batch,), max_len, dtype=torch.long, device=device)  # no EOS: max_len
+        alive = torch.arange(batch, device=device)  # original row of each live row
         for t in range(max_len):
-            if tokens is None:
-                tokens = torch.full((batch,), sos, dtype=torch.long, device=_device_of(state))
             logp, state = model.step(tokens, state)  # (b, V)
             nxt = self.choose(logp)  # (b,)
-            if out is None:
-                out = torch.full((batch, max_len), eos, dtype=torch.long, device=nxt.device)
-            alive_dev = alive.to(nxt.device)
-            out[alive_dev, t] = nxt
-            done = (nxt == eos).cpu()
-            if done.any():
+            out[alive, t] = nxt
+            done = nxt == eos
+            if bool(done.any()):  # the one host sync per step
                 lengths[alive[done]] = t
                 keep = (~done).nonzero().squeeze(1)
                 if keep.numel() == 0:
                     break
-                state = model.reorder(state, keep.to(nxt.device))
-                alive, nxt = alive[keep], nxt[keep.to(nxt.device)]
+                state = model.reorder(state, keep)
+                alive, nxt = alive[keep], nxt[keep]
             tokens = nxt
-        assert out is not None
         rows = out.cpu().tolist()
-        return [row[:n] for row, n in zip(rows, lengths.tolist(), strict=True)]
+        return [row[:n] for row, n in zip(rows, lengths.cpu().tolist(), strict=True)]
 
 
 def _device_of(state: State) -> torch.device:
@@ -211,6 +208,8 @@ class BeamSearchDecoder:
 
     def search(self, model: IncrementalDecoder, state: State, batch: int, sos: int, eos: int, max_len: int):
         _check_len(max_len)
+        if batch == 0:
+            return []
         K = self.beam_size
         device = _device_of(state)
         state = model.reorder(state, torch.arange(batch, device=device).repeat_interleave(K))
