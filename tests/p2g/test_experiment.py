@@ -75,6 +75,15 @@ def test_bad_input_exits_2_with_file_and_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_spell_command_prints_one_spelling_per_word(trained, capsys):
+    run, _ = trained
+    assert main(["p2g", "spell", str(run.path), "æ b", "t͡ʃ iː θ", "--beam", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["æ b", "t͡ʃ iː θ"]
+    assert all(set(line.split("\t")[1]) <= set(SYMBOL) for line in lines)
+
+
+@pytest.mark.slow
 def test_bad_test_arguments_exit_2(trained, capsys):
     run, _ = trained
     assert main(["p2g", "test", str(run.path), "--top-p", "1.5"]) == 2
