@@ -136,6 +136,8 @@ def test_bench_runs_on_a_tiny_corpus(trained, tiny_corpus, cache_env, capsys):
             "2",
             "--batch-size",
             "2",
+            "--save",
+            str(trained / "asr" / "bench.json"),
             "--run",
             str(trained / "asr" / "transformer"),
         ]
@@ -143,3 +145,25 @@ def test_bench_runs_on_a_tiny_corpus(trained, tiny_corpus, cache_env, capsys):
     out = capsys.readouterr().out
     assert "identical transcripts: yes" in out and code == 0
     assert "speed-up" in out and "utterances/s" in out
+
+
+def test_report_shows_the_saved_benchmark(tmp_path):
+    import json
+
+    from dllab.asr.report import _speed
+    from dllab.report.document import Table
+
+    path = tmp_path / "bench.json"
+    assert "dllab bench asr" in _speed(path)[0].text
+    decoding = {
+        "utterances": 256,
+        "batch_size": 64,
+        "trained": True,
+        "notebook_seconds": 60.0,
+        "cache_seconds": 6.0,
+        "speedup": 10.0,
+        "identical": True,
+    }
+    path.write_text(json.dumps({"threads": 1, "quick": False, "decoding": decoding}))
+    (table,) = _speed(path)
+    assert isinstance(table, Table) and "(10.0x)" in table.rows[1][2] and "a trained" in table.caption

@@ -37,6 +37,12 @@ def add_bench(sub) -> None:
     p.add_argument("--utterances", type=int, default=0, help="utterances to decode (default 256, quick 64)")
     p.add_argument("--batch-size", type=int, default=64, help="utterances decoded at once (default 64)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--save",
+        type=Path,
+        default=Path("runs/asr/bench.json"),
+        help="also write the figures here as JSON, for `dllab report` (default runs/asr/bench.json)",
+    )
     p.add_argument("--decode-only", action="store_true", help="skip the training-throughput part")
     p.add_argument(
         "--corpus",
@@ -98,6 +104,7 @@ def cmd_bench(args) -> int:
 
     from dllab.asr.experiment import ASRConfig, load_splits
     from dllab.asr.features import SpeechData
+    from dllab.engine.checkpoint import atomic_write_json
     from dllab.engine.logs import setup_logging
 
     setup_logging()
@@ -111,12 +118,17 @@ def cmd_bench(args) -> int:
     train = SpeechData(splits["train"])
     print(f"device: cpu, {torch.get_num_threads()} torch threads (other processes may share the cores)")
 
+    record = {"threads": torch.get_num_threads(), "quick": args.quick}
     if not args.decode_only:
-        _bench_training(train, steps=3 if args.quick else 8)
-    return _bench_decoding(args, test)
+        record["training"] = _bench_training(train, steps=3 if args.quick else 8)
+    record["decoding"] = _bench_decoding(args, test)
+    if args.save is not None:
+        atomic_write_json(args.save, record)
+        print(f"\nwritten: {args.save}")
+    return 0 if record["decoding"]["identical"] else 1
 
 
-def _bench_training(train, steps: int) -> None:
+def _bench_training(train, steps: int) -> dict:
     import torch
 
     from dllab.asr.model import ASRModel, ModelConfig
@@ -136,9 +148,10 @@ def _bench_training(train, steps: int) -> None:
     print(f"  {'batches padded to':<34}{'utterances/s':>14}")
     print(f"  {'the notebook: 2,754 frames':<34}{base:>14.1f}")
     print(f"  {'dllab: the longest in the batch':<34}{ours:>14.1f}   ({ours / base:.1f}x)")
+    return {"steps": steps, "notebook_utt_per_s": base, "dllab_utt_per_s": ours}
 
 
-def _bench_decoding(args, test) -> int:
+def _bench_decoding(args, test) -> dict:
     import torch
 
     from dllab.asr import text as vocab
@@ -192,4 +205,12 @@ def _bench_decoding(args, test) -> int:
         f"{'met' if speedup >= TARGET_SPEEDUP else 'MISSED'});"
         f" identical transcripts: {'yes' if same else 'NO'}; {tokens} tokens emitted"
     )
-    return 0 if same else 1
+    return {
+        "utterances": len(test),
+        "batch_size": args.batch_size,
+        "trained": trained,
+        "notebook_seconds": timings["notebook"],
+        "cache_seconds": timings["cache"],
+        "speedup": speedup,
+        "identical": same,
+    }

@@ -75,7 +75,59 @@ def build_section(ctx: ReportContext) -> Section:
     section.add(_table(shown))
     section.add(*_figures(ctx, shown))
     section.add(*_examples(shown))
+    section.add(*_speed(root / "bench.json"))
     return section
+
+
+def _speed(path: Path) -> list[Paragraph | Table]:
+    """The latest `dllab bench asr` figures (greedy decoding with vs without the KV cache; training)."""
+    import json
+
+    if not path.exists():
+        return [
+            Paragraph(
+                "Decoding speed: run `dllab bench asr` to measure the KV cache against the "
+                "notebook's prefix recomputation."
+            )
+        ]
+    b = json.loads(path.read_text())
+    d = b["decoding"]
+    rows = [
+        [
+            "greedy decoding, notebook (prefix re-run every step)",
+            f"{d['notebook_seconds']:.2f} s",
+            f"{d['utterances'] / d['notebook_seconds']:.1f} utt/s",
+        ],
+        [
+            "greedy decoding, dllab (KV cache)",
+            f"{d['cache_seconds']:.2f} s",
+            f"{d['utterances'] / d['cache_seconds']:.1f} utt/s ({d['speedup']:.1f}x)",
+        ],
+    ]
+    if "training" in b:
+        t = b["training"]
+        rows += [
+            [
+                "training, batches padded to 2,754 frames (notebook)",
+                "-",
+                f"{t['notebook_utt_per_s']:.1f} utt/s",
+            ],
+            [
+                "training, batches padded to their longest (dllab)",
+                "-",
+                f"{t['dllab_utt_per_s']:.1f} utt/s ({t['dllab_utt_per_s'] / t['notebook_utt_per_s']:.1f}x)",
+            ],
+        ]
+    which = "a trained" if d["trained"] else "an untrained"
+    return [
+        Table(
+            ["measurement", "time", "rate"],
+            rows,
+            f"`dllab bench asr`: {d['utterances']} test utterances, batch {d['batch_size']}, {which} "
+            f"Transformer decoder, {b['threads']} CPU thread(s) on a shared machine; identical "
+            f"transcripts: {'yes' if d['identical'] else 'NO'}.",
+        )
+    ]
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
