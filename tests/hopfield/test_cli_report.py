@@ -51,10 +51,11 @@ def test_report_with_runs_has_tables_and_figures(tmp_path):
     ctx = ReportContext(tmp_path / "runs", tmp_path / "report")
     section = report.build_section(ctx)
     titles = [s.title for s in section.subsections]
-    assert titles == ["Theory checks", "Retrieval of Fashion-MNIST images", "Storage capacity"]
+    assert titles == ["Theory checks", "Retrieval of Fashion-MNIST images from masked queries (retrieval-quick)",
+                      "Storage capacity"]
     blocks = [b for s in section.subsections for b in s.blocks]
     figures = [b for b in blocks if isinstance(b, Figure)]
-    names = ("accuracy", "grids", "energy", "capacity")
+    names = ("retrieval-quick_accuracy", "retrieval-quick_grids", "retrieval-quick_energy", "capacity")
     assert {f.path for f in figures} == {f"figures/hopfield_{n}.png" for n in names}
     assert all((ctx.out_dir / f.path).stat().st_size > 1000 for f in figures)
     tables = [b for b in blocks if isinstance(b, Table)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dllab.report.document import Paragraph, ReportContext, Section, Table
+from dllab.report.document import Code, Paragraph, ReportContext, Section, Table
 
 DERIVATION = (
     "With stored patterns X (N x D), M = max_i ||x_i|| and p = softmax(beta X q), the energy "
@@ -65,11 +65,18 @@ def _latest(root: Path, name: str) -> Path | None:
     return None
 
 
+def _retrieval_folders(root: Path) -> list[Path]:
+    """Every runs/hopfield/retrieval*/ with results; the -quick ones only when no full run exists."""
+    found = sorted(p.parent for p in root.glob("retrieval*/results.json"))
+    full = [f for f in found if not f.name.endswith("-quick")]
+    return full or found
+
+
 def build_section(ctx: ReportContext) -> Section:
     section = Section("Q1 — Modern Hopfield networks (2024-25)")
     section.add(Paragraph(DERIVATION))
     root = ctx.runs_root / "hopfield"
-    theory, retrieval, capacity = root / "theory.json", _latest(root, "retrieval"), _latest(root, "capacity")
+    theory, retrieval, capacity = root / "theory.json", _retrieval_folders(root), _latest(root, "capacity")
     if not (theory.exists() or retrieval or capacity):
         section.add(Paragraph("No Hopfield runs yet: run `dllab hopfield check`, `dllab hopfield retrieval` and "
                               "`dllab hopfield capacity` (or `dllab report --rerun --quick`), then build the "
@@ -77,8 +84,8 @@ def build_section(ctx: ReportContext) -> Section:
         return section
     if theory.exists():
         section.subsections.append(_theory_section(json.loads(theory.read_text())))
-    if retrieval:
-        section.subsections.append(_retrieval_section(ctx, retrieval))
+    for folder in retrieval:
+        section.subsections.append(_retrieval_section(ctx, folder))
     if capacity:
         section.subsections.append(_capacity_section(ctx, capacity))
     return section
@@ -99,11 +106,15 @@ def _retrieval_section(ctx: ReportContext, folder: Path) -> Section:
     data = json.loads((folder / "results.json").read_text())
     cfg = data["config"]
     quick = folder.name.endswith("-quick")
-    sub = Section("Retrieval of Fashion-MNIST images")
+    kind = "masked" if cfg["corruption"] == "mask" else "noisy"
+    sub = Section(f"Retrieval of Fashion-MNIST images from {kind} queries ({folder.name})")
+    command = f"dllab hopfield retrieval{' --quick' if quick else ''}"
+    if folder.name not in ("retrieval", "retrieval-quick"):
+        command += f" --out {folder}"
     corruption = (f"the bottom {cfg['mask_fraction']:.0%} of the rows hidden (set to 0)" if cfg["corruption"] == "mask"
                   else f"Gaussian noise of std {cfg['noise_std']} added to every pixel")  # fmt: skip
     sub.add(Paragraph(
-        f"Produced by `dllab hopfield retrieval{' --quick' if quick else ''}` ({data['seconds']:.0f} s, "
+        f"Produced by `{command}` with the configuration below ({data['seconds']:.0f} s, "
         f"{data['threads']} threads). Patterns: the first N of {data['pool']:,} Fashion-MNIST train+validation "
         f"images, D = {data['pattern_dim']}, normalised `{cfg['normalise']}`{NORMALISE[cfg['normalise']]}. "
         f"Queries: {cfg['queries']} stored patterns (at most N) with {corruption}. "
@@ -120,22 +131,24 @@ def _retrieval_section(ctx: ReportContext, folder: Path) -> Section:
                     if (n, b) in cell else "" for b in betas] for n in ns]  # fmt: skip
     sub.add(Table(["N \\ beta"] + [f"{b:g}" for b in betas], table,
                   caption="Fraction retrieved (and mean effective number of patterns at the fixed point)"))
-    sub.add(ctx.save_figure(_accuracy_figure(rows_data, betas, ns, data["pattern_dim"]), "hopfield_accuracy.png",
+    accuracy = _accuracy_figure(rows_data, betas, ns, data["pattern_dim"])
+    sub.add(ctx.save_figure(accuracy, f"hopfield_{folder.name}_accuracy.png",
                             "Retrieval accuracy and effective number of averaged patterns against beta, one "
                             "line per N; the dotted line is beta = 1/sqrt(D)."))  # fmt: skip
     grids = folder / "grids.npz"
     if grids.exists():
         with np.load(grids) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        sub.add(ctx.save_figure(_grid_figure(arrays), "hopfield_grids.png",
+        sub.add(ctx.save_figure(_grid_figure(arrays), f"hopfield_{folder.name}_grids.png",
                                 f"N = {data['grid_patterns']}: stored images, queries and the fixed points at "
                                 "several beta. Small beta: metastable states, averages of many patterns; large "
                                 "beta: the stored image itself (a tick marks a retrieved query)."))  # fmt: skip
     rise = max((max(np.diff(t["energy"]), default=0.0) for t in data["energy_traces"]), default=0.0)
-    sub.add(ctx.save_figure(_energy_figure(data["energy_traces"]), "hopfield_energy.png",
+    sub.add(ctx.save_figure(_energy_figure(data["energy_traces"]), f"hopfield_{folder.name}_energy.png",
                             f"Mean energy E(q_t) of the grid queries against the iteration (N = "
                             f"{data['grid_patterns']}); largest increase from one iteration to the next: "
                             f"{max(rise, 0.0):.2g} (float32)."))  # fmt: skip
+    sub.add(Code(json.dumps(cfg, indent=1)))
     return sub
 
 
