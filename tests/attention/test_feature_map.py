@@ -46,7 +46,8 @@ def test_compact_degree2_block_is_the_weighted_upper_triangle():
     x = torch.arange(1.0, 4.0, dtype=torch.float64)  # D = 3
     phi = TaylorFeatureMap(3, 3, scale=1.0)(x)
     r = 1 / math.sqrt(2)
-    upper = [x[0] ** 2 * r, x[0] * x[1], x[0] * x[2], x[1] ** 2 * r, x[1] * x[2], x[2] ** 2 * r]
+    # x_i x_j for i <= j, grouped by j (colexicographic order), 1/sqrt(2) on the squares
+    upper = [x[0] ** 2 * r, x[0] * x[1], x[1] ** 2 * r, x[0] * x[2], x[1] * x[2], x[2] ** 2 * r]
     torch.testing.assert_close(phi, torch.cat([torch.ones(1, dtype=torch.float64), x, torch.stack(upper)]))
 
 
@@ -78,10 +79,19 @@ def test_series_sign_depends_on_parity_of_k():
 
 
 @pytest.mark.parametrize("form", ["compact", "outer"])
-def test_gradcheck(form):
-    fm = TaylorFeatureMap(3, 4, form=form)
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 5], ids=lambda k: f"K{k}")
+def test_gradcheck(form, order):
+    fm = TaylorFeatureMap(3, order, form=form)
     x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(fm, (x,))
+
+
+def test_weights_are_the_multinomial_coefficients():
+    # phi_a(x) = x^a / sqrt(a!): at x = 1 every feature is 1/sqrt(a!); their squares sum to sum_n D^n / n!
+    for dim, order in [(3, 5), (16, 3), (5, 4)]:
+        phi = TaylorFeatureMap(dim, order, scale=1.0)(torch.ones(dim, dtype=torch.float64))
+        expected = sum(dim**n / math.factorial(n) for n in range(order))
+        assert float((phi**2).sum()) == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize(

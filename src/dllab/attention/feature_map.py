@@ -27,7 +27,6 @@ rows whose scores fall there can get a normaliser near zero or negative and the 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from typing import Literal
 
@@ -59,23 +58,44 @@ def _check_dim_order(dim: int, order: int) -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def _monomial_tables(dim: int, degree: int) -> tuple[list[int], list[int]]:
-    """Build the degree-n features from the degree-(n-1) ones, both weighted by 1/sqrt(a!).
+def _degree_tables(dim: int, order: int) -> tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]:
+    """How the compact map builds degree n from degree n - 1, for n = 2 .. K-1.
 
-    Monomials x_{i1}...x_{in} (i1 <= ... <= in) are listed in lexicographic order. With c the number of
-    times the last index i_n already occurs in the prefix (i1..i_{n-1}), a! grows by the factor (c + 1), so
-
-        feature_n[t] = feature_{n-1}[prefix(t)] * x[i_n] / sqrt(c + 1).
-
-    Returns, per degree-n monomial, the prefix's position among the degree-(n-1) monomials and
-    c * dim + i_n, a row of the stack [x, x / sqrt(2), ..., x / sqrt(n)].
+    Monomials x_{i1}...x_{in} (i1 <= ... <= in) are listed in colexicographic order, grouped by their largest
+    index j. Degree-(n-1) monomials with largest index <= j then form a leading block of `counts[j]` rows, so
+    the degree-n group of j is that block times x_j: D slice products, each writing contiguous rows.
+    Weights 1/sqrt(a!) follow along: appending j to a monomial already holding c copies of j multiplies a!
+    by c + 1, so each new row is scaled by `factors[row]` = 1/sqrt(c + 1) (c + 1 = the trailing run of j).
     """
-    previous = {t: p for p, t in enumerate(itertools.combinations_with_replacement(range(dim), degree - 1))}
-    prefix, scaled_last = [], []
-    for t in itertools.combinations_with_replacement(range(dim), degree):
-        prefix.append(previous[t[:-1]])
-        scaled_last.append(t[:-1].count(t[-1]) * dim + t[-1])
-    return prefix, scaled_last
+    tables = []
+    largest = torch.arange(dim)  # degree 1: x_i has largest index i, a trailing run of 1
+    run = torch.ones(dim, dtype=torch.long)
+    for _ in range(2, order):
+        counts = torch.searchsorted(largest, torch.arange(dim), right=True).tolist()
+        new_largest, new_run = [], []
+        for j, count in enumerate(counts):
+            new_largest.append(torch.full((count,), j))
+            new_run.append(torch.where(largest[:count] == j, run[:count], 0) + 1)
+        largest, run = torch.cat(new_largest), torch.cat(new_run)
+        tables.append((tuple(counts), tuple((1.0 / run.double().sqrt()).tolist())))
+    return tuple(tables)
+
+
+class _CompactFeatures(torch.autograd.Function):
+    """x (N, D, T), already scaled -> phi (N, M, T) and its hand-written vector-Jacobian product."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, fm: TaylorFeatureMap) -> Tensor:
+        out = fm._compact_features(x)
+        ctx.save_for_backward(x, out)
+        ctx.fm = fm
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, out = ctx.saved_tensors
+        return ctx.fm._compact_vjp(x, out, grad), None
 
 
 class TaylorFeatureMap(nn.Module):
@@ -118,11 +138,10 @@ class TaylorFeatureMap(nn.Module):
         self.dim, self.order, self.form, self.num_features = dim, order, form, m
         self.scale = 1.0 / math.sqrt(dim) if scale is None else float(scale)
         self._root_scale = math.sqrt(self.scale)
-        if form == "compact":
-            for n in range(2, order):
-                prefix, scaled_last = _monomial_tables(dim, n)
-                self.register_buffer(f"prefix{n}", torch.tensor(prefix), persistent=False)
-                self.register_buffer(f"scaled_last{n}", torch.tensor(scaled_last), persistent=False)
+        self._tables = _degree_tables(dim, order) if form == "compact" else ()
+        for n, (_, factors) in enumerate(self._tables, start=2):
+            factors = torch.tensor(factors, dtype=torch.float64).unsqueeze(-1)  # (rows, 1)
+            self.register_buffer(f"factors{n}", factors, persistent=False)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, order={self.order}, scale={self.scale:.4g}, form={self.form}, M={self.num_features}"
@@ -147,19 +166,76 @@ class TaylorFeatureMap(nn.Module):
         if not xt.is_floating_point():
             raise ValueError(f"x: expected a floating-point tensor, got {xt.dtype}")
         xt = xt.contiguous() * self._root_scale  # (..., D, T), one row per input coordinate
+        if self.form == "compact":
+            batch = xt.shape[:-2]
+            phi = _CompactFeatures.apply(xt.reshape(-1, *xt.shape[-2:]), self)
+            return phi.reshape(*batch, *phi.shape[-2:])
         blocks = [torch.ones_like(xt[..., :1, :])]
         if self.order >= 2:
             blocks.append(xt)
-        if self.form == "outer":
-            power = xt
-            for n in range(2, self.order):
-                power = (power.unsqueeze(-2) * xt.unsqueeze(-3)).flatten(-3, -2)  # (..., D^n, T)
-                blocks.append(power / math.sqrt(math.factorial(n)))
-        elif self.order >= 3:
-            stack = torch.cat([xt / math.sqrt(c + 1) for c in range(self.order - 1)], dim=-2)
-            monomials = xt
-            for n in range(2, self.order):
-                prefix, scaled_last = getattr(self, f"prefix{n}"), getattr(self, f"scaled_last{n}")
-                monomials = monomials.index_select(-2, prefix) * stack.index_select(-2, scaled_last)
-                blocks.append(monomials)  # (..., C(n+D-1, n), T)
+        power = xt
+        for n in range(2, self.order):
+            power = (power.unsqueeze(-2) * xt.unsqueeze(-3)).flatten(-3, -2)  # (..., D^n, T)
+            blocks.append(power / math.sqrt(math.factorial(n)))
         return torch.cat(blocks, dim=-2)
+
+    def features_and_input(self, xt: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """No-autograd fast path for the kernels: xt (N, D, T) -> (scaled input (N, D, T), phi (N, M, T)).
+
+        `out`, when given, is a contiguous (N, M, T) buffer to write the compact features into.
+        """
+        xs = xt.contiguous() * self._root_scale
+        if self.form == "compact":
+            return xs, self._compact_features(xs, out)
+        with torch.no_grad():
+            return xs, self.transposed(xt)
+
+    def input_gradient(self, xs: Tensor, phi: Tensor, grad_phi: Tensor) -> Tensor:
+        """Given `features_and_input`'s outputs and dL/dphi (N, M, T), dL/dxt (N, D, T)."""
+        if self.form == "compact":
+            return self._compact_vjp(xs, phi, grad_phi).mul_(self._root_scale)
+        with torch.enable_grad():
+            x = (xs / self._root_scale).detach().requires_grad_()
+            out = self.transposed(x)
+            if not out.requires_grad:  # K = 1
+                return torch.zeros_like(x)
+            return torch.autograd.grad(out, x, grad_phi)[0]
+
+    def _blocks(self, like: Tensor):
+        """((offset, rows) of degree n - 1, (offset, rows) of degree n, counts, factors) for n = 2 .. K-1."""
+        offset, rows = 1, self.dim
+        for n, (counts, _) in enumerate(self._tables, start=2):
+            previous = (offset, rows)
+            offset, rows = offset + rows, sum(counts)
+            yield previous, (offset, rows), counts, getattr(self, f"factors{n}").to(like)
+
+    def _compact_features(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """x (N, D, T) scaled and contiguous -> (N, M, T), written block by block without autograd."""
+        n, d, t = x.shape
+        out = torch.empty(n, self.num_features, t, dtype=x.dtype, device=x.device) if out is None else out
+        out[:, 0].fill_(1.0)
+        if self.order >= 2:
+            out[:, 1 : 1 + d] = x
+        for (p_off, _), (off, rows), counts, factors in self._blocks(x):
+            previous, pos = out[:, p_off:], off
+            for j, count in enumerate(counts):
+                torch.mul(previous[:, :count], x[:, j : j + 1], out=out[:, pos : pos + count])
+                pos += count
+            out[:, off : off + rows].mul_(factors)
+        return out
+
+    def _compact_vjp(self, x: Tensor, out: Tensor, grad: Tensor) -> Tensor:
+        """The gradient with respect to the scaled x (N, D, T) of <grad, features(x)>."""
+        d = self.dim
+        if self.order < 2:
+            return torch.zeros_like(x)
+        acc = grad[:, 1:].clone()  # (N, M - 1, T): gradients of the degree >= 1 rows, accumulated downwards
+        for (p_off, _), (off, rows), counts, factors in reversed(list(self._blocks(x))):
+            g = acc[:, off - 1 : off - 1 + rows].mul_(factors)  # (N, rows, T), weights folded in
+            g_previous, previous, pos = acc[:, p_off - 1 :], out[:, p_off:], 0
+            for j, count in enumerate(counts):
+                g_rows = g[:, pos : pos + count]
+                g_previous[:, :count].addcmul_(g_rows, x[:, j : j + 1])  # d/d(previous) of previous * x_j
+                acc[:, j] += (g_rows * previous[:, :count]).sum(1)  # d/dx_j
+                pos += count
+        return acc[:, :d].contiguous()

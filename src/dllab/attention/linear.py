@@ -261,17 +261,19 @@ def linear_attention(
             f"causal: causal linear attention needs as many queries as keys, got Lq={q.shape[-2]}, Lk={k.shape[-2]}"
         )
     _check_memory(feature_map, q, k, v, causal, chunk)
-    v1 = _values_with_ones(v, key_padding_mask)  # (..., Lk, Dv + 1)
     if isinstance(feature_map, TaylorFeatureMap):
-        out, kv1 = taylor_attention(q, k, v1, feature_map, causal, chunk)
-    elif causal:
-        out, kv1 = _causal_chunked(q, k, v1, feature_map, chunk)
-    else:
-        kv1 = feature_map(k).transpose(-2, -1) @ v1  # (..., M, Dv + 1)
-        out = feature_map(q) @ kv1  # (..., Lq, Dv + 1)
-    out = _normalise(out)
+        keep = None if key_padding_mask is None else ~key_padding_mask.bool()
+        out, kv, k_sum = taylor_attention(q, k, v, keep, feature_map, causal, chunk)
+    else:  # any other feature map: plain autograd through the same algorithm
+        v1 = _values_with_ones(v, key_padding_mask)  # (..., Lk, Dv + 1)
+        if causal:
+            out, kv1 = _causal_chunked(q, k, v1, feature_map, chunk)
+        else:
+            kv1 = feature_map(k).transpose(-2, -1) @ v1  # (..., M, Dv + 1)
+            out = feature_map(q) @ kv1  # (..., Lq, Dv + 1)
+        out, kv, k_sum = _normalise(out), kv1[..., :-1], kv1[..., -1]
     if return_state:
-        return out, TaylorState(kv1[..., :-1], kv1[..., -1], k.shape[-2])
+        return out, TaylorState(kv, k_sum, k.shape[-2])
     return out
 
 
