@@ -2,8 +2,10 @@
 
 Same model (attention, hidden 128, dropout 0.3), same weights at start, Adam lr 0.003, batch 64:
 (a) the skeleton's style: DataLoader + collate that pads each batch in Python, a decoder that runs the LSTM
-    and the attention one time step at a time in its forward, `loss.item()` every step, and validation
-    decoded one word at a time (encode, then step / argmax / `.item()` until EOS);
+    and the attention one time step at a time in its forward (the attention projects the encoder outputs
+    and builds the mask from the lengths at each call, as its attn(output, encoder_outputs, src_lengths)
+    signature implies), `loss.item()` every step, and validation decoded one word at a time (encode, then
+    decoder step / argmax / `.item()` until EOS);
 (b) dllab: the engine's `fit` (padded tensors batched by index, the whole target through the decoder LSTM
     at once, attention for all steps in one op) and batched decoding (`dllab.seq2seq.decoding`), where
     finished words leave the batch.
@@ -39,6 +41,16 @@ def add_bench(sub) -> None:
     p.set_defaults(func=run)
 
 
+def skeleton_attention(model, s, enc, src_len):
+    """The skeleton's attention call, attn(output, encoder_outputs, src_lengths): it projects the encoder
+    outputs (W_h h_i) and builds the padding mask from the lengths on every call, i.e. every decoder step."""
+    import torch
+
+    pad = torch.arange(enc.shape[1], device=enc.device)[None] >= src_len[:, None]  # (B, L)
+    out, _ = model.attention(s, enc, model.attention.keys(enc), pad)
+    return out
+
+
 def skeleton_forward(model, src, src_len, tgt_in):
     """The skeleton's decoder: LSTM and attention one time step at a time. Same maths as model(...)."""
     import torch
@@ -49,13 +61,14 @@ def skeleton_forward(model, src, src_len, tgt_in):
     for t in range(tgt_in.shape[1]):
         s, (h, c) = model.decoder(emb[:, t : t + 1], (h, c))  # (B, 1, H)
         if model.attention is not None:
-            s, _ = model.attention(s, state.enc, state.keys, state.pad)
+            s = skeleton_attention(model, s, state.enc, src_len)
         outputs.append(model.dropout(s))
     return model.generator(torch.cat(outputs, dim=1))  # (B, T, V)
 
 
 def skeleton_greedy(model, words, src_vocab, max_len: int) -> list[list[int]]:
-    """One word at a time, one `.item()` per step, as the skeleton's validation loop."""
+    """One word at a time, the decoder and attention called once per step, one `.item()` per step, as the
+    skeleton's validation loop."""
     import torch
 
     from dllab.seq2seq.vocab import EOS, SOS
@@ -64,11 +77,15 @@ def skeleton_greedy(model, words, src_vocab, max_len: int) -> list[list[int]]:
     with torch.no_grad():
         for phonemes in words:
             ids = src_vocab.encode(phonemes)
-            state = model.start((torch.tensor([ids]), torch.tensor([len(ids)])))
+            src_len = torch.tensor([len(ids)])
+            state = model.encode(torch.tensor([ids]), src_len)
+            h, c = state.h, state.c
             token, spelled = SOS, []
             for _ in range(max_len):
-                logp, state = model.step(torch.tensor([token]), state)
-                token = logp.argmax(-1).item()
+                s, (h, c) = model.decoder(model.tgt_embed(torch.tensor([[token]])), (h, c))
+                if model.attention is not None:
+                    s = skeleton_attention(model, s, state.enc, src_len)
+                token = model.generator(s)[0, -1].argmax().item()
                 if token == EOS:
                     break
                 spelled.append(token)
