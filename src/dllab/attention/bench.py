@@ -42,6 +42,7 @@ class BenchSetup:
     fit_from: int = 2048  # slopes are fitted on L >= fit_from (smaller L measure fixed overheads)
     chunk_size: int | None = None  # causal chunk size (None: the library default)
     threads: int = 0  # torch threads (0: torch's default)
+    matmul_size: int = 2048  # n of the n x n matmul that measures the machine's rate
 
 
 @dataclass
@@ -173,7 +174,7 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_before": load_average(),
-        "matmul_gflops": matmul_gflops(),
+        "matmul_gflops": matmul_gflops(setup.matmul_size),
         "taylor_matmul_gflops": shaped_matmul_gflops(setup.heads, m, 1024, setup.dim + 1),
         "chunk_size": chunk,
     }
@@ -400,6 +401,7 @@ def add_bench(sub) -> None:
     p.add_argument("--memory-budget", type=float, default=None, help="GiB above which to skip")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, here all cores)")
     p.add_argument("--chunk-size", type=int, default=None, help="causal chunk size (default: the library's)")
+    p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n matmul measuring the rate")
     p.add_argument("--out", type=Path, default=None, help="JSON output (default runs/attention/bench[-quick].json)")
     p.set_defaults(func=run)
 
@@ -409,7 +411,9 @@ def setup_from_args(args) -> BenchSetup:
 
     base = BenchSetup(lengths=QUICK_LENGTHS, repeats=2, time_budget_s=5.0, memory_budget_gib=1.5, fit_from=1024)
     setup = base if args.quick else BenchSetup()
-    changes: dict = {"threads": args.threads, "chunk_size": args.chunk_size}
+    if args.matmul_size < 1:
+        raise UserError(f"--matmul-size: must be >= 1, got {args.matmul_size}")
+    changes: dict = {"threads": args.threads, "chunk_size": args.chunk_size, "matmul_size": args.matmul_size}
     if args.lengths:
         try:
             lengths = tuple(int(x) for x in args.lengths.split(","))
