@@ -23,3 +23,14 @@ def make_images(n: int, classes: int, shape: tuple[int, ...], seed: int) -> tupl
     for i, c in enumerate(labels):
         images[i, c * band : (c + 1) * band] = 220
     return images, labels.astype(np.uint8)
+
+
+# Sweep jobs: module-level functions in an importable module, so spawned worker processes can load them.
+def square(x: int, threads: int) -> dict:
+    import torch
+
+    return {"x": x, "square": x * x, "threads": threads, "torch_threads": torch.get_num_threads()}
+
+
+def fail(threads: int) -> dict:
+    raise ValueError("boom")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from dllab import __version__
@@ -105,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dllab: interrupted (rerun with --resume to continue from the last checkpoint)", file=sys.stderr)
         return 130
+    except Exception as err:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Under torchrun: say which rank failed and how to continue; torchrun then stops the others.
+            rank = os.environ.get("RANK", "?")
+            print(f"dllab: rank {rank} failed: {type(err).__name__}: {err}. The last checkpoint is intact: "
+                  "rerun the same torchrun command with --resume.", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

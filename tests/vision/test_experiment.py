@@ -70,8 +70,11 @@ def test_killed_training_resumes_from_the_cli(tiny_fashion_root, tmp_path):
         time.sleep(0.02)
     proc.kill()
     proc.wait()
-    if len(run.read_metrics()) == 4:
+    before = run.read_metrics()
+    if len(before) == 4:
         pytest.skip("the run finished before it could be killed")
     assert main(["vision", "train", "--name", "k", *common, "--resume"]) == 0
+    # The epochs done before the kill were not trained again: their records are untouched.
+    assert run.read_metrics()[: len(before)] == before
     strip = lambda ms: [{k: v for k, v in m.items() if "seconds" not in k} for m in ms]  # noqa: E731
     assert strip(run.read_metrics()) == strip(RunDir(runs / "vision" / "ref").read_metrics())

@@ -1,5 +1,6 @@
 """The experiment engine: configs, run directories, the training loop, checkpoints, sweeps."""
 
+from dllab.engine import distributed
 from dllab.engine.fit import (
     FitResult,
     OptimConfig,
@@ -13,6 +14,7 @@ from dllab.engine.fit import (
 from dllab.engine.rundir import RunDir, find_runs
 
 __all__ = [
+    "distributed",
     "FitResult",
     "OptimConfig",
     "TrainConfig",

@@ -7,12 +7,19 @@ A model plugs in with three things:
 The loop shuffles with its own seeded generator, takes batches by index, checkpoints atomically after
 every epoch, keeps the best checkpoint by `monitor`, logs one metrics record per epoch, and resumes an
 interrupted run bit for bit (model, optimizer, schedule and both RNG states are in the checkpoint).
+
+Under torchrun the same loop runs data-parallel (see dllab.engine.distributed): every rank draws the same
+shuffled global batches of `batch_size` and trains on its strided share of each through
+DistributedDataParallel, so the optimisation step matches one process with the same global batch; rank 0
+alone writes metrics and checkpoints. A global batch smaller than the world size (a ragged last batch) is
+dropped so that no rank waits on a step the others skip.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from dllab.config import option
+from dllab.engine import distributed
 from dllab.engine.checkpoint import load_checkpoint, save_checkpoint
 from dllab.engine.logs import progress
 from dllab.engine.rundir import RunDir
@@ -129,10 +137,17 @@ def fit(
     show_progress: bool = True,
 ) -> FitResult:
     """Train `model` (already built under `seed_everything(train_cfg.seed)`) and fill `run`."""
-    device = resolve_device(train_cfg.device)
+    dist_info = distributed.setup()
+    main = dist_info.is_main
+    device = distributed.device_for(train_cfg.device) or resolve_device(train_cfg.device)
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
     model.to(device)
+    train_model = distributed.wrap(model, device)  # DDP under torchrun; `model` itself otherwise
+    if dist_info.enabled and not main:
+        # Rank 0 keeps the single-process RNG stream; the others draw their own dropout masks.
+        torch.manual_seed(train_cfg.seed + 7919 * dist_info.rank)
+    fail_at = _injected_failure(dist_info.rank)
     optimizer = make_optimizer(model.parameters(), optim_cfg)
     steps_per_epoch = math.ceil(len(train_data) / train_cfg.batch_size)
     schedule = make_schedule(optimizer, optim_cfg, steps_per_epoch * train_cfg.epochs)
@@ -147,14 +162,16 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         shuffle_rng.set_state(state["shuffle_rng"])
-        torch.set_rng_state(state["rng"])
+        rngs = state.get("rng_ranks", [])
+        torch.set_rng_state(rngs[dist_info.rank] if len(rngs) == dist_info.world else state["rng"])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"])
         best_value, best_epoch = float(state["best_value"]), int(state["best_epoch"])
         start_epoch = int(state["epoch"]) + 1
-        run.truncate_metrics(start_epoch - 1)
+        if main:
+            run.truncate_metrics(start_epoch - 1)
         log.info("%s: resuming after epoch %d", run.path, start_epoch - 1)
-    elif run.metrics_path.exists():
+    elif main and run.metrics_path.exists():
         run.truncate_metrics(0)
 
     for epoch in range(start_epoch, train_cfg.epochs + 1):
@@ -162,10 +179,14 @@ def fit(
         model.train()
         total, count = torch.zeros((), device=device), 0
         batches = index_batches(len(train_data), train_cfg.batch_size, shuffle_rng)
+        if dist_info.enabled:
+            batches = [distributed.shard_batch(b) for b in batches if len(b) >= dist_info.world]
         desc = f"{run.name} epoch {epoch}/{train_cfg.epochs}"
-        for idx in progress(batches, total=len(batches), desc=desc, enabled=show_progress):
+        for idx in progress(batches, total=len(batches), desc=desc, enabled=show_progress and main):
+            if fail_at == (epoch, count):
+                raise RuntimeError(f"injected failure on rank {dist_info.rank} (DLLAB_INJECT_FAILURE)")
             batch = to_device(train_data.batch(idx), device)
-            loss = loss_fn(model, batch)
+            loss = loss_fn(train_model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if optim_cfg.grad_clip > 0:
@@ -176,6 +197,9 @@ def fit(
             total += loss.detach()
             count += 1
         train_seconds = time.perf_counter() - began
+        if dist_info.enabled:
+            sums = distributed.all_reduce_sum(torch.stack([total.float().cpu(), torch.tensor(float(count))]))
+            total, count = sums[0], int(sums[1])
         model.eval()
         with torch.no_grad():
             metrics = evaluate_fn(model)
@@ -191,13 +215,18 @@ def fit(
             raise KeyError(f"monitor {monitor!r} is not among the metrics {sorted(record)}")
         if better(record[monitor], best_value):
             best_value, best_epoch = record[monitor], epoch
-            save_checkpoint(run.best_checkpoint, {"model": model.state_dict(), "epoch": epoch, monitor: best_value})
+            if main:
+                save_checkpoint(run.best_checkpoint, {"model": model.state_dict(), "epoch": epoch, monitor: best_value})
+        rng_ranks = distributed.gather_objects(torch.get_rng_state())
+        if not main:
+            continue
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             "shuffle_rng": shuffle_rng.get_state(),
             "rng": torch.get_rng_state(),
+            "rng_ranks": rng_ranks,
             "epoch": epoch,
             "best_value": best_value,
             "best_epoch": best_epoch,
@@ -210,9 +239,22 @@ def fit(
             f"{k}={v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds", "train_seconds", "lr")
         )
         log.info("%s epoch %d/%d %s (%.1fs)", run.name, epoch, train_cfg.epochs, shown, record["seconds"])
-    return FitResult(run.read_metrics(), best_epoch, best_value)
+    history = distributed.broadcast_object(run.read_metrics() if main else None)
+    return FitResult(history, best_epoch, best_value)
+
+
+def _injected_failure(rank: int) -> tuple[int, int] | None:
+    """DLLAB_INJECT_FAILURE="RANK:EPOCH:STEP" makes that rank raise at that step: for testing failure handling."""
+    spec = os.environ.get("DLLAB_INJECT_FAILURE")
+    if not spec:
+        return None
+    r, epoch, step = (int(x) for x in spec.split(":"))
+    return (epoch, step) if r == rank else None
 
 
 def load_best(model: nn.Module, run: RunDir, device: torch.device | str = "cpu") -> nn.Module:
-    model.load_state_dict(load_checkpoint(run.best_checkpoint, map_location=device)["model"])
-    return model
+    """Load the best checkpoint (read by rank 0 and broadcast, so other nodes need no shared disk)."""
+    state = load_checkpoint(run.best_checkpoint, map_location="cpu")["model"] if distributed.info().is_main else None
+    state = distributed.broadcast_object(state)
+    model.load_state_dict(state)
+    return model.to(device)

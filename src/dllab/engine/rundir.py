@@ -95,7 +95,8 @@ class RunDir:
                     p.unlink()
         elif self.exists() and resume:
             saved = self.read_config(type(cfg))
-            changed = [k for k in diff(saved, cfg) if k != "train.epochs"]
+            # More epochs or another thread count is a legitimate way to continue a run.
+            changed = [k for k in diff(saved, cfg) if k not in ("train.epochs", "train.threads")]
             if changed:
                 raise UserError(
                     f"{self.path}: cannot resume with a different config ({', '.join(changed)} changed); "

@@ -53,8 +53,16 @@ def _run_job(fn, kwargs, threads: int) -> dict[str, Any]:
     return summary
 
 
-def run_jobs(jobs: list[Job], workers: int = 0) -> dict[str, dict[str, Any]]:
-    """Run `jobs` in parallel processes; returns {job name: summary}. A failed job raises after the rest."""
+def run_jobs(jobs: list[Job], workers: int = 0, ray_address: str | None = None,
+             ray_threads: int = 1) -> dict[str, dict[str, Any]]:
+    """Run `jobs` in parallel processes; returns {job name: summary}. A failed job raises after the rest.
+
+    With `ray_address` ("auto", "ray://host:10001", or "local" for a Ray instance started here) the jobs
+    become Ray tasks of `ray_threads` CPUs each instead, spread over the cluster; run directories must
+    then be on storage every node sees.
+    """
+    if ray_address:
+        return _run_on_ray(jobs, ray_address, ray_threads)
     n_workers, threads = plan_workers(len(jobs), workers)
     log.info("sweep: %d runs on %d processes x %d threads", len(jobs), n_workers, threads)
     results: dict[str, dict[str, Any]] = {}
@@ -77,3 +85,26 @@ def run_jobs(jobs: list[Job], workers: int = 0) -> dict[str, dict[str, Any]]:
 
         raise UserError("sweep runs failed:\n  " + "\n  ".join(errors))
     return {job.name: results[job.name] for job in jobs}
+
+
+def _run_on_ray(jobs: list[Job], address: str, threads: int) -> dict[str, dict[str, Any]]:
+    from dllab.errors import UserError
+
+    try:
+        import ray  # type: ignore[import-not-found]
+    except ImportError:
+        raise UserError("--ray-address needs the optional Ray extra: pip install -e '.[ray]'") from None
+    ray.init(address=None if address == "local" else address, ignore_reinit_error=True, log_to_driver=False)
+    task = ray.remote(num_cpus=threads)(_run_job)
+    refs = {job.name: task.remote(job.fn, job.kwargs, threads) for job in jobs}
+    log.info("sweep: %d runs submitted to Ray at %s, %d CPU(s) each", len(jobs), address, threads)
+    results: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
+    for name, ref in refs.items():
+        try:
+            results[name] = ray.get(ref)
+        except Exception as err:
+            errors.append(f"{name}: {err}")
+    if errors:
+        raise UserError("sweep runs failed on Ray:\n  " + "\n  ".join(errors))
+    return results

@@ -54,6 +54,8 @@ def add_commands(sub) -> None:
     sweep.add_argument("--ablation-lr", type=float, default=0.01,
                        help="learning rate of the ablation run (the homework's best, 0.01); <=0 skips it")
     sweep.add_argument("--workers", type=int, default=0, help="parallel processes (default: one per core)")
+    sweep.add_argument("--ray-address", help="run the sweep on a Ray cluster ('auto', 'ray://host:10001', or "
+                       "'local'); needs pip install -e '.[ray]' and run directories on shared storage")
     sweep.set_defaults(func=cmd_sweep, overrides=True)
 
     params = vsub.add_parser("params", help="parameter counts per layer at the homework's input shapes",
@@ -91,6 +93,8 @@ def cmd_train(args) -> int:
     name = args.name or f"{args.preset}-{cfg.data.dataset}-lr{cfg.optim.lr:g}"
     run_path = args.runs / "vision" / name
     summary = train_run(cfg, run_path, resume=args.resume, overwrite=args.overwrite)
+    if not summary:  # a non-zero rank under torchrun: rank 0 reports
+        return 0
     _draw(run_path)
     print(f"{run_path}: test acc {summary['test_acc']:.4f} (final model), best val acc "
           f"{summary['best_val_acc']:.4f}, {summary['parameters']:,} parameters")
@@ -111,7 +115,7 @@ def cmd_sweep(args) -> int:
     name = args.name or f"{args.preset}-{cfg.data.dataset}"
     sweep_dir = args.runs / "vision" / name
     ablation = args.ablation_lr if args.ablation_lr > 0 else None
-    rows = run_sweep(cfg, sweep_dir, args.preset, lrs, ablation, workers=args.workers)
+    rows = run_sweep(cfg, sweep_dir, args.preset, lrs, ablation, workers=args.workers, ray_address=args.ray_address)
     for row in rows:
         _draw(sweep_dir / row["run"])
     print(sweep_table_markdown(rows))

@@ -12,8 +12,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from dllab.data.images import ImageSplits
-from dllab.engine import RunDir, eval_batches, fit, load_best, resolve_device, seed_everything
+from dllab.engine import RunDir, distributed, fit, load_best, resolve_device, seed_everything
 from dllab.engine.checkpoint import atomic_write_json, atomic_write_text
+from dllab.engine.fit import to_device
 from dllab.engine.sweep import Job, run_jobs
 from dllab.vision.config import ABLATIONS, PRESETS, VisionConfig, with_lr, with_model
 from dllab.vision.models import count_parameters, create_model
@@ -52,14 +53,20 @@ def nll_loss(model: nn.Module, batch) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data, batch_size: int, device: torch.device) -> dict[str, float]:
-    """Accuracy and mean NLL over `data` (model already in eval mode)."""
-    correct, loss, n = 0, 0.0, 0
-    for x, y in eval_batches(data, batch_size):
-        x, y = x.to(device), y.to(device)
+    """Accuracy and mean NLL over `data` (model already in eval mode).
+
+    Under torchrun each rank scores its strided shard and the sums are all-reduced, so every rank gets
+    the single-process numbers.
+    """
+    sums = torch.zeros(3, dtype=torch.float64)  # correct, summed NLL, count
+    idx = distributed.shard(len(data))
+    for start in range(0, len(idx), batch_size):
+        x, y = to_device(data.batch(idx[start : start + batch_size]), device)
         logp = model(x)
-        loss += float(F.nll_loss(logp, y, reduction="sum"))
-        correct += int((logp.argmax(-1) == y).sum())
-        n += len(y)
+        sums[0] += int((logp.argmax(-1) == y).sum())
+        sums[1] += float(F.nll_loss(logp, y, reduction="sum"))
+        sums[2] += len(y)
+    correct, loss, n = distributed.all_reduce_sum(sums).tolist()
     return {"acc": correct / max(n, 1), "loss": loss / max(n, 1)}
 
 
@@ -77,19 +84,25 @@ def train_run(
     seed_everything(cfg.train.seed)
     model = build_model(cfg, splits)
     n_params = count_parameters(model)
-    run.prepare("vision", cfg, resume=resume, overwrite=overwrite, extra={"parameters": n_params,
-                                                                       "dataset_sizes": _sizes(splits)})
-    device = resolve_device(cfg.train.device)
+    dist_info = distributed.setup()
+    if dist_info.is_main:
+        run.prepare("vision", cfg, resume=resume, overwrite=overwrite,
+                    extra={"parameters": n_params, "dataset_sizes": _sizes(splits), "world_size": dist_info.world})
+    distributed.barrier()
+    device = distributed.device_for(cfg.train.device) or resolve_device(cfg.train.device)
 
     def evaluate_val(m: nn.Module) -> dict[str, float]:
         return {f"val_{k}": v for k, v in evaluate(m, splits.val, cfg.eval_batch_size, device).items()}
 
-    result = fit(model, splits.train, nll_loss, evaluate_val, cfg.optim, cfg.train, run, monitor="val_acc")
+    result = fit(model, splits.train, nll_loss, evaluate_val, cfg.optim, cfg.train, run, monitor="val_acc",
+                 resume=resume)
     model.eval()
     final = {f"test_{k}": v for k, v in evaluate(model, splits.test, cfg.eval_batch_size, device).items()}
     load_best(model, run, device)
     model.eval()
     best = {f"test_{k}": v for k, v in evaluate(model, splits.test, cfg.eval_batch_size, device).items()}
+    if not dist_info.is_main:
+        return {}
     run.write_test_metrics({"final": final, "best": best, "best_epoch": result.best_epoch})
     log.info("%s: test acc %.4f (final), %.4f (best val epoch %d)", run.name, final["test_acc"],
              best["test_acc"], result.best_epoch)
@@ -149,6 +162,7 @@ def run_sweep(
     lrs: tuple[float, ...] = (0.1, 0.01, 0.001),
     ablation_lr: float | None = 0.01,
     workers: int = 0,
+    ray_address: str | None = None,
 ) -> list[dict[str, Any]]:
     """The homework's sweep: one run per learning rate, plus the year's ablation at `ablation_lr`.
 
@@ -159,7 +173,7 @@ def run_sweep(
     sweep_dir.mkdir(parents=True, exist_ok=True)
     jobs = sweep_jobs(base, sweep_dir, lrs, ablation_lr, preset)
     atomic_write_json(sweep_dir / "sweep.json", {"preset": preset, "runs": [j.name for j in jobs], "rows": []})
-    results = run_jobs(jobs, workers=workers)
+    results = run_jobs(jobs, workers=workers, ray_address=ray_address)
     rows = [results[j.name] for j in jobs]
     atomic_write_json(sweep_dir / "sweep.json", {"preset": preset, "runs": [j.name for j in jobs], "rows": rows})
     atomic_write_text(sweep_dir / "sweep.md", sweep_table_markdown(rows))
