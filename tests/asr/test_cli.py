@@ -85,6 +85,9 @@ def test_test_command_prints_metrics(trained, cache_env, capsys):
     assert main(["asr", "test", str(trained / "asr" / "transformer"), "--top-p", "0.9"]) == 0
     assert "NucleusSampler(top_p=0.9)" in capsys.readouterr().out
     assert main(["asr", "test", str(trained / "asr" / "transformer"), "--top-p", "1.5"]) == 2
+    assert main(["asr", "test", str(trained / "asr" / "lstm"), "--limit", "1"]) == 0
+    assert "1 utterances" in capsys.readouterr().out
+    assert main(["asr", "test", str(trained / "asr" / "lstm"), "--limit", "-1"]) == 2
 
 
 def test_test_command_on_a_missing_run_is_a_user_error(tmp_path, capsys):

@@ -86,6 +86,9 @@ def add_commands(sub) -> None:
     test.add_argument("run", type=Path, help="a run directory (runs/asr/<name>)")
     test.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy, the default)")
     test.add_argument("--top-p", type=float, default=None, help="nucleus sampling with this top-p instead")
+    test.add_argument(
+        "--limit", type=int, default=0, help="decode only the first N test utterances (0 = all)"
+    )
     test.add_argument("--seed", type=int, default=0, help="seed of nucleus sampling (default 0)")
     test.add_argument("--examples", type=int, default=5, help="example transcriptions to print")
     test.set_defaults(func=cmd_test)
@@ -148,7 +151,9 @@ def cmd_test(args) -> int:
         strategy = NucleusSampler(args.top_p, torch.Generator().manual_seed(args.seed))
     else:
         strategy = GreedyDecoder() if args.beam == 1 else BeamSearchDecoder(args.beam)
-    summary = test_run(args.run, strategy=strategy)
+    if args.limit < 0:
+        raise UserError(f"--limit: must be >= 0, got {args.limit}")
+    summary = test_run(args.run, strategy=strategy, limit=args.limit)
     _print_summary(args.run, summary, args.examples)
     return 0
 

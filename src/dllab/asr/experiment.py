@@ -211,16 +211,20 @@ def test_run(
     splits: dict[str, FeatureSet] | None = None,
     strategy: Strategy | None = None,
     examples: int = 10,
+    limit: int = 0,
 ) -> dict[str, Any]:
-    """Decode the test split with the run's best checkpoint; returns the summary and writes it to
-    test_metrics.json (greedy) or test_metrics_<strategy>.json (beam search, nucleus sampling)."""
+    """Decode the test split (its first `limit` utterances if > 0) with the run's best checkpoint; returns the
+    summary and writes it to test_metrics.json (greedy) or test_metrics_<strategy>.json (beam, nucleus)."""
     strategy = strategy or GreedyDecoder()
     run = RunDir(run_path)
     cfg = run.read_config(ASRConfig)
     if not run.best_checkpoint.exists():
         raise UserError(f"{run.path}: no checkpoint yet (train it with `dllab asr train`)")
     splits = splits or load_splits(cfg, show_progress=False)
-    test = SpeechData(splits["test"])
+    features = splits["test"]
+    if limit:
+        features = features.subset(list(range(min(limit, len(features)))))
+    test = SpeechData(features)
     model = load_best(ASRModel(cfg.model), run).eval()
     began = time.perf_counter()
     hyps = transcribe(model, test, cfg.eval_batch_size, strategy, cfg.decode_max_len)

@@ -148,6 +148,7 @@ def _table(runs: list[dict[str, Any]]) -> Table:
                 f"{r['config'].get('parameters', 0):,}",
                 len(r["metrics"]),
                 f"{train_min:.1f}",
+                t.get("utterances", "-"),
                 _fmt(t.get("cer")),
                 _fmt(t.get("wer")),
                 _fmt(t.get("jaccard")),
@@ -157,7 +158,7 @@ def _table(runs: list[dict[str, Any]]) -> Table:
             ]
         )
     for label, jac, cos, dl in SEED_RESULTS:
-        rows.append([label, "-", "-", 15, "-", "-", "-", _fmt(jac), _fmt(cos), _fmt(dl), "-"])
+        rows.append([label, "-", "-", 15, "-", "-", "-", "-", _fmt(jac), _fmt(cos), _fmt(dl), "-"])
     return Table(
         [
             "run",
@@ -165,6 +166,7 @@ def _table(runs: list[dict[str, Any]]) -> Table:
             "parameters",
             "epochs",
             "train min",
+            "test utts",
             "test CER",
             "test WER",
             "Jaccard",
