@@ -1,36 +1,33 @@
 """Modern Hopfield networks (2024-25 Q1): the energy, the CCCP update, retrieval, the attention identity.
 
-- `energy`, `convex_part`, `concave_part` (energy.py): E = E1 + E2, and the closed-form gradients/Hessians.
+- `energy`, `convex_part`, `concave_part` (landscape.py): E = E1 + E2, and the closed-form gradients/Hessians.
 - `update`, `retrieve` (retrieval.py): q <- X^T softmax(beta X q), written as `softmax_attention(q, X, X,
   scale=beta)`, and its iteration to a fixed point with the energy trace.
 - `HopfieldRetrieval` (module.py): the nn.Module form, stored or learned patterns, optional projections.
 - theory.py: the derivation checks against autograd; experiment.py: retrieval and capacity on Fashion-MNIST.
 """
 
-from dllab.hopfield.energy import (
-    concave_part,
-    convex_part,
-    energy,
-    grad_convex,
-    grad_neg_concave,
-    hessian_convex,
-    hessian_neg_concave,
-    lse,
-)
-from dllab.hopfield.module import HopfieldRetrieval
-from dllab.hopfield.retrieval import Retrieval, retrieve, update
+import importlib
 
-__all__ = [
-    "HopfieldRetrieval",
-    "Retrieval",
-    "concave_part",
-    "convex_part",
-    "energy",
-    "grad_convex",
-    "grad_neg_concave",
-    "hessian_convex",
-    "hessian_neg_concave",
-    "lse",
-    "retrieve",
-    "update",
-]
+# Exports load lazily (PEP 562), so `dllab --help` can import dllab.hopfield.cli without importing torch.
+_EXPORTS = {
+    "concave_part": "landscape",
+    "convex_part": "landscape",
+    "energy": "landscape",
+    "grad_convex": "landscape",
+    "grad_neg_concave": "landscape",
+    "hessian_convex": "landscape",
+    "hessian_neg_concave": "landscape",
+    "lse": "landscape",
+    "HopfieldRetrieval": "module",
+    "Retrieval": "retrieval",
+    "retrieve": "retrieval",
+    "update": "retrieval",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"dllab.hopfield.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'dllab.hopfield' has no attribute {name!r}")

@@ -10,7 +10,7 @@ RUNS = Path("runs") / "hopfield"
 
 def add_commands(sub) -> None:
     from dllab.config import describe
-    from dllab.hopfield.experiment import CapacityConfig, RetrievalConfig
+    from dllab.hopfield.config import CapacityConfig, RetrievalConfig
 
     hop = sub.add_parser(
         "hopfield", help="modern Hopfield networks: energy, CCCP update, retrieval (2024-25 Q1)",

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from dllab.attention.softmax import softmax_attention
-from dllab.hopfield.energy import check_inputs, energy_constant, energy_from_lse, max_norm
+from dllab.hopfield.landscape import check_inputs, energy_constant, energy_from_lse, max_norm
 
 
 def update(q: Tensor, X: Tensor, beta: float) -> Tensor:

@@ -17,7 +17,7 @@ from torch.func import grad, hessian
 
 from dllab.attention.softmax import softmax_attention
 from dllab.engine.checkpoint import atomic_write_json
-from dllab.hopfield.energy import (
+from dllab.hopfield.landscape import (
     concave_part,
     convex_part,
     energy,
