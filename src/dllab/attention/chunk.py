@@ -17,6 +17,8 @@ Inputs are flattened to (N, L, D) with N = batch x heads. Nothing of size L x M 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -37,12 +39,17 @@ def _blocks(length: int, tokens: int):
     return [slice(start, min(start + tokens, length)) for start in range(0, length, tokens)]
 
 
-def _key_features(fm: TaylorFeatureMap, k: Tensor, keep: Tensor | None, block: slice):
-    """(scaled input, Phi(K_b) (N, M, T)) with the columns of padding keys zeroed."""
-    xs, phi = fm.features_and_input(k[:, block].transpose(-2, -1))
-    if keep is not None:
-        phi = phi * keep[:, None, block]
-    return xs, phi
+class _Workspaces:
+    """One FeatureWorkspace per block length (all blocks have T tokens except perhaps the last)."""
+
+    def __init__(self, fm: TaylorFeatureMap, batch: int, like: Tensor):
+        self.fm, self.batch, self.like, self.by_length = fm, batch, like, {}
+
+    def __call__(self, block: slice):
+        length = block.stop - block.start
+        if length not in self.by_length:
+            self.by_length[length] = self.fm.workspace(self.batch, length, self.like)
+        return self.by_length[length]
 
 
 # -- non-causal ----------------------------------------------------------------------------------------
@@ -55,17 +62,22 @@ class NonCausalTaylorAttention(torch.autograd.Function):
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, fm: TaylorFeatureMap):
         n, dv, m = q.shape[0], v.shape[-1], fm.num_features
         tokens = block_tokens(n, m, 1, max(q.shape[-2], k.shape[-2]))
+        workspace = _Workspaces(fm, n, q)
+        kt, qt = k.transpose(-2, -1), q.transpose(-2, -1)  # (N, D, L) views: each block is read transposed
         kv = q.new_zeros(n, m, dv)
         k_sum = q.new_zeros(n, m)
         for block in _blocks(k.shape[-2], tokens):
-            _, phi = _key_features(fm, k, keep, block)  # (N, M, T)
-            kv.baddbmm_(phi, v[:, block])
-            k_sum += phi.sum(-1)
+            phi = workspace(block).features(kt[..., block])  # (N, M, T)
+            if keep is None:
+                kv.baddbmm_(phi, v[:, block])
+                k_sum += phi.sum(-1)
+            else:  # padding keys: zero weight in both sums
+                kv.baddbmm_(phi, v[:, block] * keep[:, block, None])
+                k_sum.unsqueeze(-1).baddbmm_(phi, keep[:, block, None])
         state_t = torch.cat([kv, k_sum.unsqueeze(-1)], dim=-1).transpose(-2, -1).contiguous()  # (N, Dv + 1, M)
         out_t = q.new_empty(n, dv + 1, q.shape[-2])  # numerator rows, then the normaliser
         for block in _blocks(q.shape[-2], tokens):
-            _, phi = fm.features_and_input(q[:, block].transpose(-2, -1))
-            out_t[:, :, block] = state_t @ phi
+            torch.bmm(state_t, workspace(block).features(qt[..., block]), out=out_t[..., block])
         normaliser = out_t[:, dv]  # (N, Lq)
         out = (out_t[:, :dv] / normaliser.unsqueeze(1)).transpose(-2, -1)  # (N, Lq, Dv)
         ctx.save_for_backward(q, k, v, keep, kv, k_sum, out, normaliser)
@@ -77,51 +89,130 @@ class NonCausalTaylorAttention(torch.autograd.Function):
     def backward(ctx, grad_out, grad_kv, grad_k_sum):
         q, k, v, keep, kv, k_sum, out, normaliser = ctx.saved_tensors
         fm, tokens = ctx.fm, ctx.tokens
+        workspace = _Workspaces(fm, q.shape[0], q)
+        kt, qt = k.transpose(-2, -1), q.transpose(-2, -1)
         grad_kv = torch.zeros_like(kv) if grad_kv is None else grad_kv.clone()
         grad_k_sum = torch.zeros_like(k_sum) if grad_k_sum is None else grad_k_sum.clone()
-        grad_q, grad_k, grad_v = torch.zeros_like(q), torch.empty_like(k), torch.empty_like(v)
+        grad_q_t = q.new_zeros(q.shape[0], q.shape[-1], q.shape[-2])  # (N, D, Lq)
+        grad_k_t = k.new_empty(k.shape[0], k.shape[-1], k.shape[-2])
+        grad_v_t = v.new_empty(v.shape[0], v.shape[-1], v.shape[-2])  # (N, Dv, Lk)
         if grad_out is not None:
             state = torch.cat([kv, k_sum.unsqueeze(-1)], dim=-1)  # (N, M, Dv + 1)
             for block in _blocks(q.shape[-2], tokens):  # out = num / den: the gradients of num and den
-                g, den = grad_out[:, block], normaliser[:, block].unsqueeze(-1)  # (N, T, Dv), (N, T, 1)
-                g_num = g / den
+                g_num = grad_out[:, block] / normaliser[:, block].unsqueeze(-1)  # (N, T, Dv)
                 g_den = -(g_num * out[:, block]).sum(-1, keepdim=True)  # (N, T, 1)
-                xs, phi = fm.features_and_input(q[:, block].transpose(-2, -1))  # (N, M, T)
+                ws = workspace(block)
+                phi = ws.features(qt[..., block])  # (N, M, T)
                 grad_kv.baddbmm_(phi, g_num)
                 grad_k_sum.unsqueeze(-1).baddbmm_(phi, g_den)
                 grad_phi = state @ torch.cat([g_num, g_den], dim=-1).transpose(-2, -1)  # (N, M, T)
-                grad_q[:, block] = fm.input_gradient(xs, phi, grad_phi).transpose(-2, -1)
+                grad_q_t[..., block] = ws.input_gradient(grad_phi)
         grad_kv_t = grad_kv.transpose(-2, -1).contiguous()  # (N, Dv, M)
         for block in _blocks(k.shape[-2], tokens):  # kv = sum Phi(K)^T V, k_sum = sum Phi(K)^T 1
-            xs, phi = _key_features(fm, k, keep, block)
-            grad_v[:, block] = (grad_kv_t @ phi).transpose(-2, -1)
+            ws = workspace(block)
+            phi = ws.features(kt[..., block])
+            torch.bmm(grad_kv_t, phi, out=grad_v_t[..., block])
+            if keep is not None:
+                grad_v_t[..., block] *= keep[:, None, block]
             grad_phi = torch.baddbmm(grad_k_sum.unsqueeze(-1), grad_kv, v[:, block].transpose(-2, -1))
             if keep is not None:
-                grad_phi = grad_phi * keep[:, None, block]
-            grad_k[:, block] = fm.input_gradient(xs, phi, grad_phi).transpose(-2, -1)
-        return grad_q, grad_k, grad_v, None, None
+                grad_phi.mul_(keep[:, None, block])
+            grad_k_t[..., block] = ws.input_gradient(grad_phi)
+        return grad_q_t.transpose(-2, -1), grad_k_t.transpose(-2, -1), grad_v_t.transpose(-2, -1), None, None
 
 
 # -- causal --------------------------------------------------------------------------------------------
 
 
-def _causal_block(q: Tensor, k: Tensor, v1: Tensor, state: Tensor, fm: TaylorFeatureMap, chunk: int):
-    """One block of T = n C tokens: (out (N, T, Dv + 1), the state after the block (N, M, Dv + 1)).
+def _series(s: Tensor, order: int) -> tuple[Tensor, Tensor | None]:
+    """sum_{n<K} s^n / n! and its derivative sum_{n<K-1} s^n / n! of already-scaled scores (Horner)."""
+    value = torch.full_like(s, 1.0 / math.factorial(order - 1))
+    slope = torch.full_like(s, 1.0 / math.factorial(order - 2)) if order >= 2 else None
+    for n in range(order - 2, -1, -1):
+        value.mul_(s).add_(1.0 / math.factorial(n))
+        if slope is not None and n <= order - 3:
+            slope.mul_(s).add_(1.0 / math.factorial(n))
+    return value, slope
 
-    v1 = [V, 1] with the rows of padding keys zeroed; state and output carry the normaliser as last column.
+
+class _CausalBlock:
+    """One block of n chunks of C tokens for N sequences: forward and backward without autograd.
+
+    Layouts: features (N n, M, C) from two workspaces (queries, keys); values with the normaliser column
+    v1c (N n, C, Dv + 1); chunk states (N, n, M, Dv + 1); outputs transposed, (N n, Dv + 1, C).
     """
-    n = q.shape[-2] // chunk
-    qc = q.unflatten(-2, (n, chunk))  # (N, n, C, D)
-    kc = k.unflatten(-2, (n, chunk))
-    vc = v1.unflatten(-2, (n, chunk))  # (N, n, C, Dv + 1)
-    chunk_states = fm.transposed(kc.transpose(-2, -1)) @ vc  # (N, n, M, Dv + 1)
-    running = chunk_states.cumsum(dim=-3) + state.unsqueeze(-3)  # state after each chunk
-    before = torch.cat([state.unsqueeze(-3), running[..., :-1, :, :]], dim=-3)  # state before each chunk
-    out = fm.transposed(qc.transpose(-2, -1)).transpose(-2, -1) @ before  # (N, n, C, Dv + 1)
-    scores = fm.series(qc @ kc.transpose(-2, -1))  # (N, n, C, C) = phi(q_i)^T phi(k_j)
-    mask = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-    out = out + scores.masked_fill(~mask, 0.0) @ vc
-    return out.flatten(-3, -2), running[..., -1, :, :]
+
+    def __init__(self, fm: TaylorFeatureMap, batch: int, chunks: int, chunk: int, like: Tensor):
+        self.fm, self.n, self.c = fm, chunks, chunk
+        self.ws_q = fm.workspace(batch * chunks, chunk, like)
+        self.ws_k = fm.workspace(batch * chunks, chunk, like)
+        self.mask = torch.ones(chunk, chunk, dtype=like.dtype, device=like.device).tril()
+
+    def _chunked(self, t: Tensor) -> Tensor:
+        """(N, T, X) block -> (N, n, X, C), the transposed chunks (a view)."""
+        return t.unflatten(1, (self.n, self.c)).transpose(-2, -1)
+
+    def _recompute(self, q: Tensor, k: Tensor, v1: Tensor, state: Tensor):
+        fm, batch = self.fm, q.shape[0]
+        phi_k = self.ws_k.features(self._chunked(k))  # (N n, M, C)
+        v1c = v1.reshape(batch * self.n, self.c, v1.shape[-1])  # (N n, C, Dv + 1)
+        chunk_states = torch.bmm(phi_k, v1c).view(batch, self.n, fm.num_features, -1)
+        running = chunk_states.cumsum(dim=1).add_(state.unsqueeze(1))  # the state after each chunk
+        before = torch.cat([state.unsqueeze(1), running[:, :-1]], dim=1)  # the state before each chunk
+        phi_q = self.ws_q.features(self._chunked(q))
+        if fm.order >= 2:  # scores from the scaled inputs held in the features' degree-1 rows
+            scores = torch.bmm(self.ws_q.x.transpose(-2, -1), self.ws_k.x)  # (N n, C, C)
+            weights, slope = _series(scores, fm.order)
+            weights.mul_(self.mask)
+        else:
+            weights, slope = self.mask.expand(batch * self.n, -1, -1), None
+        return phi_k, v1c, running, before, phi_q, weights, slope
+
+    def forward(self, q: Tensor, k: Tensor, v1: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """-> (out (N n, Dv + 1, C): numerators and normaliser, the state after the block (N, M, Dv + 1))."""
+        phi_k, v1c, running, before, phi_q, weights, _ = self._recompute(q, k, v1, state)
+        m = self.fm.num_features
+        out_t = torch.bmm(before.view(-1, m, before.shape[-1]).transpose(-2, -1), phi_q)  # (N n, Dv + 1, C)
+        out_t.baddbmm_(v1c.transpose(-2, -1), weights.transpose(-2, -1))  # the masked C x C block
+        return out_t, running[:, -1]
+
+    def backward(self, q, k, v1, state, grad_out_t, grad_state_out):
+        """-> grads of q, k (N n, D, C), of v1 (N n, Dv + 1, C) and of the incoming state (N, M, Dv + 1)."""
+        fm, batch, m = self.fm, q.shape[0], self.fm.num_features
+        phi_k, v1c, running, before, phi_q, weights, slope = self._recompute(q, k, v1, state)
+        before = before.view(-1, m, before.shape[-1])
+        # out_t = before^T Phi(Q_c) + V1_c^T W^T
+        grad_before = torch.bmm(phi_q, grad_out_t.transpose(-2, -1)).view(batch, self.n, m, -1)
+        grad_phi_q = torch.bmm(before, grad_out_t)  # (N n, M, C)
+        grad_v1_t = torch.bmm(grad_out_t, weights)  # (N n, Dv + 1, C)
+        # before_c = state + sum_{c' < c} S_c', state_out = state + sum_c S_c
+        after = grad_before.flip(1).cumsum(1).flip(1)  # sum over c' >= c
+        grad_chunk_states = (after - grad_before).add_(grad_state_out.unsqueeze(1)).view(-1, m, v1.shape[-1])
+        grad_state = after[:, 0] + grad_state_out
+        # S_c = Phi(K_c) V1_c
+        grad_phi_k = torch.bmm(grad_chunk_states, v1c.transpose(-2, -1))  # (N n, M, C)
+        grad_v1_t.baddbmm_(grad_chunk_states.transpose(-2, -1), phi_k)
+        grad_q = self.ws_q.input_gradient(grad_phi_q)  # (N n, D, C)
+        grad_k = self.ws_k.input_gradient(grad_phi_k)
+        if slope is not None:  # W = series(s) masked, s = x_q^T x_k with x = sqrt(scale) q
+            grad_scores = torch.bmm(grad_out_t.transpose(-2, -1), v1c.transpose(-2, -1))  # (N n, C, C)
+            grad_scores.mul_(self.mask).mul_(slope)
+            root = fm._root_scale
+            grad_q.baddbmm_(self.ws_k.x, grad_scores.transpose(-2, -1), alpha=root)
+            grad_k.baddbmm_(self.ws_q.x, grad_scores, alpha=root)
+        return grad_q, grad_k, grad_v1_t, grad_state
+
+
+def _to_chunks(t: Tensor, block: slice, chunks: int, chunk: int) -> Tensor:
+    """(N, X, L) transposed tensor -> its block as (N n, X, C) (a copy)."""
+    part = t[..., block].unflatten(-1, (chunks, chunk)).transpose(1, 2)  # (N, n, X, C)
+    return part.reshape(-1, t.shape[1], chunk)
+
+
+def _from_chunks(dest: Tensor, block: slice, value: Tensor, batch: int) -> None:
+    """Write (N n, X, C) into the block of the transposed (N, X, L) tensor `dest`."""
+    chunks, x, chunk = value.shape[0] // batch, value.shape[1], value.shape[2]
+    dest[..., block].view(batch, x, chunks, chunk).copy_(value.view(batch, chunks, x, chunk).transpose(1, 2))
 
 
 class CausalTaylorAttention(torch.autograd.Function):
@@ -137,16 +228,20 @@ class CausalTaylorAttention(torch.autograd.Function):
         pad = -length % chunk
         if pad:  # zero rows of V' make padded keys contribute nothing; padded queries are dropped
             q, k, v1 = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v1))
-        tokens = block_tokens(n, m, chunk, q.shape[-2])
+        padded = q.shape[-2]
+        tokens = block_tokens(n, m, chunk, padded)
+        runners: dict[int, _CausalBlock] = {}
         state = q.new_zeros(n, m, dv + 1)
-        outs, states_in = [], []
-        for block in _blocks(q.shape[-2], tokens):
+        out_t = q.new_empty(n, dv + 1, padded)
+        states_in = []
+        for block in _blocks(padded, tokens):
+            chunks = (block.stop - block.start) // chunk
+            runner = runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, q))
             states_in.append(state)
-            out, state = _causal_block(q[:, block], k[:, block], v1[:, block], state, fm, chunk)
-            outs.append(out)
-        out1 = torch.cat(outs, dim=-2)[:, :length]  # (N, L, Dv + 1)
-        normaliser = out1[..., dv]
-        out = out1[..., :dv] / normaliser.unsqueeze(-1)
+            block_out, state = runner.forward(q[:, block], k[:, block], v1[:, block], state)
+            _from_chunks(out_t, block, block_out, n)
+        normaliser = out_t[:, dv, :length]  # (N, L)
+        out = (out_t[:, :dv, :length] / normaliser.unsqueeze(1)).transpose(-2, -1)  # (N, L, Dv)
         ctx.save_for_backward(q, k, v1, keep, out, normaliser, *states_in)
         ctx.fm, ctx.chunk, ctx.tokens, ctx.length = fm, chunk, tokens, length
         return out, state[..., :dv], state[..., dv]
@@ -155,37 +250,37 @@ class CausalTaylorAttention(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, grad_kv, grad_k_sum):
         q, k, v1, keep, out, normaliser, *states_in = ctx.saved_tensors
-        fm, length = ctx.fm, ctx.length
-        dv = v1.shape[-1] - 1
+        fm, length, chunk = ctx.fm, ctx.length, ctx.chunk
+        n, padded, dv = q.shape[0], q.shape[-2], v1.shape[-1] - 1
         grad_state = torch.zeros_like(states_in[0])
         if grad_kv is not None:
             grad_state[..., :dv] = grad_kv
         if grad_k_sum is not None:
             grad_state[..., dv] = grad_k_sum
-        grad_out1 = torch.zeros(q.shape[0], q.shape[-2], dv + 1, dtype=q.dtype, device=q.device)
+        grad_out_t = q.new_zeros(n, dv + 1, padded)  # gradients of the numerators and the normaliser
         if grad_out is not None:
-            den = normaliser.unsqueeze(-1)
-            grad_out1[:, :length, :dv] = grad_out / den
-            grad_out1[:, :length, dv] = -(grad_out1[:, :length, :dv] * out).sum(-1)
-        grad_q, grad_k, grad_v1 = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v1)
-        blocks = _blocks(q.shape[-2], ctx.tokens)
+            g_num = grad_out / normaliser.unsqueeze(-1)  # (N, L, Dv)
+            grad_out_t[:, :dv, :length] = g_num.transpose(-2, -1)
+            grad_out_t[:, dv, :length] = -(g_num * out).sum(-1)
+        grad_q_t, grad_k_t = q.new_empty(n, q.shape[-1], padded), k.new_empty(n, k.shape[-1], padded)
+        grad_v1_t = v1.new_empty(n, dv + 1, padded)
+        runners: dict[int, _CausalBlock] = {}
+        blocks = _blocks(padded, ctx.tokens)
         for block, state_in in zip(reversed(blocks), reversed(states_in), strict=True):
-            with torch.enable_grad():
-                qb, kb, vb, sb = (
-                    t.detach().requires_grad_() for t in (q[:, block], k[:, block], v1[:, block], state_in)
-                )
-                out_b, state_out = _causal_block(qb, kb, vb, sb, fm, ctx.chunk)
-                gq, gk, gv, gs = torch.autograd.grad(
-                    (out_b, state_out),
-                    (qb, kb, vb, sb),
-                    (grad_out1[:, block], grad_state),
-                    materialize_grads=True,  # K = 1: phi is constant, q and k get no gradient
-                )
-            grad_q[:, block], grad_k[:, block], grad_v1[:, block], grad_state = gq, gk, gv, gs
-        grad_v = grad_v1[:, :length, :dv]
+            chunks = (block.stop - block.start) // chunk
+            runner = runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, q))
+            g_block = _to_chunks(grad_out_t, block, chunks, chunk)
+            gq, gk, gv, grad_state = runner.backward(
+                q[:, block], k[:, block], v1[:, block], state_in, g_block, grad_state
+            )
+            _from_chunks(grad_q_t, block, gq, n)
+            _from_chunks(grad_k_t, block, gk, n)
+            _from_chunks(grad_v1_t, block, gv, n)
+        grad_v = grad_v1_t[:, :dv, :length].transpose(-2, -1)
         if keep is not None:
             grad_v = grad_v * keep.unsqueeze(-1)
-        return grad_q[:, :length], grad_k[:, :length], grad_v, None, None, None
+        grad_q, grad_k = grad_q_t[..., :length].transpose(-2, -1), grad_k_t[..., :length].transpose(-2, -1)
+        return grad_q, grad_k, grad_v, None, None, None
 
 
 def taylor_attention(

@@ -179,27 +179,9 @@ class TaylorFeatureMap(nn.Module):
             blocks.append(power / math.sqrt(math.factorial(n)))
         return torch.cat(blocks, dim=-2)
 
-    def features_and_input(self, xt: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """No-autograd fast path for the kernels: xt (N, D, T) -> (scaled input (N, D, T), phi (N, M, T)).
-
-        `out`, when given, is a contiguous (N, M, T) buffer to write the compact features into.
-        """
-        xs = xt.contiguous() * self._root_scale
-        if self.form == "compact":
-            return xs, self._compact_features(xs, out)
-        with torch.no_grad():
-            return xs, self.transposed(xt)
-
-    def input_gradient(self, xs: Tensor, phi: Tensor, grad_phi: Tensor) -> Tensor:
-        """Given `features_and_input`'s outputs and dL/dphi (N, M, T), dL/dxt (N, D, T)."""
-        if self.form == "compact":
-            return self._compact_vjp(xs, phi, grad_phi).mul_(self._root_scale)
-        with torch.enable_grad():
-            x = (xs / self._root_scale).detach().requires_grad_()
-            out = self.transposed(x)
-            if not out.requires_grad:  # K = 1
-                return torch.zeros_like(x)
-            return torch.autograd.grad(out, x, grad_phi)[0]
+    def workspace(self, batch: int, tokens: int, like: Tensor) -> FeatureWorkspace:
+        """Reusable buffers for the features of blocks of `tokens` tokens (the kernels' fast path)."""
+        return FeatureWorkspace(self, batch, tokens, like)
 
     def _blocks(self, like: Tensor):
         """((offset, rows) of degree n - 1, (offset, rows) of degree n, counts, factors) for n = 2 .. K-1."""
@@ -239,3 +221,69 @@ class TaylorFeatureMap(nn.Module):
                 acc[:, j] += (g_rows * previous[:, :count]).sum(1)  # d/dx_j
                 pos += count
         return acc[:, :d].contiguous()
+
+
+class FeatureWorkspace:
+    """The features of one block of T tokens at a time, in buffers reused from block to block.
+
+    `features(xt)` maps raw inputs xt (N, D, T), any strides, to phi (N, M, T) — the returned buffer is
+    overwritten by the next call. `input_gradient(grad_phi)` is dL/dxt given dL/dphi for the features of the
+    last call. The compact form runs on precomputed views (no slicing or allocation per block); the outer
+    form falls back to autograd.
+    """
+
+    def __init__(self, fm: TaylorFeatureMap, batch: int, tokens: int, like: Tensor):
+        self.fm, d, m = fm, fm.dim, fm.num_features
+        self.phi = like.new_empty(batch, m, tokens)
+        self.phi[:, 0] = 1.0
+        self.x = self.phi[:, 1 : 1 + d]  # the scaled input lives in the degree-1 rows
+        self.compact = fm.form == "compact"
+        self.degrees, self.backward_steps = [], []  # per degree n >= 2: (products, rows, factors)
+        if not self.compact:
+            return
+        self.acc = like.new_empty(batch, m - 1, tokens)  # gradients of the rows of degree >= 1
+        for (p_off, _), (off, rows), counts, factors in fm._blocks(like):
+            pos, steps, products = off, [], []
+            for j, count in enumerate(counts):
+                previous, x_j = self.phi[:, p_off : p_off + count], self.phi[:, 1 + j : 2 + j]
+                dest = self.phi[:, pos : pos + count]
+                products.append((previous, x_j, dest))
+                # backward: rows of `dest` feed d/d(previous) (previous times x_j) and d/dx_j
+                steps.append((self.acc[:, pos - 1 : pos - 1 + count], self.acc[:, p_off - 1 : p_off - 1 + count],
+                              x_j, previous, self.acc[:, j]))  # fmt: skip
+                pos += count
+            self.degrees.append((products, self.phi[:, off : off + rows], factors))
+            self.backward_steps.append((self.acc[:, off - 1 : off - 1 + rows], factors, steps))
+        self.backward_steps.reverse()
+
+    def features(self, xt: Tensor) -> Tensor:
+        fm = self.fm
+        if not self.compact:
+            self.xt = xt
+            with torch.no_grad():
+                self.phi = fm.transposed(xt)
+            return self.phi
+        if fm.order >= 2:  # xt may be (N, D, T) or any view that splits N, e.g. (B, chunks, D, C)
+            torch.mul(xt, fm._root_scale, out=self.x.view(xt.shape))
+        for products, rows, factors in self.degrees:  # degree n is built from the weighted degree n - 1
+            for previous, x_j, dest in products:
+                torch.mul(previous, x_j, out=dest)
+            rows.mul_(factors)
+        return self.phi
+
+    def input_gradient(self, grad_phi: Tensor) -> Tensor:
+        fm = self.fm
+        if not self.compact:
+            with torch.enable_grad():
+                x = self.xt.detach().requires_grad_()
+                out = fm.transposed(x)
+                return torch.autograd.grad(out, x, grad_phi)[0] if out.requires_grad else torch.zeros_like(x)
+        if fm.order < 2:
+            return grad_phi.new_zeros(grad_phi.shape[0], fm.dim, grad_phi.shape[-1])
+        self.acc.copy_(grad_phi[:, 1:])
+        for rows, factors, steps in self.backward_steps:
+            rows.mul_(factors)  # weights folded into the incoming gradient
+            for g_rows, g_previous, x_j, previous, g_x_j in steps:
+                g_previous.addcmul_(g_rows, x_j)
+                g_x_j.add_(torch.linalg.vecdot(g_rows, previous, dim=1))
+        return self.acc[:, : fm.dim] * fm._root_scale
