@@ -11,8 +11,10 @@ Inputs are flattened to (N, L, D) with N = batch x heads. Nothing of size L x M 
 - causal: each block is cut into chunks of C tokens, processed all at once: per-chunk states, an exclusive
   cumulative sum seeded with the state carried in from the previous blocks, a read of that prefix state and
   a masked C x C block scored from q k^T directly (the truncated series: O(C D) per query, not O(C M));
-  its backward recomputes one block at a time under autograd;
-- training memory is O(L D + M Dv) per (batch, head) plus one block's features, instead of O(L M).
+  forward and backward are hand-written too, every intermediate in buffers reused from block to block;
+- the scale of exp(scale q^T k) is folded into q and k once (x = sqrt(scale) q), never applied to scores;
+- backward recomputes each block's features, so training memory is O(L D + M Dv) per (batch, head) plus
+  one block, instead of O(L M).
 """
 
 from __future__ import annotations
@@ -124,77 +126,99 @@ class NonCausalTaylorAttention(torch.autograd.Function):
 # -- causal --------------------------------------------------------------------------------------------
 
 
-def _series(s: Tensor, order: int) -> tuple[Tensor, Tensor | None]:
-    """sum_{n<K} s^n / n! and its derivative sum_{n<K-1} s^n / n! of already-scaled scores (Horner)."""
-    value = torch.full_like(s, 1.0 / math.factorial(order - 1))
-    slope = torch.full_like(s, 1.0 / math.factorial(order - 2)) if order >= 2 else None
-    for n in range(order - 2, -1, -1):
-        value.mul_(s).add_(1.0 / math.factorial(n))
-        if slope is not None and n <= order - 3:
-            slope.mul_(s).add_(1.0 / math.factorial(n))
-    return value, slope
-
-
 class _CausalBlock:
     """One block of n chunks of C tokens for N sequences: forward and backward without autograd.
 
-    Layouts: features (N n, M, C) from two workspaces (queries, keys); values with the normaliser column
-    v1c (N n, C, Dv + 1); chunk states (N, n, M, Dv + 1); outputs transposed, (N n, Dv + 1, C).
+    Every intermediate lives in a buffer owned by this object and reused from block to block. Layouts:
+    features (N n, M, C) from two workspaces (queries, keys); values with the normaliser column
+    v1c (N n, C, Dv + 1); chunk states (N, n, M, Dv + 1); scores (N n, C, C); outputs transposed,
+    (N n, Dv + 1, C).
     """
 
-    def __init__(self, fm: TaylorFeatureMap, batch: int, chunks: int, chunk: int, like: Tensor):
-        self.fm, self.n, self.c = fm, chunks, chunk
-        self.ws_q = fm.workspace(batch * chunks, chunk, like)
-        self.ws_k = fm.workspace(batch * chunks, chunk, like)
+    def __init__(self, fm: TaylorFeatureMap, batch: int, chunks: int, chunk: int, value_dim: int, like: Tensor):
+        self.fm, self.n, self.c, self.batch = fm, chunks, chunk, batch
+        bn, m, dv1 = batch * chunks, fm.num_features, value_dim + 1
+        self.ws_q = fm.workspace(bn, chunk, like)
+        self.ws_k = fm.workspace(bn, chunk, like)
         self.mask = torch.ones(chunk, chunk, dtype=like.dtype, device=like.device).tril()
+        self.v1c = like.new_empty(bn, chunk, dv1)
+        self.chunk_states = like.new_empty(bn, m, dv1)
+        self.running = like.new_empty(batch, chunks, m, dv1)  # the state after each chunk
+        self.before = like.new_empty(batch, chunks, m, dv1)  # the state before each chunk
+        self.scores = like.new_empty(bn, chunk, chunk)
+        self.weights = like.new_empty(bn, chunk, chunk)
+        self.out_t = like.new_empty(bn, dv1, chunk)
 
     def _chunked(self, t: Tensor) -> Tensor:
         """(N, T, X) block -> (N, n, X, C), the transposed chunks (a view)."""
         return t.unflatten(1, (self.n, self.c)).transpose(-2, -1)
 
-    def _recompute(self, q: Tensor, k: Tensor, v1: Tensor, state: Tensor):
-        fm, batch = self.fm, q.shape[0]
+    def _recompute(self, q: Tensor, k: Tensor, v1: Tensor, state: Tensor) -> None:
+        fm, m = self.fm, self.fm.num_features
         phi_k = self.ws_k.features(self._chunked(k))  # (N n, M, C)
-        v1c = v1.reshape(batch * self.n, self.c, v1.shape[-1])  # (N n, C, Dv + 1)
-        chunk_states = torch.bmm(phi_k, v1c).view(batch, self.n, fm.num_features, -1)
-        running = chunk_states.cumsum(dim=1).add_(state.unsqueeze(1))  # the state after each chunk
-        before = torch.cat([state.unsqueeze(1), running[:, :-1]], dim=1)  # the state before each chunk
-        phi_q = self.ws_q.features(self._chunked(q))
+        self.v1c.view(self.batch, self.n, self.c, -1).copy_(v1.unflatten(1, (self.n, self.c)))
+        torch.bmm(phi_k, self.v1c, out=self.chunk_states)
+        torch.cumsum(self.chunk_states.view(self.batch, self.n, m, -1), dim=1, out=self.running)
+        self.running.add_(state.unsqueeze(1))
+        self.before[:, 0] = state
+        self.before[:, 1:] = self.running[:, :-1]
+        self.ws_q.features(self._chunked(q))
+        weights = self.weights
         if fm.order >= 2:  # scores from the scaled inputs held in the features' degree-1 rows
-            scores = torch.bmm(self.ws_q.x.transpose(-2, -1), self.ws_k.x)  # (N n, C, C)
-            weights, slope = _series(scores, fm.order)
+            torch.bmm(self.ws_q.x.transpose(-2, -1), self.ws_k.x, out=self.scores)  # (N n, C, C)
+            s, c = self.scores, [1.0 / math.factorial(n) for n in range(fm.order)]
+            torch.mul(s, c[-1], out=weights)  # Horner: sum_{n<K} c_n s^n
+            for n in range(fm.order - 2, -1, -1):
+                weights.add_(c[n])
+                if n:
+                    weights.mul_(s)
             weights.mul_(self.mask)
         else:
-            weights, slope = self.mask.expand(batch * self.n, -1, -1), None
-        return phi_k, v1c, running, before, phi_q, weights, slope
+            weights.copy_(self.mask.expand_as(weights))
 
     def forward(self, q: Tensor, k: Tensor, v1: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        """-> (out (N n, Dv + 1, C): numerators and normaliser, the state after the block (N, M, Dv + 1))."""
-        phi_k, v1c, running, before, phi_q, weights, _ = self._recompute(q, k, v1, state)
+        """-> (out (N n, Dv + 1, C): numerators and normaliser, the state after the block (N, M, Dv + 1)).
+
+        The output lives in a buffer that the next call overwrites.
+        """
+        self._recompute(q, k, v1, state)
         m = self.fm.num_features
-        out_t = torch.bmm(before.view(-1, m, before.shape[-1]).transpose(-2, -1), phi_q)  # (N n, Dv + 1, C)
-        out_t.baddbmm_(v1c.transpose(-2, -1), weights.transpose(-2, -1))  # the masked C x C block
-        return out_t, running[:, -1]
+        before = self.before.view(-1, m, self.before.shape[-1])
+        torch.bmm(before.transpose(-2, -1), self.ws_q.phi, out=self.out_t)  # (N n, Dv + 1, C)
+        self.out_t.baddbmm_(self.v1c.transpose(-2, -1), self.weights.transpose(-2, -1))  # the masked C x C block
+        return self.out_t, self.running[:, -1].clone()
 
     def backward(self, q, k, v1, state, grad_out_t, grad_state_out):
         """-> grads of q, k (N n, D, C), of v1 (N n, Dv + 1, C) and of the incoming state (N, M, Dv + 1)."""
-        fm, batch, m = self.fm, q.shape[0], self.fm.num_features
-        phi_k, v1c, running, before, phi_q, weights, slope = self._recompute(q, k, v1, state)
-        before = before.view(-1, m, before.shape[-1])
+        fm, batch, m = self.fm, self.batch, self.fm.num_features
+        self._recompute(q, k, v1, state)
+        phi_q, phi_k, v1c, weights = self.ws_q.phi, self.ws_k.phi, self.v1c, self.weights
+        before = self.before.view(-1, m, v1c.shape[-1])
         # out_t = before^T Phi(Q_c) + V1_c^T W^T
         grad_before = torch.bmm(phi_q, grad_out_t.transpose(-2, -1)).view(batch, self.n, m, -1)
         grad_phi_q = torch.bmm(before, grad_out_t)  # (N n, M, C)
         grad_v1_t = torch.bmm(grad_out_t, weights)  # (N n, Dv + 1, C)
         # before_c = state + sum_{c' < c} S_c', state_out = state + sum_c S_c
         after = grad_before.flip(1).cumsum(1).flip(1)  # sum over c' >= c
-        grad_chunk_states = (after - grad_before).add_(grad_state_out.unsqueeze(1)).view(-1, m, v1.shape[-1])
+        grad_chunk_states = (after - grad_before).add_(grad_state_out.unsqueeze(1)).view(-1, m, v1c.shape[-1])
         grad_state = after[:, 0] + grad_state_out
         # S_c = Phi(K_c) V1_c
         grad_phi_k = torch.bmm(grad_chunk_states, v1c.transpose(-2, -1))  # (N n, M, C)
         grad_v1_t.baddbmm_(grad_chunk_states.transpose(-2, -1), phi_k)
         grad_q = self.ws_q.input_gradient(grad_phi_q)  # (N n, D, C)
         grad_k = self.ws_k.input_gradient(grad_phi_k)
-        if slope is not None:  # W = series(s) masked, s = x_q^T x_k with x = sqrt(scale) q
+        if fm.order >= 2:  # W = series(s) masked, s = x_q^T x_k with x = sqrt(scale) q
+            slope = self.scores  # d series / ds = sum_{n<K-1} s^n / n!, in place
+            c = [1.0 / math.factorial(n) for n in range(fm.order - 1)]
+            if fm.order == 2:
+                slope.fill_(1.0)
+            else:
+                s = slope.clone()
+                slope.mul_(c[-1])
+                for n in range(fm.order - 3, -1, -1):
+                    slope.add_(c[n])
+                    if n:
+                        slope.mul_(s)
             grad_scores = torch.bmm(grad_out_t.transpose(-2, -1), v1c.transpose(-2, -1))  # (N n, C, C)
             grad_scores.mul_(self.mask).mul_(slope)
             root = fm._root_scale
@@ -236,7 +260,7 @@ class CausalTaylorAttention(torch.autograd.Function):
         states_in = []
         for block in _blocks(padded, tokens):
             chunks = (block.stop - block.start) // chunk
-            runner = runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, q))
+            runner = runners.get(chunks) or runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, dv, q))
             states_in.append(state)
             block_out, state = runner.forward(q[:, block], k[:, block], v1[:, block], state)
             _from_chunks(out_t, block, block_out, n)
@@ -268,7 +292,7 @@ class CausalTaylorAttention(torch.autograd.Function):
         blocks = _blocks(padded, ctx.tokens)
         for block, state_in in zip(reversed(blocks), reversed(states_in), strict=True):
             chunks = (block.stop - block.start) // chunk
-            runner = runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, q))
+            runner = runners.get(chunks) or runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, dv, q))
             g_block = _to_chunks(grad_out_t, block, chunks, chunk)
             gq, gk, gv, grad_state = runner.backward(
                 q[:, block], k[:, block], v1[:, block], state_in, g_block, grad_state

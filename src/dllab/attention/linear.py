@@ -30,7 +30,8 @@ from dllab.attention.feature_map import TaylorFeatureMap
 
 FeatureMap = Callable[[Tensor], Tensor]
 
-# Chosen by measurement on the 2-core CPU (`dllab attention chunk-size`; B=1, H=4, D=16, K=3, L=16,384).
+# Chosen by measurement on the 2-core CPU (`dllab attention tune`; B=1, H=4, D=16, K=3, L=16,384): C = 64 was
+# the fastest of 16..256 forward and forward + backward (32: more chunk states; 128+: a costlier C x C block).
 DEFAULT_CHUNK_SIZE = 64
 
 
