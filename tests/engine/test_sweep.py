@@ -23,7 +23,7 @@ def test_a_failed_job_is_reported_by_name():
     from dllab.errors import UserError
 
     with pytest.raises(UserError, match="bad: boom"):
-        run_jobs([Job("ok", square, {"x": 1}), Job("bad", fail)], workers=2)
+        run_jobs([Job("ok", square, {"x": 1}), Job("bad", fail)], workers=1)
 
 
 @pytest.mark.slow

@@ -43,12 +43,16 @@ def plan_workers(n_jobs: int, workers: int = 0, cores: int | None = None) -> tup
 def _run_job(fn, kwargs, threads: int) -> dict[str, Any]:
     import torch
 
-    torch.set_num_threads(threads)
     from dllab.engine.logs import setup_logging
 
     setup_logging()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     began = time.perf_counter()
-    summary = fn(**kwargs, threads=threads)
+    try:
+        summary = fn(**kwargs, threads=threads)
+    finally:
+        torch.set_num_threads(before)  # matters when the job ran in the caller's process
     summary.setdefault("wall_seconds", time.perf_counter() - began)
     return summary
 
@@ -69,8 +73,20 @@ def run_jobs(jobs: list[Job], workers: int = 0, ray_address: str | None = None,
     errors: list[str] = []
     if n_workers == 1:
         for job in jobs:
-            results[job.name] = _run_job(job.fn, job.kwargs, threads)
-        return results
+            try:
+                results[job.name] = _run_job(job.fn, job.kwargs, threads)
+            except Exception as err:
+                errors.append(f"{job.name}: {err}")
+    else:
+        _run_in_processes(jobs, n_workers, threads, results, errors)
+    if errors:
+        from dllab.errors import UserError
+
+        raise UserError("sweep runs failed:\n  " + "\n  ".join(errors))
+    return {job.name: results[job.name] for job in jobs}
+
+
+def _run_in_processes(jobs: list[Job], n_workers: int, threads: int, results: dict, errors: list[str]) -> None:
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(_run_job, job.fn, job.kwargs, threads): job.name for job in jobs}
         for fut in as_completed(futures):
@@ -80,11 +96,6 @@ def run_jobs(jobs: list[Job], workers: int = 0, ray_address: str | None = None,
                 log.info("sweep: %s finished", name)
             except Exception as err:
                 errors.append(f"{name}: {err}")
-    if errors:
-        from dllab.errors import UserError
-
-        raise UserError("sweep runs failed:\n  " + "\n  ".join(errors))
-    return {job.name: results[job.name] for job in jobs}
 
 
 def _run_on_ray(jobs: list[Job], address: str, threads: int) -> dict[str, dict[str, Any]]:
