@@ -6,10 +6,11 @@ B = 1, H = 4, D = 16, K = 3 (M = 153), float32, L = 256 ... 65,536, forward and 
   taylor         `linear_attention(q, k, v, TaylorFeatureMap(16, 3))`, non-causal
   taylor causal  the same with causal=True (chunked)
 Time is the best of a few calls; peak memory is the growth of the process's peak resident set during one
-call (`dllab.attention.measure`). A configuration predicted to exceed the time or memory budget is skipped
-and the table says why. The FLOP counts are the algorithm's (forward + backward = 3 x forward, as for any
-chain of matmuls; the backward's recomputation of the features is not counted), and the FLOP bound is
-that count at the measured rate of a large square matmul.
+call (`dllab.attention.measure`). A softmax configuration predicted (from the previous L, as L^2) to exceed
+the time budget, or the naive one predicted to exceed the memory budget, is skipped and the output says
+why. The FLOP counts are the algorithm's (forward + backward = 3 x forward, as for any chain of matmuls;
+the backward's recomputation of the features is not counted), and the FLOP bound is that count at the
+measured rate of a large square matmul.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ class BenchSetup:
     dim: int = 16  # D (= Dv)
     order: int = 3  # K, Taylor terms
     repeats: int = 3  # timed calls per configuration (best kept); 1 for calls longer than a second
-    time_budget_s: float = 30.0  # skip a configuration whose predicted call time exceeds this
+    time_budget_s: float = 30.0  # skip a softmax configuration whose predicted call time exceeds this
     memory_budget_gib: float = 6.0  # skip a configuration whose predicted memory exceeds this
     fit_from: int = 2048  # slopes are fitted on L >= fit_from (smaller L measure fixed overheads)
     chunk_size: int | None = None  # causal chunk size (None: the library default)
     threads: int = 0  # torch threads (0: torch's default)
     matmul_size: int = 2048  # n of the n x n matmul that measures the machine's rate
+
+
+QUICK_SETUP = BenchSetup(lengths=QUICK_LENGTHS, repeats=2, time_budget_s=8.0, memory_budget_gib=1.5, fit_from=1024)
 
 
 @dataclass
@@ -192,9 +196,8 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
                     reason = f"needs ~{need / 2**30:.1f} GiB > {setup.memory_budget_gib:g} GiB budget"
                     report.results.append(Result(method, mode, length, skipped=reason))
                     continue
-                if last is not None and last.seconds is not None:
-                    power = 2 if QUADRATIC[method] else 1
-                    guess = last.seconds * (length / last.length) ** power
+                if QUADRATIC[method] and last is not None and last.seconds is not None:
+                    guess = last.seconds * (length / last.length) ** 2
                     if guess > setup.time_budget_s:
                         reason = f"predicted {guess:.0f} s > {setup.time_budget_s:g} s budget"
                         report.results.append(Result(method, mode, length, skipped=reason))
@@ -325,30 +328,41 @@ def from_json(data: dict) -> BenchReport:
 
 
 def table_rows(report: BenchReport, mode: str) -> tuple[list[str], list[list]]:
-    """One row per L: time (ms) and peak memory (MiB) per method, Taylor's FLOPs and distance to the bound."""
+    """One row per L: time (ms) per method, the ratios, and Taylor's FLOPs and distance to the FLOP bound."""
     rate = report.machine["matmul_gflops"] * 1e9
-    headers = ["L"]
-    headers += [f"{m} ms" for m in METHODS]
-    headers += [f"{m} MiB" for m in METHODS]
-    headers += ["taylor GFLOP", "taylor x bound", "causal x bound", "SDPA / taylor", "causal / taylor"]
+    headers = ["L", *(f"{m} ms" for m in METHODS)]
+    headers += ["SDPA / taylor", "causal / taylor", "taylor GFLOP", "taylor / bound", "causal / bound"]
     rows = []
     for length in report.setup.lengths:
-        row: list = [length]
         got = {m: report.get(m, mode, length) for m in METHODS}
+        row: list = [length]
         for m in METHODS:
             r = got[m]
-            row.append(f"{r.seconds * 1e3:.2f}" if r and r.seconds else f"skip ({r.skipped})" if r else "-")
-        for m in METHODS:
-            r = got[m]
-            row.append(f"{r.peak_bytes / 2**20:.1f}" if r and r.peak_bytes is not None else "-")
+            row.append(f"{r.seconds * 1e3:.2f}" if r and r.seconds else "skipped" if r and r.skipped else "-")
         t, c, s = got["taylor"], got["taylor causal"], got["sdpa"]
+        row.append(f"{s.seconds / t.seconds:.1f}" if s and t and s.seconds and t.seconds else "-")
+        row.append(f"{c.seconds / t.seconds:.2f}" if c and t and c.seconds and t.seconds else "-")
         row.append(f"{t.flops / 1e9:.3f}" if t and t.flops else "-")
         row.append(f"{t.seconds / (t.flops / rate):.1f}" if t and t.seconds else "-")
         row.append(f"{c.seconds / (c.flops / rate):.1f}" if c and c.seconds else "-")
-        row.append(f"{s.seconds / t.seconds:.1f}" if s and t and s.seconds and t.seconds else "-")
-        row.append(f"{c.seconds / t.seconds:.2f}" if c and t and c.seconds and t.seconds else "-")
         rows.append(row)
     return headers, rows
+
+
+def memory_rows(report: BenchReport, mode: str) -> tuple[list[str], list[list]]:
+    """One row per L: peak memory growth (MiB) per method."""
+    rows = []
+    for length in report.setup.lengths:
+        row: list = [length]
+        for m in METHODS:
+            r = report.get(m, mode, length)
+            row.append(f"{r.peak_bytes / 2**20:.1f}" if r and r.peak_bytes is not None else "skipped" if r else "-")
+        rows.append(row)
+    return ["L", *(f"{m} MiB" for m in METHODS)], rows
+
+
+def skipped_lines(report: BenchReport) -> list[str]:
+    return [f"{r.mode}, {r.method}, L={r.length:,}: {r.skipped}" for r in report.results if r.skipped]
 
 
 def format_table(headers: list[str], rows: list[list]) -> str:
@@ -364,6 +378,11 @@ def print_report(report: BenchReport) -> None:
     for mode in MODES:
         print(f"\n{mode}: B={s.batch} H={s.heads} D={s.dim} K={s.order} float32, {report.machine['threads']} threads")
         print(format_table(*table_rows(report, mode)))
+        print(f"\npeak memory growth during one call ({mode}):")
+        print(format_table(*memory_rows(report, mode)))
+    skipped = skipped_lines(report)
+    if skipped:
+        print("\nskipped (predicted past the budgets):\n  " + "\n  ".join(skipped))
     print(f"\nfitted slopes of log(time) and log(peak memory) against log(L), L >= {s.fit_from:,}:")
     for key, value in report.slopes.items():
         t = "-" if value["time"] is None else f"{value['time']:.2f}"
@@ -409,7 +428,7 @@ def add_bench(sub) -> None:
 def setup_from_args(args) -> BenchSetup:
     from dllab.errors import UserError
 
-    base = BenchSetup(lengths=QUICK_LENGTHS, repeats=2, time_budget_s=5.0, memory_budget_gib=1.5, fit_from=1024)
+    base = QUICK_SETUP
     setup = base if args.quick else BenchSetup()
     if args.matmul_size < 1:
         raise UserError(f"--matmul-size: must be >= 1, got {args.matmul_size}")

@@ -24,7 +24,7 @@ DERIVATION = (
 
 def run_experiments(runs_root: Path, quick: bool) -> None:
     """Theory checks and the approximation-error sweep, then the benchmark (quick: its < 1 minute variant)."""
-    from dllab.attention.bench import QUICK_LENGTHS, BenchSetup, run_bench, to_json
+    from dllab.attention.bench import QUICK_SETUP, BenchSetup, run_bench, to_json
     from dllab.attention.experiment import error_results, theory_results
     from dllab.engine.checkpoint import atomic_write_json
 
@@ -32,8 +32,7 @@ def run_experiments(runs_root: Path, quick: bool) -> None:
     atomic_write_json(root / "theory.json", theory_results(quick))
     atomic_write_json(root / "error.json", error_results(quick))
     if quick:
-        setup = BenchSetup(lengths=QUICK_LENGTHS, repeats=2, time_budget_s=5.0, memory_budget_gib=1.5, fit_from=1024)
-        atomic_write_json(root / "bench-quick.json", to_json(run_bench(setup, log=lambda *_: None)))
+        atomic_write_json(root / "bench-quick.json", to_json(run_bench(QUICK_SETUP, log=lambda *_: None)))
     else:
         atomic_write_json(root / "bench.json", to_json(run_bench(BenchSetup(), log=lambda *_: None)))
 
@@ -202,7 +201,7 @@ def _error_section(ctx: ReportContext, data: dict) -> Section:
 
 
 def _bench_section(ctx: ReportContext, data: dict, name: str) -> Section:
-    from dllab.attention.bench import MODES, from_json, table_rows
+    from dllab.attention.bench import MODES, from_json, memory_rows, skipped_lines, table_rows
     from dllab.attention.plots import bench_figure
 
     report = from_json(data)
@@ -223,7 +222,12 @@ def _bench_section(ctx: ReportContext, data: dict, name: str) -> Section:
     sub.add(ctx.save_figure(bench_figure(report), "attention_bench.png", "time and peak memory against L"))
     for mode in MODES:
         headers, rows = table_rows(report, mode)
-        sub.add(Table(headers, rows, caption=mode))
+        sub.add(Table(headers, rows, caption=f"{mode}: time per call (ms), ratios, Taylor FLOPs and time / FLOP bound"))
+        headers, rows = memory_rows(report, mode)
+        sub.add(Table(headers, rows, caption=f"{mode}: peak memory growth during one call (MiB)"))
+    skipped = skipped_lines(report)
+    if skipped:
+        sub.add(Paragraph("Skipped (predicted past the time or memory budget): " + "; ".join(skipped) + "."))
     slopes = [
         [key, "-" if v["time"] is None else f"{v['time']:.2f}", "-" if v["memory"] is None else f"{v['memory']:.2f}",
          v["points"]]
