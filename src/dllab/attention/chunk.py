@@ -143,7 +143,6 @@ class _CausalBlock:
         self.mask = torch.ones(chunk, chunk, dtype=like.dtype, device=like.device).tril()
         self.v1c = like.new_empty(bn, chunk, dv1)
         self.chunk_states = like.new_empty(bn, m, dv1)
-        self.running = like.new_empty(batch, chunks, m, dv1)  # the state after each chunk
         self.before = like.new_empty(batch, chunks, m, dv1)  # the state before each chunk
         self.scores = like.new_empty(bn, chunk, chunk)
         self.weights = like.new_empty(bn, chunk, chunk)
@@ -158,20 +157,25 @@ class _CausalBlock:
         phi_k = self.ws_k.features(self._chunked(k))  # (N n, M, C)
         self.v1c.view(self.batch, self.n, self.c, -1).copy_(v1.unflatten(1, (self.n, self.c)))
         torch.bmm(phi_k, self.v1c, out=self.chunk_states)
-        torch.cumsum(self.chunk_states.view(self.batch, self.n, m, -1), dim=1, out=self.running)
-        self.running.add_(state.unsqueeze(1))
-        self.before[:, 0] = state
-        self.before[:, 1:] = self.running[:, :-1]
+        chunk_states = self.chunk_states.view(self.batch, self.n, m, -1)
+        self.before[:, 0] = state  # the state before each chunk: the incoming one plus the earlier chunks
+        if self.n > 1:
+            torch.cumsum(chunk_states[:, :-1], dim=1, out=self.before[:, 1:])
+            self.before[:, 1:] += state.unsqueeze(1)
+        self.state_out = self.before[:, -1] + chunk_states[:, -1]
         self.ws_q.features(self._chunked(q))
         weights = self.weights
         if fm.order >= 2:  # scores from the scaled inputs held in the features' degree-1 rows
             torch.bmm(self.ws_q.x.transpose(-2, -1), self.ws_k.x, out=self.scores)  # (N n, C, C)
             s, c = self.scores, [1.0 / math.factorial(n) for n in range(fm.order)]
-            torch.mul(s, c[-1], out=weights)  # Horner: sum_{n<K} c_n s^n
-            for n in range(fm.order - 2, -1, -1):
-                weights.add_(c[n])
-                if n:
-                    weights.mul_(s)
+            if fm.order == 3:  # 1 + s + s^2 / 2 in two passes
+                torch.add(s, 1.0, out=weights).addcmul_(s, s, value=0.5)
+            else:  # Horner: sum_{n<K} c_n s^n
+                torch.mul(s, c[-1], out=weights)
+                for n in range(fm.order - 2, -1, -1):
+                    weights.add_(c[n])
+                    if n:
+                        weights.mul_(s)
             weights.mul_(self.mask)
         else:
             weights.copy_(self.mask.expand_as(weights))
@@ -186,7 +190,7 @@ class _CausalBlock:
         before = self.before.view(-1, m, self.before.shape[-1])
         torch.bmm(before.transpose(-2, -1), self.ws_q.phi, out=self.out_t)  # (N n, Dv + 1, C)
         self.out_t.baddbmm_(self.v1c.transpose(-2, -1), self.weights.transpose(-2, -1))  # the masked C x C block
-        return self.out_t, self.running[:, -1].clone()
+        return self.out_t, self.state_out
 
     def backward(self, q, k, v1, state, grad_out_t, grad_state_out):
         """-> grads of q, k (N n, D, C), of v1 (N n, Dv + 1, C) and of the incoming state (N, M, Dv + 1)."""
