@@ -82,20 +82,17 @@ def _degree_tables(dim: int, order: int) -> tuple[tuple[tuple[int, ...], tuple[f
 
 
 class _CompactFeatures(torch.autograd.Function):
-    """x (N, D, T), already scaled -> phi (N, M, T) and its hand-written vector-Jacobian product."""
+    """Raw xt (N, D, T) -> phi (N, M, T) through a FeatureWorkspace of its own, and its hand-written VJP."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, fm: TaylorFeatureMap) -> Tensor:
-        out = fm._compact_features(x)
-        ctx.save_for_backward(x, out)
-        ctx.fm = fm
-        return out
+    def forward(ctx, xt: Tensor, fm: TaylorFeatureMap) -> Tensor:
+        ctx.workspace = fm.workspace(xt.shape[0], xt.shape[-1], xt)
+        return ctx.workspace.features(xt)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        x, out = ctx.saved_tensors
-        return ctx.fm._compact_vjp(x, out, grad), None
+        return ctx.workspace.input_gradient(grad), None
 
 
 class TaylorFeatureMap(nn.Module):
@@ -165,11 +162,11 @@ class TaylorFeatureMap(nn.Module):
             raise ValueError(f"x: expected feature dimension {self.dim} (the map's dim), got shape {tuple(xt.shape)}")
         if not xt.is_floating_point():
             raise ValueError(f"x: expected a floating-point tensor, got {xt.dtype}")
-        xt = xt.contiguous() * self._root_scale  # (..., D, T), one row per input coordinate
         if self.form == "compact":
             batch = xt.shape[:-2]
             phi = _CompactFeatures.apply(xt.reshape(-1, *xt.shape[-2:]), self)
             return phi.reshape(*batch, *phi.shape[-2:])
+        xt = xt * self._root_scale  # (..., D, T), one row per input coordinate
         blocks = [torch.ones_like(xt[..., :1, :])]
         if self.order >= 2:
             blocks.append(xt)
@@ -191,37 +188,6 @@ class TaylorFeatureMap(nn.Module):
             offset, rows = offset + rows, sum(counts)
             yield previous, (offset, rows), counts, getattr(self, f"factors{n}").to(like)
 
-    def _compact_features(self, x: Tensor, out: Tensor | None = None) -> Tensor:
-        """x (N, D, T) scaled and contiguous -> (N, M, T), written block by block without autograd."""
-        n, d, t = x.shape
-        out = torch.empty(n, self.num_features, t, dtype=x.dtype, device=x.device) if out is None else out
-        out[:, 0].fill_(1.0)
-        if self.order >= 2:
-            out[:, 1 : 1 + d] = x
-        for (p_off, _), (off, rows), counts, factors in self._blocks(x):
-            previous, pos = out[:, p_off:], off
-            for j, count in enumerate(counts):
-                torch.mul(previous[:, :count], x[:, j : j + 1], out=out[:, pos : pos + count])
-                pos += count
-            out[:, off : off + rows].mul_(factors)
-        return out
-
-    def _compact_vjp(self, x: Tensor, out: Tensor, grad: Tensor) -> Tensor:
-        """The gradient with respect to the scaled x (N, D, T) of <grad, features(x)>."""
-        d = self.dim
-        if self.order < 2:
-            return torch.zeros_like(x)
-        acc = grad[:, 1:].clone()  # (N, M - 1, T): gradients of the degree >= 1 rows, accumulated downwards
-        for (p_off, _), (off, rows), counts, factors in reversed(list(self._blocks(x))):
-            g = acc[:, off - 1 : off - 1 + rows].mul_(factors)  # (N, rows, T), weights folded in
-            g_previous, previous, pos = acc[:, p_off - 1 :], out[:, p_off:], 0
-            for j, count in enumerate(counts):
-                g_rows = g[:, pos : pos + count]
-                g_previous[:, :count].addcmul_(g_rows, x[:, j : j + 1])  # d/d(previous) of previous * x_j
-                acc[:, j] += (g_rows * previous[:, :count]).sum(1)  # d/dx_j
-                pos += count
-        return acc[:, :d].contiguous()
-
 
 class FeatureWorkspace:
     """The features of one block of T tokens at a time, in buffers reused from block to block.
@@ -233,28 +199,21 @@ class FeatureWorkspace:
     """
 
     def __init__(self, fm: TaylorFeatureMap, batch: int, tokens: int, like: Tensor):
-        self.fm, d, m = fm, fm.dim, fm.num_features
-        self.phi = like.new_empty(batch, m, tokens)
+        self.fm = fm
+        self.phi = like.new_empty(batch, fm.num_features, tokens)
         self.phi[:, 0] = 1.0
-        self.x = self.phi[:, 1 : 1 + d]  # the scaled input lives in the degree-1 rows
+        self.x = self.phi[:, 1 : 1 + fm.dim]  # the scaled input lives in the degree-1 rows
         self.compact = fm.form == "compact"
-        self.degrees, self.backward_steps = [], []  # per degree n >= 2: (products, rows, factors)
-        if not self.compact:
-            return
-        self.acc = like.new_empty(batch, m - 1, tokens)  # gradients of the rows of degree >= 1
-        for (p_off, _), (off, rows), counts, factors in fm._blocks(like):
-            pos, steps, products = off, [], []
-            for j, count in enumerate(counts):
-                previous, x_j = self.phi[:, p_off : p_off + count], self.phi[:, 1 + j : 2 + j]
-                dest = self.phi[:, pos : pos + count]
-                products.append((previous, x_j, dest))
-                # backward: rows of `dest` feed d/d(previous) (previous times x_j) and d/dx_j
-                steps.append((self.acc[:, pos - 1 : pos - 1 + count], self.acc[:, p_off - 1 : p_off - 1 + count],
-                              x_j, previous, self.acc[:, j]))  # fmt: skip
-                pos += count
-            self.degrees.append((products, self.phi[:, off : off + rows], factors))
-            self.backward_steps.append((self.acc[:, off - 1 : off - 1 + rows], factors, steps))
-        self.backward_steps.reverse()
+        self.degrees = []  # per degree n >= 2: (slice products, its rows, their weights)
+        self.backward_steps: list | None = None  # built on the first input_gradient call
+        if self.compact:
+            for (p_off, _), (off, rows), counts, factors in fm._blocks(like):
+                pos, products = off, []
+                for j, count in enumerate(counts):
+                    products.append((self.phi[:, p_off : p_off + count], self.phi[:, 1 + j : 2 + j],
+                                     self.phi[:, pos : pos + count]))  # fmt: skip
+                    pos += count
+                self.degrees.append((products, self.phi[:, off : off + rows], factors))
 
     def features(self, xt: Tensor) -> Tensor:
         fm = self.fm
@@ -271,6 +230,23 @@ class FeatureWorkspace:
             rows.mul_(factors)
         return self.phi
 
+    def _prepare_backward(self) -> None:
+        """The gradient buffer (rows of degree >= 1) and, per degree from the highest down, its views."""
+        batch, m, tokens = self.phi.shape
+        self.acc = self.phi.new_empty(batch, m - 1, tokens)
+        self.backward_steps = []
+        for (products, _, factors), ((p_off, _), (off, count_rows), counts, _) in zip(
+            self.degrees, self.fm._blocks(self.phi), strict=True
+        ):
+            steps, pos = [], off
+            for j, (count, (previous, x_j, _)) in enumerate(zip(counts, products, strict=True)):
+                # rows (j's group) = previous * x_j: gradients flow to `previous` and to x_j
+                steps.append((self.acc[:, pos - 1 : pos - 1 + count], self.acc[:, p_off - 1 : p_off - 1 + count],
+                              x_j, previous, self.acc[:, j]))  # fmt: skip
+                pos += count
+            self.backward_steps.append((self.acc[:, off - 1 : off - 1 + count_rows], factors, steps))
+        self.backward_steps.reverse()
+
     def input_gradient(self, grad_phi: Tensor) -> Tensor:
         fm = self.fm
         if not self.compact:
@@ -280,6 +256,8 @@ class FeatureWorkspace:
                 return torch.autograd.grad(out, x, grad_phi)[0] if out.requires_grad else torch.zeros_like(x)
         if fm.order < 2:
             return grad_phi.new_zeros(grad_phi.shape[0], fm.dim, grad_phi.shape[-1])
+        if self.backward_steps is None:
+            self._prepare_backward()
         self.acc.copy_(grad_phi[:, 1:])
         for rows, factors, steps in self.backward_steps:
             rows.mul_(factors)  # weights folded into the incoming gradient
