@@ -198,11 +198,20 @@ def test_bad_options_name_the_argument():
         linear_attention(q, k, v, fm, key_padding_mask=torch.zeros(2, 7, dtype=torch.bool))
 
 
+def test_too_long_is_refused_before_allocating():
+    # 10^10 tokens of a zero-stride tensor cost nothing; the outputs alone would need terabytes.
+    q = torch.zeros(1, 1, 1, 16).expand(1, 1, 10**10, 16)
+    for causal in (False, True):
+        with pytest.raises(ValueError, match=r"feature_map: M=153 .* GiB"):
+            linear_attention(q, q, q, TaylorFeatureMap(16, 3), causal=causal)
+
+
 def test_too_many_features_is_refused_before_allocating():
-    # 10^8 tokens of a zero-stride tensor cost nothing; their features would need hundreds of GiB.
-    q = torch.zeros(1, 1, 1, 16).expand(1, 1, 10**8, 16)
-    with pytest.raises(ValueError, match=r"feature_map: M=153 .* GiB"):
-        linear_attention(q, q, q, TaylorFeatureMap(16, 3))
+    # D = 64, K = 5: M = 814,385 features per token; a block for 4096 heads would need ~10^12 bytes
+    fm = TaylorFeatureMap(64, 5)
+    q = torch.zeros(1, 1, 1, 64).expand(64, 64, 256, 64)
+    with pytest.raises(ValueError, match=r"feature_map: M=814,385 features per token"):
+        linear_attention(q, q, q, fm, causal=True)
 
 
 def test_memory_check_uses_available_memory(monkeypatch):

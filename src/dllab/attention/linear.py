@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from dllab.attention.chunk import taylor_attention
+from dllab.attention.chunk import block_tokens, taylor_attention
 from dllab.attention.feature_map import TaylorFeatureMap
 
 FeatureMap = Callable[[Tensor], Tensor]
@@ -94,23 +94,27 @@ def available_memory(device: torch.device) -> int | None:
 
 
 def _check_memory(feature_map: FeatureMap, q: Tensor, k: Tensor, v: Tensor, causal: bool, chunk: int) -> None:
+    """Refuse, before allocating anything of size L x M or N x M x T, a call that cannot fit in memory."""
     m = getattr(feature_map, "num_features", None)
     if m is None:
         return
     batch = math.prod(q.shape[:-2])
-    lq, lk, dv = q.shape[-2], k.shape[-2], v.shape[-1]
-    elements = batch * (lq + lk) * m  # Phi(Q) and Phi(K)
-    if causal:
-        elements += 2 * batch * math.ceil(lk / chunk) * m * (dv + 1)  # per-chunk and prefix states
-    else:
-        elements += batch * m * (dv + 1)
-    # The compact map keeps one intermediate monomial block per degree, and autograd keeps inputs of
-    # the products: count the features twice.
-    needed = 2 * elements * q.element_size()
+    lq, lk, d, dv = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
+    if isinstance(feature_map, TaylorFeatureMap):  # the blockwise kernels (dllab.attention.chunk)
+        tokens = block_tokens(batch, m, chunk if causal else 1, max(lq, lk))
+        elements = 3 * batch * m * tokens  # a block's features (twice when causal) and their gradients
+        elements += batch * lq * (2 * dv + 1) + batch * lk * (2 * d + dv + 1)  # outputs, padded copies
+        states = math.ceil(lk / tokens) if causal else 2  # the state entering each causal block
+        elements += batch * m * (dv + 1) * (states + 4)
+        what = f"blocks of {tokens:,} tokens and the outputs"
+    else:  # the plain path materialises Phi(Q) and Phi(K)
+        elements = batch * (lq + lk) * m + batch * m * (dv + 1) * (math.ceil(lk / chunk) if causal else 1)
+        what = "Phi(Q) and Phi(K)"
+    needed = 2 * elements * q.element_size()  # autograd keeps about as much again for backward
     free = available_memory(q.device)
     if free is not None and needed > free:
         raise ValueError(
-            f"feature_map: M={m:,} features for {batch} x ({lq:,} + {lk:,}) tokens need about "
+            f"feature_map: M={m:,} features per token; {what} for {batch} x {max(lq, lk):,} tokens need about "
             f"{needed / 2**30:.1f} GiB, but only {free / 2**30:.1f} GiB is available on {q.device}; "
             "use a smaller order (K), head dimension, batch or sequence length"
         )
