@@ -93,6 +93,12 @@ def test_state_from_memory_reads_like_cross_attention():
     state = TaylorState.from_keys_values(k, v, fm)
     torch.testing.assert_close(state.read(q, fm), linear_attention(q, k, v, fm))
     torch.testing.assert_close(state.read(q[..., 2, :], fm), linear_attention(q, k, v, fm)[..., 2, :])
+    mask = torch.zeros(2, 11, dtype=torch.bool)
+    mask[1, 7:] = True
+    masked = TaylorState.from_keys_values(k, v, fm, key_padding_mask=mask)
+    torch.testing.assert_close(masked.read(q, fm), naive_linear_attention(q, k, v, fm, key_padding_mask=mask))
+    generic = TaylorState.from_keys_values(k, v, lambda x: fm(x), key_padding_mask=mask)  # the plain path
+    torch.testing.assert_close(generic.kv, masked.kv)
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])

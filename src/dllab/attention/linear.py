@@ -6,12 +6,14 @@ Shapes follow torch's SDPA: q (..., Lq, D), k (..., Lk, D), v (..., Lk, Dv), usu
 also lets the causal path score inside a chunk from q k^T directly, and the memory check know M up front.
 
 Cost with M features: non-causal O(L M Dv) (two (M x L)(L x Dv) products); causal chunked with chunk size C
-O(L M Dv + L C D) (per chunk a prefix-state read, a state update and a masked C x C block).
+O(L M Dv + L C D) (per chunk a prefix-state read, a state update and a masked C x C block). A
+`TaylorFeatureMap` runs on the blockwise kernels of `dllab.attention.chunk` (features never stored for the
+whole sequence); any other map runs the same algorithm through plain autograd.
 
-The normaliser rides along with the values: every path works on V' = [V, 1] (..., L, Dv + 1), so one
-product gives both Phi(Q) Phi(K)^T V and Phi(Q) Phi(K)^T 1, and a padding key is removed exactly by zeroing
-its row of V'. With an even number of Taylor terms the normaliser can be ~0 or negative (see
-`dllab.attention.feature_map`); nothing is clamped, so that shows up in the output instead of being hidden.
+The normaliser Phi(Q) Phi(K)^T 1 is computed with the numerator (a column of ones next to V, or the
+running sum k_sum), and a padding key is removed exactly by giving it zero weight in both. With an even
+number of Taylor terms the normaliser can be ~0 or negative (see `dllab.attention.feature_map`); nothing is
+clamped, so that shows up in the output instead of being hidden.
 """
 
 from __future__ import annotations
@@ -177,6 +179,8 @@ class TaylorState:
         (an encoder output) read it with `read` at every decoding step."""
         _check_qkv(k, k, v, feature_map)
         _check_padding_mask(key_padding_mask, k)
+        if isinstance(feature_map, TaylorFeatureMap):  # the blockwise kernel, read by one throw-away query
+            return linear_attention(k[..., :1, :], k, v, feature_map, False, key_padding_mask, return_state=True)[1]
         kv1 = feature_map(k).transpose(-2, -1) @ _values_with_ones(v, key_padding_mask)  # (..., M, Dv + 1)
         return cls(kv1[..., :-1].contiguous(), kv1[..., -1].contiguous(), k.shape[-2])
 
