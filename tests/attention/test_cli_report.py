@@ -102,7 +102,7 @@ def test_report_with_runs_has_tables_and_figures(tmp_path, tiny_bench, capsys):
     figures = [b for b in blocks if isinstance(b, Figure)]
     assert {f.path for f in figures} == {
         "figures/attention_error_vs_k.png",
-        "figures/attention_bench.png",
+        "figures/attention_bench-quick.png",
         "figures/attention_chunk_size.png",
     }
     assert all((ctx.out_dir / f.path).stat().st_size > 1000 for f in figures)

@@ -49,9 +49,10 @@ def build_section(ctx: ReportContext) -> Section:
     section.add(Paragraph(DERIVATION))
     root = ctx.runs_root / "attention"
     theory, error, tune = _read(root / "theory.json"), _read(root / "error.json"), _read(root / "tune.json")
-    bench_path = next((p for p in (root / "bench.json", root / "bench-quick.json") if p.exists()), None)
-    bench = _read(bench_path) if bench_path else None
-    if not any((theory, error, tune, bench)):
+    # bench.json (the full run) first, then any other bench-*.json (e.g. --threads 1), the quick run last
+    bench_paths = sorted(root.glob("bench*.json"), key=lambda p: (p.stem != "bench", "quick" in p.stem, p.stem))
+    benches = [(p, data) for p in bench_paths if (data := _read(p))]
+    if not any((theory, error, tune, benches)):
         section.add(
             Paragraph(
                 "No attention results yet: run `dllab attention check`, `dllab attention error` and "
@@ -63,8 +64,8 @@ def build_section(ctx: ReportContext) -> Section:
         section.subsections.append(_theory_section(theory))
     if error:
         section.subsections.append(_error_section(ctx, error))
-    if bench:
-        section.subsections.append(_bench_section(ctx, bench, bench_path.name))
+    for path, data in benches:
+        section.subsections.append(_bench_section(ctx, data, path.name))
     if tune:
         section.subsections.append(_tune_section(ctx, tune))
     return section
@@ -206,10 +207,11 @@ def _bench_section(ctx: ReportContext, data: dict, name: str) -> Section:
 
     report = from_json(data)
     m = report.machine
-    sub = Section("Speed and memory against L")
+    stem = name.removesuffix(".json")
+    sub = Section(f"Speed and memory against L ({name}, {report.machine['threads']} threads)")
     sub.add(
         Paragraph(
-            f"`dllab bench attention{' --quick' if 'quick' in name else ''}` ({name}): B = {report.setup.batch}, "
+            f"`{_bench_command(report, name)}` ({name}): B = {report.setup.batch}, "
             f"H = {report.setup.heads}, D = {report.setup.dim}, K = {report.setup.order} (M = 153), float32, "
             f"{m['threads']} threads on {m.get('processor', '?')}; measured square-matmul rate "
             f"{m['matmul_gflops']:.1f} GFLOP/s (a Taylor-shaped (153 x 1024)(1024 x 17) product: "
@@ -219,7 +221,7 @@ def _bench_section(ctx: ReportContext, data: dict, name: str) -> Section:
             "trimmed first), which counts torch's allocations and every library buffer, not the inputs."
         )
     )
-    sub.add(ctx.save_figure(bench_figure(report), "attention_bench.png", "time and peak memory against L"))
+    sub.add(ctx.save_figure(bench_figure(report), f"attention_{stem}.png", "time and peak memory against L"))
     for mode in MODES:
         headers, rows = table_rows(report, mode)
         sub.add(Table(headers, rows, caption=f"{mode}: time per call (ms), ratios, Taylor FLOPs and time / FLOP bound"))
@@ -246,6 +248,17 @@ def _bench_section(ctx: ReportContext, data: dict, name: str) -> Section:
     ]
     sub.add(Table(["target", "measured", "limit", "status", "detail"], targets, caption="the issue's targets"))
     return sub
+
+
+def _bench_command(report, name: str) -> str:
+    words = ["dllab bench attention"]
+    if name == "bench-quick.json":
+        words.append("--quick")
+    if report.setup.threads:
+        words.append(f"--threads {report.setup.threads}")
+    if name not in ("bench.json", "bench-quick.json"):
+        words.append(f"--out runs/attention/{name}")
+    return " ".join(words)
 
 
 def _tune_section(ctx: ReportContext, data: dict) -> Section:
