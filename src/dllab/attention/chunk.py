@@ -50,7 +50,7 @@ class _Workspaces:
     def __call__(self, block: slice):
         length = block.stop - block.start
         if length not in self.by_length:
-            self.by_length[length] = self.fm.workspace(self.batch, length, self.like)
+            self.by_length[length] = self.fm.workspace(self.batch, length, self.like, role="block")
         return self.by_length[length]
 
 
@@ -138,8 +138,8 @@ class _CausalBlock:
     def __init__(self, fm: TaylorFeatureMap, batch: int, chunks: int, chunk: int, value_dim: int, like: Tensor):
         self.fm, self.n, self.c, self.batch = fm, chunks, chunk, batch
         bn, m, dv1 = batch * chunks, fm.num_features, value_dim + 1
-        self.ws_q = fm.workspace(bn, chunk, like)
-        self.ws_k = fm.workspace(bn, chunk, like)
+        self.ws_q = fm.workspace(bn, chunk, like, role="causal queries")
+        self.ws_k = fm.workspace(bn, chunk, like, role="causal keys")
         self.mask = torch.ones(chunk, chunk, dtype=like.dtype, device=like.device).tril()
         self.v1c = like.new_empty(bn, chunk, dv1)
         self.chunk_states = like.new_empty(bn, m, dv1)

@@ -26,8 +26,10 @@ rows whose scores fall there can get a normaliser near zero or negative and the 
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
+import threading
 from typing import Literal
 
 import torch
@@ -176,9 +178,24 @@ class TaylorFeatureMap(nn.Module):
             blocks.append(power / math.sqrt(math.factorial(n)))
         return torch.cat(blocks, dim=-2)
 
-    def workspace(self, batch: int, tokens: int, like: Tensor) -> FeatureWorkspace:
-        """Reusable buffers for the features of blocks of `tokens` tokens (the kernels' fast path)."""
-        return FeatureWorkspace(self, batch, tokens, like)
+    def workspace(self, batch: int, tokens: int, like: Tensor, role: str | None = None) -> FeatureWorkspace:
+        """Reusable buffers for the features of blocks of `tokens` tokens (the kernels' fast path).
+
+        With a `role`, the workspace is kept for the next call with the same role, shape, dtype, device and
+        thread (the last few are kept), which saves building it again: the kernels use it for buffers whose
+        contents live only within one call. Without a role, a new workspace.
+        """
+        if role is None:
+            return FeatureWorkspace(self, batch, tokens, like)
+        key = (role, batch, tokens, like.dtype, like.device, threading.get_ident())
+        cache = self.__dict__.setdefault("_workspaces", collections.OrderedDict())
+        if key in cache:
+            cache.move_to_end(key)
+        else:
+            cache[key] = FeatureWorkspace(self, batch, tokens, like)
+            while len(cache) > 8:
+                cache.popitem(last=False)
+        return cache[key]
 
     def _blocks(self, like: Tensor):
         """((offset, rows) of degree n - 1, (offset, rows) of degree n, counts, factors) for n = 2 .. K-1."""
