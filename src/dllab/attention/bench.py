@@ -37,7 +37,7 @@ class BenchSetup:
     heads: int = 4  # H
     dim: int = 16  # D (= Dv)
     order: int = 3  # K, Taylor terms
-    repeats: int = 3  # timed calls per configuration (best kept); 1 for calls longer than a second
+    repeats: int = 3  # timed calls after a warm-up (best kept); 1 for calls over a second, 0 over 5 s
     time_budget_s: float = 30.0  # skip a softmax configuration whose predicted call time exceeds this
     memory_budget_gib: float = 6.0  # skip a configuration whose predicted memory exceeds this
     fit_from: int = 2048  # slopes are fitted on L >= fit_from (smaller L measure fixed overheads)
@@ -150,9 +150,9 @@ def measure_one(method: str, mode: str, length: int, setup: BenchSetup, chunk: i
         peak = peak_memory(lambda: _call(method, mode, q, k, v, grad, fm, chunk))
         first = time.perf_counter() - start
         best = first
-        if first < 1.0:  # short calls: the first was the warm-up; keep the best of the next ones
+        if first < 5.0:  # the first call was the warm-up; keep the best of the next ones (one more if slow)
             best = float("inf")
-            for _ in range(repeats):
+            for _ in range(repeats if first < 1.0 else 1):
                 t0 = time.perf_counter()
                 _call(method, mode, q, k, v, grad, fm, chunk)
                 best = min(best, time.perf_counter() - t0)

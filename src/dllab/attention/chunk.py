@@ -81,7 +81,7 @@ class NonCausalTaylorAttention(torch.autograd.Function):
         for block in _blocks(q.shape[-2], tokens):
             torch.bmm(state_t, workspace(block).features(qt[..., block]), out=out_t[..., block])
         normaliser = out_t[:, dv]  # (N, Lq)
-        out = (out_t[:, :dv] / normaliser.unsqueeze(1)).transpose(-2, -1)  # (N, Lq, Dv)
+        out = out_t[:, :dv].div_(normaliser.unsqueeze(1)).transpose(-2, -1)  # (N, Lq, Dv), in place
         ctx.save_for_backward(q, k, v, keep, kv, k_sum, out, normaliser)
         ctx.fm, ctx.tokens = fm, tokens
         return out, kv, k_sum
@@ -269,7 +269,7 @@ class CausalTaylorAttention(torch.autograd.Function):
             block_out, state = runner.forward(q[:, block], k[:, block], v1[:, block], state)
             _from_chunks(out_t, block, block_out, n)
         normaliser = out_t[:, dv, :length]  # (N, L)
-        out = (out_t[:, :dv, :length] / normaliser.unsqueeze(1)).transpose(-2, -1)  # (N, L, Dv)
+        out = out_t[:, :dv, :length].div_(normaliser.unsqueeze(1)).transpose(-2, -1)  # (N, L, Dv), in place
         ctx.save_for_backward(q, k, v1, keep, out, normaliser, *states_in)
         ctx.fm, ctx.chunk, ctx.tokens, ctx.length = fm, chunk, tokens, length
         return out, state[..., :dv], state[..., dv]
