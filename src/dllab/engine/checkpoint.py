@@ -8,8 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dllab.errors import UserError
 
 
@@ -42,11 +40,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    import torch
+
     atomic_write_bytes(path, lambda fh: torch.save(state, fh))
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """torch.load with weights_only=True: tensors, numbers, strings and containers only."""
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: checkpoint not found")

@@ -1,6 +1,6 @@
 """Phoneme-to-spelling experiments: build the data and model from a config, train with the engine, decode.
 
-    train(cfg, run)                         teacher-forced training through dllab.engine.fit; validation
+    train(cfg, run)                         teacher-forced training through dllab.engine.loop; validation
                                             CER / WER of greedy decoding after every epoch (monitor val_cer)
     evaluate(run, strategy, k, split)       decode a split with the best checkpoint; write the metrics into
                                             run/test_metrics.json and the outputs into run/predictions-*.tsv

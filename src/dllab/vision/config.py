@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dllab.config import option
-from dllab.engine import OptimConfig, TrainConfig
+from dllab.engine.options import OptimConfig, TrainConfig
 
 
 @dataclass(frozen=True)

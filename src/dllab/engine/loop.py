@@ -28,35 +28,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from dllab.config import option
 from dllab.engine import distributed
 from dllab.engine.checkpoint import load_checkpoint, save_checkpoint
 from dllab.engine.logs import progress
+from dllab.engine.options import OptimConfig, TrainConfig
 from dllab.engine.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    optimizer: Literal["sgd", "adam", "adamw"] = option("sgd", "the skeleton's -optimizer")
-    lr: float = option(0.01, "learning rate (the skeleton's -learning_rate)")
-    momentum: float = option(0.0, "SGD momentum (the skeletons use none)")
-    weight_decay: float = option(0.0, "L2 decay (the skeleton's -l2_decay)")
-    schedule: Literal["constant", "warmup_linear"] = option(
-        "constant", "constant, or linear warm-up for warmup_steps then linear decay to 0"
-    )
-    warmup_steps: int = option(0, "steps of linear warm-up (warmup_linear)")
-    grad_clip: float = option(0.0, "clip the gradient norm to this value; 0 = off")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = option(15, "training epochs")
-    batch_size: int = option(8, "examples per optimisation step")
-    seed: int = option(42, "seeds initialisation, dropout and shuffling")
-    threads: int = option(0, "torch CPU threads; 0 = torch's default")
-    device: Literal["auto", "cpu", "cuda"] = option("auto", "auto = cuda when available")
 
 
 def resolve_device(name: str) -> torch.device:
