@@ -78,8 +78,13 @@ class NonCausalTaylorAttention(torch.autograd.Function):
                 k_sum.unsqueeze(-1).baddbmm_(phi, keep[:, block, None])
         state_t = torch.cat([kv, k_sum.unsqueeze(-1)], dim=-1).transpose(-2, -1).contiguous()  # (N, Dv + 1, M)
         out_t = q.new_empty(n, dv + 1, q.shape[-2])  # numerator rows, then the normaliser
+        block_out = {}  # MKL writes a contiguous buffer faster than a strided slice of out_t: copy after
         for block in _blocks(q.shape[-2], tokens):
-            torch.bmm(state_t, workspace(block).features(qt[..., block]), out=out_t[..., block])
+            length = block.stop - block.start
+            buffer = block_out.get(length)
+            if buffer is None:
+                buffer = block_out[length] = q.new_empty(n, dv + 1, length)
+            out_t[..., block] = torch.bmm(state_t, workspace(block).features(qt[..., block]), out=buffer)
         normaliser = out_t[:, dv]  # (N, Lq)
         out = out_t[:, :dv].div_(normaliser.unsqueeze(1)).transpose(-2, -1)  # (N, Lq, Dv), in place
         ctx.save_for_backward(q, k, v, keep, kv, k_sum, out, normaliser)
