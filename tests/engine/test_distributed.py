@@ -52,5 +52,34 @@ def test_a_failing_rank_stops_the_job_and_resume_finishes_it(tiny_fashion_root, 
     assert run.is_complete()
 
 
+def _p2g(data, runs, name, nproc):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd = [*(launcher if nproc > 1 else [sys.executable]), "-m", "dllab", "p2g", "train", "--attn",
+           "--data-dir", str(data), "--runs", str(runs), "--name", name, "--train.epochs", "2",
+           "--model.hidden", "16", "--train.batch_size", "16", "--model.dropout=0", "--train.threads=1"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_p2g_two_processes_match_one_process(tmp_path):
+    import random
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = random.Random(0)
+    for split, n in (("train", 96), ("valid", 24)):
+        words = ["".join(rng.choices("abcdef", k=rng.randint(2, 5))) for _ in range(n)]
+        (data / f"{split}.tsv").write_text("".join(" ".join(w) + "\t" + w + "\n" for w in words))
+    one, two = _p2g(data, tmp_path, "one", 1), _p2g(data, tmp_path, "two", 2)
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    a = RunDir(tmp_path / "p2g" / "one").read_metrics()
+    b = RunDir(tmp_path / "p2g" / "two").read_metrics()
+    assert b[0]["train_loss"] == pytest.approx(a[0]["train_loss"], rel=1e-4)
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=0.05)
+        assert rb["val_cer"] == pytest.approx(ra["val_cer"], rel=0.05)
+    assert two.stdout.count("best validation CER") == 1
+
+
 def test_sweep_threads_are_divided_among_processes():
     assert plan_workers(2, cores=2) == (2, 1)

@@ -111,6 +111,10 @@ def cmd_train(args) -> int:
         cfg = replace_path(cfg, "data.skip_bad_lines", True)
     run = run_path(args.runs, args.name or default_run_name(cfg))
     result = train(cfg, run, resume=args.resume, overwrite=args.overwrite)
+    from dllab.engine import distributed
+
+    if not distributed.info().is_main:  # under torchrun, rank 0 reports
+        return 0
     best = next(r for r in result.history if r["epoch"] == result.best_epoch)
     print(
         f"{run.path}: best validation CER {best['val_cer']:.4f}, WER {best['val_wer']:.4f} at epoch "

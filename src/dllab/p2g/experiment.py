@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from dllab.config import option
-from dllab.engine import FitResult, OptimConfig, RunDir, TrainConfig, fit, load_best, seed_everything
+from dllab.engine import FitResult, OptimConfig, RunDir, TrainConfig, distributed, fit, load_best, seed_everything
 from dllab.engine.checkpoint import atomic_write_json, atomic_write_text
 from dllab.errors import UserError
 from dllab.seq2seq.batching import PairData
@@ -205,8 +205,10 @@ def train(
     cfg: P2GConfig, run: RunDir, resume: bool = False, overwrite: bool = False, show_progress: bool = True
 ) -> FitResult:
     data = build_data(cfg.data)
-    run.prepare("p2g", cfg, resume, overwrite, extra={"data": data.info})
-    write_vocabs(run, data.src_vocab, data.tgt_vocab)
+    if distributed.setup().is_main:  # under torchrun, rank 0 alone writes the run directory
+        run.prepare("p2g", cfg, resume, overwrite, extra={"data": data.info})
+        write_vocabs(run, data.src_vocab, data.tgt_vocab)
+    distributed.barrier()
     seed_everything(cfg.train.seed)
     model = build_model(cfg, data.src_vocab, data.tgt_vocab)
     log.info(
@@ -216,6 +218,7 @@ def train(
     )  # fmt: skip
 
     def evaluate_fn(model: LSTMSeq2Seq) -> dict[str, float]:
+        # Every rank decodes the whole validation set (it takes seconds), so all get the same numbers.
         hyps = [h[0] for h in spell(model, data.valid_src, (data.src_vocab, data.tgt_vocab),
                                     GreedyDecoder(), cfg.decode)]  # fmt: skip
         return {
