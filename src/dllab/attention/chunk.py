@@ -77,16 +77,17 @@ class NonCausalTaylorAttention(torch.autograd.Function):
                 kv.baddbmm_(phi, v[:, block] * keep[:, block, None])
                 k_sum.unsqueeze(-1).baddbmm_(phi, keep[:, block, None])
         state_t = torch.cat([kv, k_sum.unsqueeze(-1)], dim=-1).transpose(-2, -1).contiguous()  # (N, Dv + 1, M)
-        out_t = q.new_empty(n, dv + 1, q.shape[-2])  # numerator rows, then the normaliser
-        block_out = {}  # MKL writes a contiguous buffer faster than a strided slice of out_t: copy after
+        out = q.new_empty(n, q.shape[-2], dv)
+        normaliser = q.new_empty(n, q.shape[-2])
+        buffers = {}  # per block length: MKL writes a contiguous buffer faster than a strided slice
         for block in _blocks(q.shape[-2], tokens):
             length = block.stop - block.start
-            buffer = block_out.get(length)
+            buffer = buffers.get(length)
             if buffer is None:
-                buffer = block_out[length] = q.new_empty(n, dv + 1, length)
-            out_t[..., block] = torch.bmm(state_t, workspace(block).features(qt[..., block]), out=buffer)
-        normaliser = out_t[:, dv]  # (N, Lq)
-        out = out_t[:, :dv].div_(normaliser.unsqueeze(1)).transpose(-2, -1)  # (N, Lq, Dv), in place
+                buffer = buffers[length] = q.new_empty(n, dv + 1, length)
+            torch.bmm(state_t, workspace(block).features(qt[..., block]), out=buffer)  # numerators, normaliser
+            normaliser[:, block] = buffer[:, dv]
+            torch.div(buffer[:, :dv], buffer[:, dv:], out=out[:, block].transpose(-2, -1))
         ctx.save_for_backward(q, k, v, keep, kv, k_sum, out, normaliser)
         ctx.fm, ctx.tokens = fm, tokens
         return out, kv, k_sum
@@ -265,16 +266,19 @@ class CausalTaylorAttention(torch.autograd.Function):
         tokens = block_tokens(n, m, chunk, padded)
         runners: dict[int, _CausalBlock] = {}
         state = q.new_zeros(n, m, dv + 1)
-        out_t = q.new_empty(n, dv + 1, padded)
+        out = q.new_empty(n, padded, dv)
+        normaliser = q.new_empty(n, padded)
         states_in = []
         for block in _blocks(padded, tokens):
             chunks = (block.stop - block.start) // chunk
             runner = runners.get(chunks) or runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, dv, q))
             states_in.append(state)
             block_out, state = runner.forward(q[:, block], k[:, block], v1[:, block], state)
-            _from_chunks(out_t, block, block_out, n)
-        normaliser = out_t[:, dv, :length]  # (N, L)
-        out = out_t[:, :dv, :length].div_(normaliser.unsqueeze(1)).transpose(-2, -1)  # (N, L, Dv), in place
+            block_out = block_out.view(n, chunks, dv + 1, chunk)  # numerators and normaliser per chunk
+            normaliser[:, block].view(n, chunks, chunk).copy_(block_out[:, :, dv])
+            dest = out[:, block].view(n, chunks, chunk, dv).transpose(-2, -1)
+            torch.div(block_out[:, :, :dv], block_out[:, :, dv:], out=dest)
+        out, normaliser = out[:, :length], normaliser[:, :length]
         ctx.save_for_backward(q, k, v1, keep, out, normaliser, *states_in)
         ctx.fm, ctx.chunk, ctx.tokens, ctx.length = fm, chunk, tokens, length
         return out, state[..., :dv], state[..., dv]
