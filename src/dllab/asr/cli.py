@@ -132,6 +132,8 @@ def cmd_train(args) -> int:
     cfg = _config(args)
     run_path = args.runs / "asr" / (args.name or cfg.model.decoder)
     summary = train_run(cfg, run_path, resume=args.resume, overwrite=args.overwrite)
+    if not summary:  # a non-zero rank under torchrun: rank 0 reports
+        return 0
     _print_summary(run_path, summary, 3)
     return 0
 

@@ -26,7 +26,7 @@ from dllab.asr.model import ASRModel, ModelConfig, count_parameters, loss_fn
 from dllab.config import option
 from dllab.data.espeak_corpus import CorpusConfig, build_corpus, cache_root
 from dllab.data.ljspeech import download_ljspeech, read_metadata, split_ranges
-from dllab.engine import OptimConfig, RunDir, TrainConfig, eval_batches, fit, load_best, seed_everything
+from dllab.engine import OptimConfig, RunDir, TrainConfig, distributed, eval_batches, fit, load_best, seed_everything
 from dllab.engine.checkpoint import atomic_write_json
 from dllab.errors import UserError
 from dllab.seq2seq import metrics
@@ -164,8 +164,17 @@ def build_model(cfg: ASRConfig) -> ASRModel:
 def train_run(
     cfg: ASRConfig, run_path: Path, resume: bool = False, overwrite: bool = False, show_progress: bool = True
 ) -> dict[str, Any]:
-    """Train one model into `run_path` with the engine's `fit`, then test it; returns the test summary."""
-    splits = load_splits(cfg, show_progress)
+    """Train one model into `run_path` with the engine's `fit`, then test it; returns the test summary.
+
+    Under torchrun, rank 0 builds the corpus and feature caches while the others wait, rank 0 alone writes
+    the run directory and runs the test, and the other ranks return an empty summary.
+    """
+    main = distributed.setup().is_main
+    if not main:
+        distributed.barrier()  # let rank 0 build the caches first
+    splits = load_splits(cfg, show_progress and main)
+    if main:
+        distributed.barrier()
     train, val = SpeechData(splits["train"]), SpeechData(splits["val"])
     model = build_model(cfg)
     run = RunDir(run_path)
@@ -174,7 +183,9 @@ def train_run(
         "corpus": str(corpus_root(cfg, False)),
         "sizes": {k: len(v) for k, v in splits.items()},
     }
-    run.prepare(EXPERIMENT, cfg, resume=resume, overwrite=overwrite, extra=extra)
+    if main:
+        run.prepare(EXPERIMENT, cfg, resume=resume, overwrite=overwrite, extra=extra)
+    distributed.barrier()
     log.info(
         "%s: %s decoder, %d parameters, %d / %d / %d utterances",
         run.path,
@@ -201,6 +212,8 @@ def train_run(
         resume=resume,
         show_progress=show_progress,
     )
+    if not main:
+        return {}
     summary = test_run(run_path, splits=splits)
     summary["best_epoch"] = result.best_epoch
     return summary

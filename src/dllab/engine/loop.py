@@ -231,8 +231,7 @@ def _injected_failure(rank: int) -> tuple[int, int] | None:
 
 
 def load_best(model: nn.Module, run: RunDir, device: torch.device | str = "cpu") -> nn.Module:
-    """Load the best checkpoint (read by rank 0 and broadcast, so other nodes need no shared disk)."""
-    state = load_checkpoint(run.best_checkpoint, map_location="cpu")["model"] if distributed.info().is_main else None
-    state = distributed.broadcast_object(state)
-    model.load_state_dict(state)
+    """Load the best checkpoint's weights. Not a collective call: under torchrun any subset of ranks may
+    call it, each reading the file (across nodes, the run directory must be on shared storage)."""
+    model.load_state_dict(load_checkpoint(run.best_checkpoint, map_location="cpu")["model"])
     return model.to(device)
