@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-DEB_PACKAGES := dataset-fashion-mnist espeak-ng chromium
+DEB_PACKAGES := dataset-fashion-mnist espeak-ng bible-kjv bible-kjv-text chromium
 
 .PHONY: setup system-packages demo test bench lint clean
 
