@@ -14,7 +14,7 @@ from dllab.engine.checkpoint import atomic_write_json
 from dllab.report.document import Figure, Paragraph, ReportContext, Table
 
 TINY = BenchSetup(
-    lengths=(32, 64, 128), repeats=1, time_budget_s=600.0, memory_budget_gib=0.5, fit_from=32, matmul_size=256
+    lengths=(32, 64, 128), repeats=1, time_budget_s=600.0, memory_budget_gib=0.5, fit_from=32, matmul_size=256, rounds=1
 )
 
 

@@ -56,7 +56,7 @@ def add_commands(sub) -> None:
     )  # fmt: skip
     tune.add_argument("--length", type=int, default=16384, help="sequence length L (default 16384)")
     tune.add_argument("--chunks", type=str, default="16,32,64,128,256", help="chunk sizes to time")
-    tune.add_argument("--repeats", type=int, default=3, help="timed calls per setting (best kept)")
+    tune.add_argument("--repeats", type=int, default=5, help="rounds over all settings (best kept)")
     tune.add_argument("--out", type=Path, default=RUNS / "tune.json", help="where to write the results")
     tune.set_defaults(func=cmd_tune)
 

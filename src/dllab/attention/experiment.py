@@ -15,6 +15,7 @@ from pathlib import Path
 from dllab.engine.checkpoint import atomic_write_json
 
 RUNS = Path("runs") / "attention"
+MODES = ("forward", "forward+backward")
 
 
 def theory_results(quick: bool = False) -> dict:
@@ -50,53 +51,63 @@ def tune_results(
     length: int = 16384,
     chunks: tuple[int, ...] = (16, 32, 64, 128, 256),
     blocks: tuple[int, ...] = (1 << 17, 1 << 18, 1 << 19, 1 << 20, 1 << 21),
-    repeats: int = 3,
+    repeats: int = 5,
     log=print,
 ) -> dict:
-    """Time the causal path against the chunk size C and both paths against the block size (B=1, H=4, D=16)."""
+    """Time the causal path against the chunk size C and both paths against the block size (B=1, H=4, D=16).
+
+    Every setting is timed once per round, `repeats` rounds, keeping each one's best: on a shared CPU a
+    burst of load then spoils one round of a setting, not all of them.
+    """
     import torch
 
     import dllab.attention.chunk as chunk_module
     from dllab.attention import TaylorFeatureMap, linear_attention
-    from dllab.attention.measure import best_time
+    from dllab.attention.linear import DEFAULT_CHUNK_SIZE
 
     g = torch.Generator().manual_seed(0)
     shape = (1, 4, length, 16)
     q, k, v = (torch.randn(shape, generator=g).requires_grad_() for _ in range(3))
     grad = torch.randn(shape, generator=g)
     fm = TaylorFeatureMap(16, 3)
-
-    def timed(mode: str, causal: bool, chunk: int | None) -> float:
-        def call():
-            out = linear_attention(q, k, v, fm, causal=causal, chunk_size=chunk)
-            if mode == "forward+backward":
-                torch.autograd.grad(out, (q, k, v), grad)
-
-        with torch.set_grad_enabled(mode == "forward+backward"):
-            return best_time(call, repeats)
-
-    chunk_rows, block_rows = [], []
-    for mode in ("forward", "forward+backward"):
-        reference = timed(mode, False, None)
-        for c in chunks:
-            seconds = timed(mode, True, c)
-            chunk_rows.append({"mode": mode, "chunk": c, "seconds": seconds, "noncausal_seconds": reference})
-            log(f"  {mode:<16} causal C={c:<4}: {seconds * 1e3:8.2f} ms   (non-causal {reference * 1e3:.2f} ms)")
-    saved = chunk_module.BLOCK_ELEMENTS
+    default_block = chunk_module.BLOCK_ELEMENTS
+    settings = [
+        (mode, causal, c, default_block)
+        for mode in MODES
+        for causal, c in [(False, None)] + [(True, c) for c in chunks]
+    ]
+    settings += [(mode, causal, DEFAULT_CHUNK_SIZE, b) for b in blocks for mode in MODES for causal in (False, True)]
+    best = {s: float("inf") for s in settings}
     try:
-        for elements in blocks:
-            chunk_module.BLOCK_ELEMENTS = elements
-            for mode in ("forward", "forward+backward"):
-                for causal in (False, True):
-                    seconds = timed(mode, causal, None)
-                    block_rows.append({"mode": mode, "causal": causal, "block_elements": elements, "seconds": seconds})
-                    log(
-                        f"  {mode:<16} {'causal' if causal else 'non-causal':<10} block {elements:>8}: "
-                        f"{seconds * 1e3:8.2f} ms"
-                    )
+        for round_ in range(repeats):
+            for mode, causal, c, b in settings:
+                chunk_module.BLOCK_ELEMENTS = b
+                with torch.set_grad_enabled(mode == "forward+backward"):
+                    start = time.perf_counter()
+                    out = linear_attention(q, k, v, fm, causal=causal, chunk_size=c)
+                    if mode == "forward+backward":
+                        torch.autograd.grad(out, (q, k, v), grad)
+                    best[(mode, causal, c, b)] = min(best[(mode, causal, c, b)], time.perf_counter() - start)
+            log(f"  round {round_ + 1}/{repeats} done")
     finally:
-        chunk_module.BLOCK_ELEMENTS = saved
-    return {"length": length, "threads": torch.get_num_threads(), "chunks": chunk_rows, "blocks": block_rows}
+        chunk_module.BLOCK_ELEMENTS = default_block
+    chunk_rows = [
+        {"mode": mode, "chunk": c, "seconds": best[(mode, True, c, default_block)],
+         "noncausal_seconds": best[(mode, False, None, default_block)]}
+        for mode in MODES for c in chunks
+    ]  # fmt: skip
+    block_rows = [
+        {"mode": mode, "causal": causal, "block_elements": b, "seconds": best[(mode, causal, DEFAULT_CHUNK_SIZE, b)]}
+        for b in blocks for mode in MODES for causal in (False, True)
+    ]  # fmt: skip
+    for r in chunk_rows:
+        log(f"  {r['mode']:<16} causal C={r['chunk']:<4}: {r['seconds'] * 1e3:8.2f} ms "
+            f"(non-causal {r['noncausal_seconds'] * 1e3:.2f} ms)")  # fmt: skip
+    for r in block_rows:
+        log(f"  {r['mode']:<16} {'causal' if r['causal'] else 'non-causal':<10} block {r['block_elements']:>8}: "
+            f"{r['seconds'] * 1e3:8.2f} ms")  # fmt: skip
+    return {"length": length, "threads": torch.get_num_threads(), "repeats": repeats, "chunks": chunk_rows,
+            "blocks": block_rows}  # fmt: skip
 
 
 def run_all(runs_root: Path, quick: bool) -> None:
