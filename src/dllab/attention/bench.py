@@ -372,7 +372,7 @@ def table_rows(report: BenchReport, mode: str) -> tuple[list[str], list[list]]:
     """One row per L: time (ms) per method, the ratios, and Taylor's FLOPs and distance to the FLOP bound."""
     rate = report.machine["matmul_gflops"] * 1e9
     headers = ["L", *(f"{m} ms" for m in METHODS)]
-    headers += ["SDPA / taylor", "causal / taylor", "taylor GFLOP", "taylor / bound", "causal / bound"]
+    headers += ["SDPA / taylor", "causal / taylor", "taylor GFLOP", "taylor / bound", "causal / bound", "load"]
     rows = []
     for length in report.setup.lengths:
         got = {m: report.get(m, mode, length) for m in METHODS}
@@ -386,6 +386,8 @@ def table_rows(report: BenchReport, mode: str) -> tuple[list[str], list[list]]:
         row.append(f"{t.flops / 1e9:.3f}" if t and t.flops else "-")
         row.append(f"{t.seconds / (t.flops / rate):.1f}" if t and t.seconds else "-")
         row.append(f"{c.seconds / (c.flops / rate):.1f}" if c and c.seconds else "-")
+        loads = [r.load for r in got.values() if r and r.load is not None]
+        row.append(f"{max(loads):.1f}" if loads else "-")  # the busiest moment of the row's measurements
         rows.append(row)
     return headers, rows
 
