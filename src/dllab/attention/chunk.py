@@ -7,7 +7,8 @@ Inputs are flattened to (N, L, D) with N = batch x heads. Nothing of size L x M 
 - non-causal: S = sum_b Phi(K_b)^T V_b (N, M, Dv) and z = sum_b Phi(K_b)^T 1 (N, M), then each query block
   reads [S, z]^T Phi(Q_b) (N, Dv + 1, T): numerator and normaliser in one product. Forward and backward
   are written by hand (no autograd graph), with the products laid out the way MKL runs fastest
-  (Dv = 16 columns rather than 17, features as the contiguous operand);
+  (Dv = 16 columns rather than 17, features as the contiguous operand), and the multinomial weights of the
+  features folded into the (M x Dv) states, so each block computes only the bare monomials;
 - causal: each block is cut into chunks of C tokens, processed all at once: per-chunk states, an exclusive
   cumulative sum seeded with the state carried in from the previous blocks, a read of that prefix state and
   a masked C x C block scored from q k^T directly (the truncated series: O(C D) per query, not O(C M));
@@ -44,14 +45,21 @@ def _blocks(length: int, tokens: int):
 class _Workspaces:
     """One FeatureWorkspace per block length (all blocks have T tokens except perhaps the last)."""
 
-    def __init__(self, fm: TaylorFeatureMap, batch: int, like: Tensor):
-        self.fm, self.batch, self.like, self.by_length = fm, batch, like, {}
+    def __init__(self, fm: TaylorFeatureMap, batch: int, like: Tensor, weighted: bool = True):
+        self.fm, self.batch, self.like, self.weighted, self.by_length = fm, batch, like, weighted, {}
 
     def __call__(self, block: slice):
         length = block.stop - block.start
         if length not in self.by_length:
-            self.by_length[length] = self.fm.workspace(self.batch, length, self.like, role="block")
+            self.by_length[length] = self.fm.workspace(
+                self.batch, length, self.like, role="block", weighted=self.weighted
+            )
         return self.by_length[length]
+
+
+def _weights(fm: TaylorFeatureMap, like: Tensor) -> Tensor | None:
+    """(M, 1) feature weights to fold into the (M x Dv) states, or None to use weighted features."""
+    return fm.feature_weights(like).unsqueeze(-1) if fm.form == "compact" else None
 
 
 # -- non-causal ----------------------------------------------------------------------------------------
@@ -64,9 +72,11 @@ class NonCausalTaylorAttention(torch.autograd.Function):
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, fm: TaylorFeatureMap):
         n, dv, m = q.shape[0], v.shape[-1], fm.num_features
         tokens = block_tokens(n, m, 1, max(q.shape[-2], k.shape[-2]))
-        workspace = _Workspaces(fm, n, q)
+        # Bare monomials u with phi = W u: the weights W go on the small states, not on every block.
+        weights = _weights(fm, q)
+        workspace = _Workspaces(fm, n, q, weighted=weights is None)
         kt, qt = k.transpose(-2, -1), q.transpose(-2, -1)  # (N, D, L) views: each block is read transposed
-        kv = q.new_zeros(n, m, dv)
+        kv = q.new_zeros(n, m, dv)  # sum u(k) v^T until the weights are applied
         k_sum = q.new_zeros(n, m)
         for block in _blocks(k.shape[-2], tokens):
             phi = workspace(block).features(kt[..., block])  # (N, M, T)
@@ -76,7 +86,13 @@ class NonCausalTaylorAttention(torch.autograd.Function):
             else:  # padding keys: zero weight in both sums
                 kv.baddbmm_(phi, v[:, block] * keep[:, block, None])
                 k_sum.unsqueeze(-1).baddbmm_(phi, keep[:, block, None])
-        state_t = torch.cat([kv, k_sum.unsqueeze(-1)], dim=-1).transpose(-2, -1).contiguous()  # (N, Dv + 1, M)
+        if weights is not None:
+            kv.mul_(weights)
+            k_sum.mul_(weights.squeeze(-1))
+        state = torch.cat([kv, k_sum.unsqueeze(-1)], dim=-1)  # (N, M, Dv + 1)
+        if weights is not None:  # phi(q)^T S = u(q)^T (W S)
+            state = state * weights
+        state_t = state.transpose(-2, -1).contiguous()  # (N, Dv + 1, M)
         out = q.new_empty(n, q.shape[-2], dv)
         normaliser = q.new_empty(n, q.shape[-2])
         buffers = {}  # per block length: MKL writes a contiguous buffer faster than a strided slice
@@ -97,24 +113,34 @@ class NonCausalTaylorAttention(torch.autograd.Function):
     def backward(ctx, grad_out, grad_kv, grad_k_sum):
         q, k, v, keep, kv, k_sum, out, normaliser = ctx.saved_tensors
         fm, tokens = ctx.fm, ctx.tokens
-        workspace = _Workspaces(fm, q.shape[0], q)
+        weights = _weights(fm, q)
+        workspace = _Workspaces(fm, q.shape[0], q, weighted=weights is None)
         kt, qt = k.transpose(-2, -1), q.transpose(-2, -1)
-        grad_kv = torch.zeros_like(kv) if grad_kv is None else grad_kv.clone()
-        grad_k_sum = torch.zeros_like(k_sum) if grad_k_sum is None else grad_k_sum.clone()
+        grad_kv_u = torch.zeros_like(kv)  # through the outputs, as gradients of sum u(k) v^T (before W)
+        grad_k_sum_u = torch.zeros_like(k_sum)
         grad_q_t = q.new_zeros(q.shape[0], q.shape[-1], q.shape[-2])  # (N, D, Lq)
         grad_k_t = k.new_empty(k.shape[0], k.shape[-1], k.shape[-2])
         grad_v_t = v.new_empty(v.shape[0], v.shape[-1], v.shape[-2])  # (N, Dv, Lk)
         if grad_out is not None:
             state = torch.cat([kv, k_sum.unsqueeze(-1)], dim=-1)  # (N, M, Dv + 1)
+            if weights is not None:  # d/du(q) = W d/dphi(q)
+                state = state * weights
             for block in _blocks(q.shape[-2], tokens):  # out = num / den: the gradients of num and den
                 g_num = grad_out[:, block] / normaliser[:, block].unsqueeze(-1)  # (N, T, Dv)
                 g_den = -(g_num * out[:, block]).sum(-1, keepdim=True)  # (N, T, 1)
                 ws = workspace(block)
                 phi = ws.features(qt[..., block])  # (N, M, T)
-                grad_kv.baddbmm_(phi, g_num)
-                grad_k_sum.unsqueeze(-1).baddbmm_(phi, g_den)
+                grad_kv_u.baddbmm_(phi, g_num)
+                grad_k_sum_u.unsqueeze(-1).baddbmm_(phi, g_den)
                 grad_phi = state @ torch.cat([g_num, g_den], dim=-1).transpose(-2, -1)  # (N, M, T)
                 grad_q_t[..., block] = ws.input_gradient(grad_phi)
+        if weights is not None:  # d/dkv = W (u(q) g) through the outputs; d/du(k) = W d/dphi(k) below
+            grad_kv_u.mul_(weights)
+            grad_k_sum_u.mul_(weights.squeeze(-1))
+        grad_kv = grad_kv_u if grad_kv is None else grad_kv_u + grad_kv
+        grad_k_sum = grad_k_sum_u if grad_k_sum is None else grad_k_sum_u + grad_k_sum
+        if weights is not None:
+            grad_kv, grad_k_sum = grad_kv * weights, grad_k_sum * weights.squeeze(-1)
         grad_kv_t = grad_kv.transpose(-2, -1).contiguous()  # (N, Dv, M)
         for block in _blocks(k.shape[-2], tokens):  # kv = sum Phi(K)^T V, k_sum = sum Phi(K)^T 1
             ws = workspace(block)

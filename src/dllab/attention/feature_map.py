@@ -178,24 +178,37 @@ class TaylorFeatureMap(nn.Module):
             blocks.append(power / math.sqrt(math.factorial(n)))
         return torch.cat(blocks, dim=-2)
 
-    def workspace(self, batch: int, tokens: int, like: Tensor, role: str | None = None) -> FeatureWorkspace:
+    def workspace(
+        self, batch: int, tokens: int, like: Tensor, role: str | None = None, weighted: bool = True
+    ) -> FeatureWorkspace:
         """Reusable buffers for the features of blocks of `tokens` tokens (the kernels' fast path).
+
+        weighted=False gives the bare monomials x^a (compact form only): phi = feature_weights() * them, and a
+        kernel that folds the weights into its (M x Dv) states saves a pass over every block of features.
 
         With a `role`, the workspace is kept for the next call with the same role, shape, dtype, device and
         thread (the last few are kept), which saves building it again: the kernels use it for buffers whose
         contents live only within one call. Without a role, a new workspace.
         """
         if role is None:
-            return FeatureWorkspace(self, batch, tokens, like)
-        key = (role, batch, tokens, like.dtype, like.device, threading.get_ident())
+            return FeatureWorkspace(self, batch, tokens, like, weighted)
+        key = (role, weighted, batch, tokens, like.dtype, like.device, threading.get_ident())
         cache = self.__dict__.setdefault("_workspaces", collections.OrderedDict())
         if key in cache:
             cache.move_to_end(key)
         else:
-            cache[key] = FeatureWorkspace(self, batch, tokens, like)
+            cache[key] = FeatureWorkspace(self, batch, tokens, like, weighted)
             while len(cache) > 8:
                 cache.popitem(last=False)
         return cache[key]
+
+    def feature_weights(self, like: Tensor) -> Tensor:
+        """(M,) the weight 1/sqrt(a!) of each compact feature: phi = weights * (the bare monomials x^a)."""
+        parts = [torch.ones(1 + self.dim if self.order >= 2 else 1, dtype=torch.float64)]
+        for _, _, counts, factors in self._blocks(torch.zeros((), dtype=torch.float64)):
+            previous = parts[-1] if len(parts) > 1 else parts[0][1:]
+            parts.append(torch.cat([previous[:count] for count in counts]) * factors.squeeze(-1))
+        return torch.cat(parts).to(like)
 
     def _blocks(self, like: Tensor):
         """((offset, rows) of degree n - 1, (offset, rows) of degree n, counts, factors) for n = 2 .. K-1."""
@@ -215,14 +228,16 @@ class FeatureWorkspace:
     form falls back to autograd.
     """
 
-    def __init__(self, fm: TaylorFeatureMap, batch: int, tokens: int, like: Tensor):
-        self.fm = fm
+    def __init__(self, fm: TaylorFeatureMap, batch: int, tokens: int, like: Tensor, weighted: bool = True):
+        self.fm, self.weighted = fm, weighted
         self.phi = like.new_empty(batch, fm.num_features, tokens)
         self.phi[:, 0] = 1.0
         self.x = self.phi[:, 1 : 1 + fm.dim]  # the scaled input lives in the degree-1 rows
         self.compact = fm.form == "compact"
         self.degrees = []  # per degree n >= 2: (slice products, its rows, their weights)
         self.backward_steps: list | None = None  # built on the first input_gradient call
+        if not (self.compact or weighted):
+            raise ValueError("weighted=False needs the compact form")
         if self.compact:
             for (p_off, _), (off, rows), counts, factors in fm._blocks(like):
                 pos, products = off, []
@@ -244,7 +259,8 @@ class FeatureWorkspace:
         for products, rows, factors in self.degrees:  # degree n is built from the weighted degree n - 1
             for previous, x_j, dest in products:
                 torch.mul(previous, x_j, out=dest)
-            rows.mul_(factors)
+            if self.weighted:
+                rows.mul_(factors)
         return self.phi
 
     def _prepare_backward(self) -> None:
@@ -277,7 +293,8 @@ class FeatureWorkspace:
             self._prepare_backward()
         self.acc.copy_(grad_phi[:, 1:])
         for rows, factors, steps in self.backward_steps:
-            rows.mul_(factors)  # weights folded into the incoming gradient
+            if self.weighted:
+                rows.mul_(factors)  # weights folded into the incoming gradient
             for g_rows, g_previous, x_j, previous, g_x_j in steps:
                 g_previous.addcmul_(g_rows, x_j)
                 g_x_j.add_(torch.linalg.vecdot(g_rows, previous, dim=1))
