@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 TARGET_RATIO = 3.0
 
@@ -35,26 +34,6 @@ def add_bench(sub) -> None:
     p.set_defaults(func=run)
 
 
-def best_seconds(fn, repeats: int) -> float:
-    """The fastest of `repeats` timed calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return min(times)
-
-
-def sgemm_rate(n: int, repeats: int) -> float:
-    """FLOP/s of an n x n x n float32 matrix product (2 n^3 FLOPs)."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-    return 2 * n**3 / best_seconds(lambda: torch.mm(a, b, out=out), repeats)
-
-
 def _patterns(n: int, random: bool):
     import torch
 
@@ -73,6 +52,7 @@ def _patterns(n: int, random: bool):
 def run(args) -> int:
     import torch
 
+    from dllab.attention.measure import best_time, matmul_gflops
     from dllab.errors import UserError
     from dllab.hopfield.experiment import RetrievalConfig, corrupt
     from dllab.hopfield.retrieval import retrieve, update
@@ -94,7 +74,7 @@ def run(args) -> int:
     d, steps, beta = X.shape[1], args.steps, 0.1
     gen = torch.Generator().manual_seed(0)
     threads = torch.get_num_threads()
-    rate = sgemm_rate(gemm, repeats)
+    rate = matmul_gflops(gemm, repeats) * 1e9  # FLOP/s
     print(f"Hopfield retrieval, N = {n:,} stored {'random' if args.random else 'Fashion-MNIST'} patterns of D = "
           f"{d}, float32, S = {steps} updates per retrieval (tol = 0), beta = {beta}; torch threads {threads}, "
           f"cores {len(os.sched_getaffinity(0))}")  # fmt: skip
@@ -110,8 +90,8 @@ def run(args) -> int:
         target = torch.randint(0, n, (b,), generator=gen)
         q = corrupt(X[target], cfg, gen, height) if not args.random else X[target] + torch.randn(b, d, generator=gen)
         flops = (4 * steps + 2) * n * d * b
-        seconds = best_seconds(lambda q=q: retrieve(q, X, beta, max_steps=steps, tol=0.0), repeats)
-        step_seconds = best_seconds(lambda q=q: update(q, X, beta), repeats)
+        seconds = best_time(lambda q=q: retrieve(q, X, beta, max_steps=steps, tol=0.0), repeats)
+        step_seconds = best_time(lambda q=q: update(q, X, beta), repeats)
         bound = flops / rate
         ratio, step_ratio = seconds / bound, step_seconds / (4 * n * d * b / rate)
         results.append((b, ratio))
