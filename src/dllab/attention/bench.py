@@ -212,6 +212,9 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
         f"GFLOP/s, Taylor-shaped matmul ({m}x1024 @ 1024x{setup.dim + 1}) "
         f"{report.machine['taylor_matmul_gflops']:.1f} GFLOP/s, load average {report.machine['load_before']}"
     )
+    for mode in MODES:  # one-time set-up (autograd engine, kernels' first use) is not what we measure
+        for method in METHODS:
+            _timed_call(method, mode, 64, setup, chunk, 1)
     for mode in MODES:
         for method in METHODS:
             last: Result | None = None
