@@ -210,7 +210,7 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
     log(
         f"machine: {report.machine['threads']} threads, square matmul {report.machine['matmul_gflops']:.1f} "
         f"GFLOP/s, Taylor-shaped matmul ({m}x1024 @ 1024x{setup.dim + 1}) "
-        f"{report.machine['taylor_matmul_gflops']:.1f} GFLOP/s, load average {report.machine['load_before']}"
+        f"{report.machine['taylor_matmul_gflops']:.1f} GFLOP/s, load average {_load(report.machine['load_before'])}"
     )
     for mode in MODES:  # one-time set-up (autograd engine, kernels' first use) is not what we measure
         for method in METHODS:
@@ -249,6 +249,10 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
     report.slopes = fit_slopes(report)
     report.targets = evaluate_targets(report)
     return report
+
+
+def _load(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f}"
 
 
 def fit_slopes(report: BenchReport) -> dict:
@@ -446,8 +450,9 @@ def print_report(report: BenchReport) -> None:
     load = (report.machine.get("load_before"), report.machine.get("load_after"))
     if any(x is not None and x > report.machine["threads"] for x in load):
         print(
-            f"\nnote: load average {load[0]} before / {load[1]} after on {report.machine['threads']} threads: other "
-            "processes shared the CPU, so times are pessimistic (each is the best of several calls)."
+            f"\nnote: load average {_load(load[0])} before / {_load(load[1])} after on "
+            f"{report.machine['threads']} threads: other processes shared the CPU, so times are pessimistic "
+            "(each is the best of several calls)."
         )
 
 

@@ -22,7 +22,7 @@ def theory_results(quick: bool = False) -> dict:
     from dllab.attention import theory
 
     started = time.perf_counter()
-    rank_limit = 200 if quick else 500
+    rank_limit = 200 if quick else 1000
     return {
         "feature_dims": theory.feature_dim_rows(rank_limit=rank_limit),
         "rank_limit": rank_limit,

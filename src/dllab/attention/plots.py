@@ -54,6 +54,7 @@ def bench_figure(report):
 def approximation_figure(rows: list[dict]):
     """Relative error of K-term Taylor attention against softmax: vs K per score spread, and vs spread per K."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -73,6 +74,8 @@ def approximation_figure(rows: list[dict]):
         style = "-" if order % 2 else "--"
         right.loglog([r["spread"] for r in sel], [r["rel_error"] for r in sel], style, marker="o", label=f"K={order}")
     right.set_xlabel("standard deviation of the scores q^T k / sqrt(D)")
+    right.set_xticks(spreads, [f"{s:g}" for s in spreads])
+    right.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     right.set_title("error against the spread of the scores (dashed: even K)")
     for ax in (left, right):
         ax.grid(True, which="both", alpha=0.3)

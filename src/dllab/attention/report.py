@@ -171,13 +171,19 @@ def _error_section(ctx: ReportContext, data: dict) -> Section:
 
     rows = data["rows"]
     sub = Section("How well K terms approximate softmax attention")
+
+    def err(order: int, spread: float) -> str:
+        r = next((r for r in rows if r["K"] == order and r["spread"] == spread), None)
+        return "-" if r is None else f"{r['rel_error']:.1%}"
+
     sub.add(
         Paragraph(
             f"q, k ~ N(0, s I) and v ~ N(0, I), B = 1, H = {data['heads']}, L = {data['length']}, D = {data['dim']}, "
             "float64, so the scores q^T k / sqrt(D) have standard deviation s. Error = ||Z_taylor - Z_softmax|| / "
-            "||Z_softmax||. The series is accurate while the scores stay within about +-1 (s <= 0.5: a few % at "
-            "K = 3, below 1% at K = 5); at s >= 1 the largest scores of each row (several s) are far outside the "
-            "series' range, the approximation flattens the attention and the error is tens of %. Even K can do "
+            f"||Z_softmax||. The series is accurate while the scores stay small: at s = 0.25 the K = 3 map is "
+            f"{err(3, 0.25)} off and K = 5 {err(5, 0.25)}; at s = 0.5, {err(3, 0.5)} and {err(5, 0.5)}. At s >= 1 "
+            "the largest scores of each row (several s) are far outside the series' range, the polynomial "
+            f"flattens the attention and the error is tens of % (K = 3 at s = 1: {err(3, 1.0)}). Even K can do "
             "worse than K - 1 once rows get negative normalisers (`dllab attention error`)."
         )
     )
@@ -215,8 +221,9 @@ def _bench_section(ctx: ReportContext, data: dict, name: str) -> Section:
             f"H = {report.setup.heads}, D = {report.setup.dim}, K = {report.setup.order} (M = 153), float32, "
             f"{m['threads']} threads on {m.get('processor', '?')}; measured square-matmul rate "
             f"{m['matmul_gflops']:.1f} GFLOP/s (a Taylor-shaped (153 x 1024)(1024 x 17) product: "
-            f"{m['taylor_matmul_gflops']:.1f} GFLOP/s); load average {m.get('load_before')} before, "
-            f"{m.get('load_after')} after. Time: best of several calls. Peak memory: growth of the process's "
+            f"{m['taylor_matmul_gflops']:.1f} GFLOP/s); load average {_load(m.get('load_before'))} before, "
+            f"{_load(m.get('load_after'))} after (other processes share this CPU; the `load` column gives it "
+            "per row). Time: best of several calls, interleaved in rounds. Peak memory: growth of the process's "
             "peak resident set during one call (VmHWM after a reset through /proc/self/clear_refs, the heap "
             "trimmed first), which counts torch's allocations and every library buffer, not the inputs."
         )
@@ -231,23 +238,34 @@ def _bench_section(ctx: ReportContext, data: dict, name: str) -> Section:
     if skipped:
         sub.add(Paragraph("Skipped (predicted past the time or memory budget): " + "; ".join(skipped) + "."))
     slopes = [
-        [key, "-" if v["time"] is None else f"{v['time']:.2f}", "-" if v["memory"] is None else f"{v['memory']:.2f}",
-         v["points"]]
+        [key.replace(" | ", ", "), "-" if v["time"] is None else f"{v['time']:.2f}",
+         "-" if v["memory"] is None else f"{v['memory']:.2f}", v["points"]]
         for key, v in report.slopes.items()
     ]  # fmt: skip
     sub.add(
         Table(
-            ["method | mode", "time slope", "memory slope", "points"],
+            ["method, mode", "time slope", "memory slope", "points"],
             slopes,
             caption=f"log-log slopes fitted on L >= {report.setup.fit_from:,}",
         )
     )
     targets = [
-        [t["target"], "-" if t["value"] is None else f"{t['value']:,.2f}", t["limit"], t["status"], t["detail"]]
+        [t["target"], _target_value(t["value"], t["unit"]), _target_value(t["limit"], t["unit"]), t["status"],
+         t["detail"]]
         for t in report.targets
-    ]
+    ]  # fmt: skip
     sub.add(Table(["target", "measured", "limit", "status", "detail"], targets, caption="the issue's targets"))
     return sub
+
+
+def _target_value(value, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"L = {int(value):,}" if unit == "L" else f"{value:,.2f}{unit}"
+
+
+def _load(value) -> str:
+    return "?" if value is None else f"{value:.1f}"
 
 
 def _bench_command(report, name: str) -> str:
