@@ -99,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(func(args) or 0)
+        code = int(func(args) or 0)
+        if "torch.distributed" in sys.modules:  # a no-op unless this process joined a torchrun group
+            from dllab.engine import distributed
+
+            distributed.shutdown()
+        return code
     except UserError as err:
         print(f"dllab: error: {err}", file=sys.stderr)
         return 2

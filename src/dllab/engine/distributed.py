@@ -118,3 +118,11 @@ def device_for(name: str) -> torch.device | None:
     if info().enabled and torch.cuda.is_available() and name in ("auto", "cuda"):
         return torch.device("cuda", info().local_rank)
     return None
+
+
+def shutdown() -> None:
+    """Leave the process group cleanly after a successful command: every rank waits for the others, then
+    the group is destroyed, so no rank exits while gloo's threads still serve a peer (which aborts it)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
