@@ -66,8 +66,7 @@ def _sweep_section(ctx: ReportContext, sweep_dir: Path) -> Section | None:
         f"images). Produced by `dllab vision sweep --preset {sweep['preset']}`; each run's full configuration "
         f"is in its config.json (the first one below)."
     ))
-    sub.add(Table([h for _, h in SWEEP_COLUMNS], [[row.get(k) for k, _ in SWEEP_COLUMNS] for row in rows],
-                  caption="Final and best validation accuracy, test accuracy, parameters and wall time"))
+    sub.add(_runs_table(rows, "Final and best validation accuracy, test accuracy, parameters and wall time"))
     tag = sweep_dir.name
     sub.add(ctx.save_figure(compare_runs(runs, title=f"{tag}: all runs"), f"vision_{tag}_compare.png",
                             "Training loss and validation accuracy per epoch, every run of the sweep"))
@@ -83,6 +82,11 @@ def _sweep_section(ctx: ReportContext, sweep_dir: Path) -> Section | None:
     return sub
 
 
+def _runs_table(rows: list[dict], caption: str) -> Table:
+    """The sweep table's columns (as in sweep.md), one row per run summary."""
+    return Table([h for _, h in SWEEP_COLUMNS], [[row.get(k) for k, _ in SWEEP_COLUMNS] for row in rows], caption)
+
+
 def _single_runs_section(ctx: ReportContext, runs: list[RunDir]) -> Section:
     """Runs made with `dllab vision train` (outside a sweep): a table and each run's curves."""
     from dllab.report.figures import run_curves
@@ -90,8 +94,7 @@ def _single_runs_section(ctx: ReportContext, runs: list[RunDir]) -> Section:
 
     sub = Section("Single runs")
     rows = [summarize(r) for r in runs]
-    sub.add(Table([h for _, h in SWEEP_COLUMNS], [[row.get(k) for k, _ in SWEEP_COLUMNS] for row in rows],
-                  caption="Runs of `dllab vision train`"))
+    sub.add(_runs_table(rows, "Runs of `dllab vision train`"))
     for run in runs:
         if run.read_metrics():
             sub.add(ctx.save_figure(run_curves(run), f"vision_run_{run.name}.png",
