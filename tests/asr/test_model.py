@@ -101,3 +101,33 @@ def test_loss_ignores_padding_and_training_reduces_it():
 def test_unknown_decoder_is_rejected():
     with pytest.raises(ValueError, match="decoder"):
         ASRModel(ModelConfig(decoder="gru"))  # type: ignore[arg-type]
+
+
+def test_ctc_term_scores_the_transcript_without_markers_and_ignores_padding():
+    model = _model("transformer", ctc_weight=0.3).train()
+    feats, lens, tokens = _inputs(L=6)
+    tokens[:, -1] = vocab.EOS
+    tokens[2, 4:] = torch.tensor([vocab.EOS, vocab.PAD])  # a shorter transcript in the batch
+    batch = {"feats": feats, "feat_lens": lens, "tokens": tokens}
+    padded = {**batch, "tokens": torch.cat([tokens, torch.full((3, 3), vocab.PAD)], dim=1)}
+    with torch.no_grad():
+        joint = loss_fn(model, batch, ctc_weight=0.3)
+        torch.testing.assert_close(joint, loss_fn(model, padded, ctc_weight=0.3))
+        ce = loss_fn(model, batch, ctc_weight=0.0)
+        _, logp, enc_lens = model(feats, lens, tokens[:, :-1], with_ctc=True)
+        per_utt = []
+        for b in range(3):
+            text = [t for t in tokens[b, 1:].tolist() if t not in (vocab.EOS, vocab.PAD)]
+            nll = torch.nn.functional.ctc_loss(
+                logp[: enc_lens[b], b : b + 1], torch.tensor([text]), enc_lens[b : b + 1],
+                torch.tensor([len(text)]), blank=vocab.PAD, reduction="sum",
+            )
+            per_utt.append(nll / len(text))
+        torch.testing.assert_close(joint, 0.7 * ce + 0.3 * torch.stack(per_utt).mean())
+    assert enc_lens.tolist() == [(n - 1) // 2 + 1 for n in lens.tolist()]
+
+
+def test_ctc_weight_out_of_range_is_rejected():
+    with pytest.raises(ValueError, match="ctc_weight"):
+        ASRModel(ModelConfig(ctc_weight=1.0))
+    assert ASRModel(ModelConfig(hidden=32, ff=64)).ctc_head is None  # the notebook's model: no extra head

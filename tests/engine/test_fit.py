@@ -110,3 +110,27 @@ def test_loading_never_unpickles_arbitrary_objects(tmp_path):
         load_checkpoint(path)
     with pytest.raises(UserError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_fit_trains_under_the_configured_cpu_kernels_and_restores_the_global_flag(tmp_path):
+    from dllab.engine.loop import cpu_kernels
+
+    seen = []
+    train = _data()
+
+    def loss(m, batch):
+        seen.append(torch.backends.mkldnn.enabled)
+        x, y = batch
+        return F.cross_entropy(m(x), y)
+
+    before = torch.backends.mkldnn.enabled
+    run = RunDir(tmp_path / "native")
+    run.path.mkdir(parents=True)
+    tcfg = TrainConfig(epochs=1, batch_size=32, seed=3, device="cpu", mkldnn=False)
+    fit(_model(7), train, loss, lambda m: {"val_acc": 0.5}, OptimConfig(), tcfg, run)
+    assert seen and not any(seen)
+    assert torch.backends.mkldnn.enabled == before
+    with pytest.raises(RuntimeError), cpu_kernels(not before):
+        assert torch.backends.mkldnn.enabled == (not before)
+        raise RuntimeError("restored even when the block fails")
+    assert torch.backends.mkldnn.enabled == before

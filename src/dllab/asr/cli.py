@@ -26,6 +26,7 @@ def _parser(sub, name: str, help: str, description: str, extra: str = ""):
 def add_commands(sub) -> None:
     from dllab.asr.experiment import ASRConfig
     from dllab.config import describe
+    from dllab.engine.options import add_run_arguments
 
     asr = sub.add_parser(
         "asr",
@@ -66,14 +67,7 @@ def add_commands(sub) -> None:
         default="transformer",
         help="decoder kind (default transformer)",
     )
-    train.add_argument("--name", help="run name (default: the decoder kind)")
-    train.add_argument(
-        "--runs", type=Path, default=Path("runs"), help="root of the run directories (default runs/)"
-    )
-    train.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
-    )
-    train.add_argument("--overwrite", action="store_true", help="start the run again from scratch")
+    add_run_arguments(train, "run name (default: the decoder kind)")
     train.set_defaults(func=cmd_train, overrides=True)
 
     test = _parser(

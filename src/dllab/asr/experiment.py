@@ -169,6 +169,8 @@ def train_run(
     Under torchrun, rank 0 builds the corpus and feature caches while the others wait, rank 0 alone writes
     the run directory and runs the test, and the other ranks return an empty summary.
     """
+    if not 0.0 <= cfg.model.ctc_weight < 1.0:
+        raise UserError(f"--model.ctc_weight: expected a value in [0, 1), got {cfg.model.ctc_weight}")
     main = distributed.setup().is_main
     if not main:
         distributed.barrier()  # let rank 0 build the caches first
@@ -202,7 +204,7 @@ def train_run(
     result = fit(
         model,
         train,
-        lambda m, b: loss_fn(m, b, cfg.label_smoothing),
+        lambda m, b: loss_fn(m, b, cfg.label_smoothing, cfg.model.ctc_weight),
         evaluate_fn,
         cfg.optim,
         cfg.train,

@@ -44,6 +44,9 @@ class ModelConfig:
     taylor_heads: int = option(4, "heads of the Taylor self-attention (M grows as head_dim^2 / 2)")
     taylor_order: int = option(3, "Taylor terms K (3 = 1 + t + t^2/2, the homework's map)")
     max_tokens: int = option(vocab.MAX_TOKENS, "longest token sequence (learned positions)")
+    ctc_weight: float = option(
+        0.0, "weight of an auxiliary CTC loss on the encoder (joint CTC-attention training); 0 = off, as the notebook"
+    )
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10_000.0) -> Tensor:
@@ -281,11 +284,22 @@ class ASRModel(nn.Module):
         else:
             raise ValueError(f"decoder: expected lstm, transformer or taylor, got {cfg.decoder!r}")
         self.head = nn.Linear(cfg.hidden, vocab.VOCAB_SIZE)
+        if not 0.0 <= cfg.ctc_weight < 1.0:
+            raise ValueError(f"ctc_weight: expected a value in [0, 1), got {cfg.ctc_weight}")
+        # Joint CTC-attention (Kim, Hori & Watanabe 2017): a CTC head on the encoder, PAD as the blank.
+        self.ctc_head = nn.Linear(cfg.hidden, vocab.VOCAB_SIZE) if cfg.ctc_weight > 0 else None
 
-    def forward(self, feats: Tensor, feat_lens: Tensor, tokens: Tensor) -> Tensor:
-        """Teacher forcing: tokens (B, L) inputs (from `<`) -> logits (B, L, V) of the next tokens."""
+    def forward(self, feats: Tensor, feat_lens: Tensor, tokens: Tensor, with_ctc: bool = False):
+        """Teacher forcing: tokens (B, L) inputs (from `<`) -> logits (B, L, V) of the next tokens.
+
+        With `with_ctc` (and a CTC head) also the encoder's CTC log-probabilities (S, B, V) and lengths (B,).
+        """
         xa, pad = self.encoder(feats, feat_lens)
-        return self.head(self.decoder(tokens, xa, pad))
+        logits = self.head(self.decoder(tokens, xa, pad))
+        if not with_ctc or self.ctc_head is None:
+            return logits
+        ctc = F.log_softmax(self.ctc_head(xa).float(), dim=-1).transpose(0, 1)  # (S, B, V)
+        return logits, ctc, (~pad).sum(dim=1)
 
     # -- IncrementalDecoder --------------------------------------------------------------------------------
     def start(self, src: dict[str, Tensor]) -> DecoderState:
@@ -300,13 +314,30 @@ class ASRModel(nn.Module):
         return select_rows(state, index)
 
 
-def loss_fn(model: ASRModel, batch: dict[str, Tensor], label_smoothing: float = 0.1) -> Tensor:
-    """Label-smoothed next-token cross-entropy, padding ignored (the notebook scored padding too)."""
+def loss_fn(
+    model: ASRModel, batch: dict[str, Tensor], label_smoothing: float = 0.1, ctc_weight: float = 0.0
+) -> Tensor:
+    """Label-smoothed next-token cross-entropy, padding ignored (the notebook scored padding too).
+
+    With `ctc_weight` w > 0 (the model needs a CTC head: `ModelConfig.ctc_weight` > 0) the loss is
+    (1 - w) CE + w CTC, the CTC loss of the encoder's frames against the transcript (no `<` or `>`), each
+    utterance's loss divided by its length and averaged, as `F.ctc_loss` does.
+    """
     tokens = batch["tokens"]
-    logits = model(batch["feats"], batch["feat_lens"], tokens[:, :-1])  # (B, L-1, V)
-    return F.cross_entropy(
+    if ctc_weight <= 0:
+        logits = model(batch["feats"], batch["feat_lens"], tokens[:, :-1])  # (B, L-1, V)
+    else:
+        logits, ctc_logp, ctc_lens = model(batch["feats"], batch["feat_lens"], tokens[:, :-1], with_ctc=True)
+    ce = F.cross_entropy(
         logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=vocab.PAD, label_smoothing=label_smoothing
     )
+    if ctc_weight <= 0:
+        return ce
+    targets = tokens[:, 1:]
+    target_lens = (targets != vocab.PAD).sum(dim=1) - 1  # drop EOS
+    targets = targets.masked_fill((targets == vocab.EOS) | (targets == vocab.PAD), vocab.PAD)
+    ctc = F.ctc_loss(ctc_logp, targets, ctc_lens, target_lens, blank=vocab.PAD, zero_infinity=True)
+    return (1 - ctc_weight) * ce + ctc_weight * ctc
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -8,27 +8,26 @@
 - `MultiHeadAttention`: an nn.Module switching between softmax and Taylor attention.
 """
 
-from dllab.attention.feature_map import TaylorFeatureMap, feature_dim, outer_feature_dim
-from dllab.attention.linear import (
-    TaylorState,
-    linear_attention,
-    linear_attention_step,
-    naive_linear_attention,
-    recurrent_linear_attention,
-)
-from dllab.attention.module import MultiHeadAttention
-from dllab.attention.softmax import naive_softmax_attention, softmax_attention
+import importlib
 
-__all__ = [
-    "MultiHeadAttention",
-    "TaylorFeatureMap",
-    "TaylorState",
-    "feature_dim",
-    "linear_attention",
-    "linear_attention_step",
-    "naive_linear_attention",
-    "naive_softmax_attention",
-    "outer_feature_dim",
-    "recurrent_linear_attention",
-    "softmax_attention",
-]
+# Exports load lazily (PEP 562), so `dllab --help` can import dllab.attention.cli without importing torch.
+_EXPORTS = {
+    "MultiHeadAttention": "module",
+    "TaylorFeatureMap": "feature_map",
+    "TaylorState": "linear",
+    "feature_dim": "feature_map",
+    "linear_attention": "linear",
+    "linear_attention_step": "linear",
+    "naive_linear_attention": "linear",
+    "naive_softmax_attention": "softmax",
+    "outer_feature_dim": "feature_map",
+    "recurrent_linear_attention": "linear",
+    "softmax_attention": "softmax",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"dllab.attention.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'dllab.attention' has no attribute {name!r}")

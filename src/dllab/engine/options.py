@@ -28,3 +28,22 @@ class TrainConfig:
     seed: int = option(42, "seeds initialisation, dropout and shuffling")
     threads: int = option(0, "torch CPU threads; 0 = torch's default")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "auto = cuda when available")
+    mkldnn: bool = option(
+        True, "CPU convolutions through oneDNN (mkldnn); false = torch's native kernels, faster for tiny convs"
+    )
+
+
+def add_run_arguments(parser, name_help: str, runs: bool = True, resume: bool = True) -> None:
+    """The run-directory options every training command shares: --name, --runs, --resume, --overwrite."""
+    from pathlib import Path
+
+    parser.add_argument("--name", help=name_help)
+    if runs:
+        parser.add_argument(
+            "--runs", type=Path, default=Path("runs"), help="root of the run directories (default runs/)"
+        )
+    if resume:
+        parser.add_argument(
+            "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
+        )
+        parser.add_argument("--overwrite", action="store_true", help="start the run again from scratch")

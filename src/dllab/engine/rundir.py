@@ -95,8 +95,8 @@ class RunDir:
                     p.unlink()
         elif self.exists() and resume:
             saved = self.read_config(type(cfg))
-            # More epochs or another thread count is a legitimate way to continue a run.
-            changed = [k for k in diff(saved, cfg) if k not in ("train.epochs", "train.threads")]
+            # More epochs, another thread count or CPU kernel choice is a legitimate way to continue a run.
+            changed = [k for k in diff(saved, cfg) if k not in ("train.epochs", "train.threads", "train.mkldnn")]
             if changed:
                 raise UserError(
                     f"{self.path}: cannot resume with a different config ({', '.join(changed)} changed); "

@@ -15,6 +15,7 @@ EXAMPLES = {
 
 def add_commands(sub) -> None:
     from dllab.config import describe
+    from dllab.engine.options import add_run_arguments
     from dllab.p2g.experiment import P2GConfig
 
     p2g = sub.add_parser(
@@ -51,14 +52,7 @@ def add_commands(sub) -> None:
     train.add_argument(
         "--skip-bad-lines", action="store_true", help="skip malformed TSV lines, report the count"
     )
-    train.add_argument("--name", help="run name (default: <data>-attn or <data>-noattn)")
-    train.add_argument(
-        "--runs", type=Path, default=Path("runs"), help="root of the run directories (default runs/)"
-    )
-    train.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
-    )
-    train.add_argument("--overwrite", action="store_true", help="start the run again from scratch")
+    add_run_arguments(train, "run name (default: <data>-attn or <data>-noattn)")
     train.set_defaults(func=cmd_train, overrides=True)
 
     test = psub.add_parser(

@@ -19,6 +19,7 @@ def _fmt(p: argparse.ArgumentParser) -> None:
 
 def add_commands(sub) -> None:
     from dllab.config import describe
+    from dllab.engine.options import add_run_arguments
     from dllab.vision.config import PRESETS
 
     vision = sub.add_parser("vision", help="CNN image classification (Q2 of both years)",
@@ -37,9 +38,7 @@ def add_commands(sub) -> None:
                             "test_metrics.json and figures into the run directory.",
                             epilog=f"example:\n  {EXAMPLES['train']}\n\n{overrides_help}")
     _common(train)
-    train.add_argument("--name", help="run name (default: <preset>-<dataset>-lr<lr>)")
-    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="start the run again from scratch")
+    add_run_arguments(train, "run name (default: <preset>-<dataset>-lr<lr>)", runs=False)
     train.set_defaults(func=cmd_train, overrides=True)
 
     sweep = vsub.add_parser("sweep", help="the homework's learning-rate sweep + ablation, in parallel",
@@ -49,7 +48,7 @@ def add_commands(sub) -> None:
                             "an interrupted sweep resumes where it stopped.",
                             epilog=f"example:\n  {EXAMPLES['sweep']}\n\n{overrides_help}")
     _common(sweep)
-    sweep.add_argument("--name", help="sweep name (default: <preset>-<dataset>)")
+    add_run_arguments(sweep, "sweep name (default: <preset>-<dataset>)", runs=False, resume=False)
     sweep.add_argument("--lrs", default="0.1,0.01,0.001", help="comma-separated learning rates")
     sweep.add_argument("--ablation-lr", type=float, default=0.01,
                        help="learning rate of the ablation run (the homework's best, 0.01); <=0 skips it")

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from dllab.data.images import ImageSplits
 from dllab.engine import RunDir, distributed, fit, load_best, resolve_device, seed_everything
 from dllab.engine.checkpoint import atomic_write_json, atomic_write_text
-from dllab.engine.loop import to_device
+from dllab.engine.loop import cpu_kernels, to_device
 from dllab.engine.sweep import Job, run_jobs
 from dllab.vision.config import ABLATIONS, PRESETS, VisionConfig, with_lr, with_model
 from dllab.vision.models import count_parameters, create_model
@@ -97,10 +97,11 @@ def train_run(
     result = fit(model, splits.train, nll_loss, evaluate_val, cfg.optim, cfg.train, run, monitor="val_acc",
                  resume=resume)
     model.eval()
-    final = {f"test_{k}": v for k, v in evaluate(model, splits.test, cfg.eval_batch_size, device).items()}
-    load_best(model, run, device)
-    model.eval()
-    best = {f"test_{k}": v for k, v in evaluate(model, splits.test, cfg.eval_batch_size, device).items()}
+    with cpu_kernels(cfg.train.mkldnn):  # the kernels the validation scores were computed with
+        final = {f"test_{k}": v for k, v in evaluate(model, splits.test, cfg.eval_batch_size, device).items()}
+        load_best(model, run, device)
+        model.eval()
+        best = {f"test_{k}": v for k, v in evaluate(model, splits.test, cfg.eval_batch_size, device).items()}
     if not dist_info.is_main:
         return {}
     run.write_test_metrics({"final": final, "best": best, "best_epoch": result.best_epoch})
