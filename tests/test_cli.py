@@ -50,3 +50,27 @@ def test_missing_dataset_file_is_a_clear_error(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "octmnist.npz: no such file" in err and "medmnist" in err
+
+
+def test_building_every_parser_does_not_import_torch():
+    # `dllab --help` and `dllab <capability> ... --help` must stay quick: the parsers (and the config
+    # defaults their epilogs list) come from torch-free modules; handlers import torch when they run.
+    code = (
+        "import sys\n"
+        "from dllab.cli import CAPABILITIES, build_parser\n"
+        "def leaves(p):\n"
+        "    yield p\n"
+        "    for a in p._actions:\n"
+        "        if a.__class__.__name__ == '_SubParsersAction':\n"
+        "            for sub in a.choices.values():\n"
+        "                yield from leaves(sub)\n"
+        "parsers = list(leaves(build_parser()))\n"
+        "for p in parsers:\n"
+        "    p.format_help()\n"
+        "loaded = [c for c in CAPABILITIES if f'dllab.{c}.cli' in sys.modules]\n"
+        "print(len(parsers), ' '.join(loaded), 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    count, *loaded, torch_loaded = proc.stdout.split()
+    assert int(count) > 10 and loaded == list(CAPABILITIES), proc.stdout
+    assert torch_loaded == "False", "building the `dllab` parsers imported torch"

@@ -24,7 +24,7 @@ def _parser(sub, name: str, help: str, description: str, extra: str = ""):
 
 
 def add_commands(sub) -> None:
-    from dllab.asr.experiment import ASRConfig
+    from dllab.asr.config import ASRConfig
     from dllab.config import describe
     from dllab.engine.options import add_run_arguments
 
@@ -91,7 +91,7 @@ def add_commands(sub) -> None:
 def _config(args):
     import dataclasses
 
-    from dllab.asr.experiment import ASRConfig
+    from dllab.asr.config import ASRConfig
     from dllab.config import apply_overrides
 
     cfg = apply_overrides(ASRConfig(), args.overrides)

@@ -7,6 +7,7 @@
 Per epoch the run records train loss, validation loss (label-smoothed, padding ignored), and on greedy
 transcripts of the validation split: CER, WER and the 2023-24 course's Jaccard / cosine /
 Damerau-Levenshtein similarities averaged per utterance (`dllab.seq2seq.metrics`).
+`ASRConfig` and `DataConfig` live in the torch-free `dllab.asr.config` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dllab.asr import text as vocab
-from dllab.asr.features import FeatureConfig, FeatureSet, SpeechData, compute_features
-from dllab.asr.model import ASRModel, ModelConfig, count_parameters, loss_fn
-from dllab.config import option
-from dllab.data.espeak_corpus import CorpusConfig, build_corpus, cache_root
+from dllab.asr.config import ASRConfig, DataConfig  # noqa: F401 (DataConfig re-exported)
+from dllab.asr.features import FeatureSet, SpeechData, compute_features
+from dllab.asr.model import ASRModel, count_parameters, loss_fn
+from dllab.data.espeak_corpus import build_corpus, cache_root
 from dllab.data.ljspeech import download_ljspeech, read_metadata, split_ranges
-from dllab.engine import OptimConfig, RunDir, TrainConfig, distributed, eval_batches, fit, load_best, seed_everything
+from dllab.engine import RunDir, distributed, eval_batches, fit, load_best, seed_everything
 from dllab.engine.checkpoint import atomic_write_json
 from dllab.errors import UserError
 from dllab.seq2seq import metrics
@@ -34,30 +34,6 @@ from dllab.seq2seq.decoding import GreedyDecoder, Strategy, decode
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "asr"
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    corpus: str = option(
-        "espeak", "espeak (embedded, built by `dllab asr build-corpus`), ljspeech, or a folder"
-    )
-    train_limit: int = option(0, "use the first N training utterances (0 = all)")
-    eval_limit: int = option(0, "use the first N validation and test utterances (0 = all)")
-
-
-@dataclass(frozen=True)
-class ASRConfig:
-    model: ModelConfig = option(ModelConfig(), "")
-    data: DataConfig = option(DataConfig(), "")
-    corpus: CorpusConfig = option(CorpusConfig(), "")
-    features: FeatureConfig = option(FeatureConfig(), "")
-    optim: OptimConfig = option(
-        OptimConfig(optimizer="adamw", lr=1e-3, schedule="warmup_linear", warmup_steps=200), ""
-    )
-    train: TrainConfig = option(TrainConfig(epochs=15, batch_size=16), "")
-    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy (padding is ignored)")
-    eval_batch_size: int = option(64, "utterances decoded at once during evaluation")
-    decode_max_len: int = option(vocab.MAX_TOKENS - 1, "most tokens decoded per utterance (EOS included)")
 
 
 # -- data ----------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 
 `FeatureSet` holds every utterance of a split as float16 frames in one tensor (cached as one `.pt` file
 per corpus split, keyed by the feature settings); `SpeechData` serves `fit`'s `batch(idx)`, padding each
-batch to its longest utterance (never to a fixed 2,754 frames).
+batch to its longest utterance (never to a fixed 2,754 frames). `FeatureConfig` lives in the torch-free
+`dllab.asr.config` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -22,21 +23,13 @@ import torch
 from torch import Tensor
 
 from dllab.asr import text as vocab
-from dllab.config import option
-from dllab.data.ljspeech import SAMPLE_RATE, Utterance, read_wav
+from dllab.asr.config import FeatureConfig
+from dllab.data.ljspeech import Utterance, read_wav
 from dllab.engine.checkpoint import load_checkpoint, save_checkpoint
 from dllab.engine.logs import progress
 from dllab.errors import UserError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    sample_rate: int = option(SAMPLE_RATE, "audio sample rate in Hz (other rates are resampled)")
-    n_fft: int = option(400, "STFT window and FFT size in samples")
-    hop_length: int = option(160, "STFT hop in samples")
-    n_mels: int = option(80, "mel bands (slaney scale and normalisation)")
 
 
 @functools.lru_cache(maxsize=4)
@@ -48,7 +41,7 @@ def mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
     return torch.from_numpy(fb).float()
 
 
-def log_mel_spectrogram(audio: Tensor, cfg: FeatureConfig = FeatureConfig()) -> Tensor:
+def log_mel_spectrogram(audio: Tensor, cfg: FeatureConfig = FeatureConfig()) -> Tensor:  # noqa: B008 (a frozen dataclass)
     """audio (N,) float samples at cfg.sample_rate -> (T, n_mels) normalised log-mel frames, T = N // hop."""
     window = torch.hann_window(cfg.n_fft, device=audio.device)
     stft = torch.stft(audio, cfg.n_fft, cfg.hop_length, window=window, return_complex=True)  # (F, T + 1)

@@ -11,42 +11,23 @@ Every `ASRModel` implements `dllab.seq2seq.decoding.IncrementalDecoder`: `start`
 computes each cross-attention block's keys and values once; `step` consumes one token per row, extending the
 self-attention KV cache (transformer), the LSTM's (h, c), or the Taylor state (M x D and M sums), so no step
 re-runs the prefix. `forward` (teacher forcing) is what training uses and what the cache tests compare to.
+`ModelConfig` and `DecoderKind` live in the torch-free `dllab.asr.config` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dllab.asr import text as vocab
+from dllab.asr.config import DecoderKind, ModelConfig  # noqa: F401 (DecoderKind re-exported)
 from dllab.attention import MultiHeadAttention as TaylorCapableAttention
 from dllab.attention import softmax_attention
-from dllab.config import option
 from dllab.seq2seq.decoding import select_rows
-
-DecoderKind = Literal["lstm", "transformer", "taylor"]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    decoder: DecoderKind = option("transformer", "lstm | transformer | taylor")
-    n_mels: int = option(80, "input mel bands")
-    hidden: int = option(200, "model width (the notebook's n_state)")
-    heads: int = option(2, "attention heads (encoder, cross-attention, softmax self-attention)")
-    ff: int = option(400, "feed-forward width of each block")
-    encoder_layers: int = option(2, "audio encoder blocks")
-    decoder_layers: int = option(1, "decoder blocks (transformer / taylor); the LSTM decoder has one")
-    taylor_heads: int = option(4, "heads of the Taylor self-attention (M grows as head_dim^2 / 2)")
-    taylor_order: int = option(3, "Taylor terms K (3 = 1 + t + t^2/2, the homework's map)")
-    max_tokens: int = option(vocab.MAX_TOKENS, "longest token sequence (learned positions)")
-    ctc_weight: float = option(
-        0.0, "weight of an auxiliary CTC loss on the encoder (joint CTC-attention training); 0 = off, as the notebook"
-    )
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10_000.0) -> Tensor:
@@ -273,7 +254,7 @@ class ASRModel(nn.Module):
     A source batch is a dict with "feats" (B, T, n_mels) and "feat_lens" (B,) (as `SpeechData.batch` makes).
     """
 
-    def __init__(self, cfg: ModelConfig = ModelConfig()):
+    def __init__(self, cfg: ModelConfig = ModelConfig()):  # noqa: B008 (a frozen dataclass)
         super().__init__()
         self.cfg = cfg
         self.encoder = AudioEncoder(cfg)

@@ -2,14 +2,16 @@
 
 `<` starts a transcript, `>` ends it, `@` pads, `#` stands for any character outside the vocabulary.
 Text is lower-cased before lookup; a transcript plus its two markers is at most `MAX_TOKENS` long.
+Only `pad_tokens` needs torch, and imports it when called, so the configs can use these constants without it.
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 SYMBOLS: tuple[str, ...] = ("<", ">", "@", "#", " ", ",", ".", "?", "-", *"abcdefghijklmnopqrstuvwxyz")
 SOS, EOS, PAD, UNK = 0, 1, 2, 3
@@ -27,7 +29,7 @@ def encode(text: str) -> list[int]:
 def decode(ids: list[int] | Tensor) -> str:
     """Ids -> text, dropping SOS/PAD and stopping at the first EOS."""
     out = []
-    for i in ids.tolist() if isinstance(ids, Tensor) else ids:
+    for i in ids.tolist() if hasattr(ids, "tolist") else ids:  # a Tensor (or array) -> list
         if i == EOS:
             break
         if i in (SOS, PAD):
@@ -51,6 +53,8 @@ def normalize(text: str) -> str:
 
 def pad_tokens(seqs: list[list[int]]) -> Tensor:
     """(B, L) long, right-padded with PAD to the longest sequence."""
+    import torch
+
     out = torch.full((len(seqs), max(len(s) for s in seqs)), PAD, dtype=torch.long)
     for row, seq in enumerate(seqs):
         out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)

@@ -14,10 +14,12 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from dllab.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ def read_wav(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise UserError(f"{path}: audio file has no samples")
     if rate != sample_rate:
         import librosa
+        import numpy as np
 
         log.warning("%s: sample rate %d Hz, resampled to %d Hz", path, rate, sample_rate)
         audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate).astype(np.float32)

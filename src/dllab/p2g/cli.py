@@ -16,7 +16,7 @@ EXAMPLES = {
 def add_commands(sub) -> None:
     from dllab.config import describe
     from dllab.engine.options import add_run_arguments
-    from dllab.p2g.experiment import P2GConfig
+    from dllab.p2g.config import P2GConfig
 
     p2g = sub.add_parser(
         "p2g",
@@ -91,7 +91,8 @@ def add_commands(sub) -> None:
 def cmd_train(args) -> int:
     from dllab.config import apply_overrides, replace_path
     from dllab.engine.logs import setup_logging
-    from dllab.p2g.experiment import P2GConfig, default_run_name, run_path, train
+    from dllab.p2g.config import P2GConfig
+    from dllab.p2g.experiment import default_run_name, run_path, train
 
     setup_logging()
     cfg = apply_overrides(P2GConfig(), args.overrides)

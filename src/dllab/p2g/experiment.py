@@ -4,6 +4,9 @@
                                             CER / WER of greedy decoding after every epoch (monitor val_cer)
     evaluate(run, strategy, k, split)       decode a split with the best checkpoint; write the metrics into
                                             run/test_metrics.json and the outputs into run/predictions-*.tsv
+
+The configs (P2GConfig, DataConfig, DecodeConfig) live in the torch-free `dllab.p2g.config` and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -11,17 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from dllab.config import option
-from dllab.engine import FitResult, OptimConfig, RunDir, TrainConfig, distributed, fit, load_best, seed_everything
+from dllab.engine import FitResult, RunDir, distributed, fit, load_best, seed_everything
 from dllab.engine.checkpoint import atomic_write_json, atomic_write_text
 from dllab.errors import UserError
+from dllab.p2g.config import COURSE_DIR, DataConfig, DecodeConfig, P2GConfig  # noqa: F401 (re-exported)
 from dllab.seq2seq.batching import PairData
 from dllab.seq2seq.decoding import (
     BeamSearchDecoder,
@@ -32,40 +35,11 @@ from dllab.seq2seq.decoding import (
     sample_k,
 )
 from dllab.seq2seq.ensemble import EnsembleDecoder
-from dllab.seq2seq.lstm import LSTMConfig, LSTMSeq2Seq, sequence_loss
+from dllab.seq2seq.lstm import LSTMSeq2Seq, sequence_loss
 from dllab.seq2seq.metrics import character_error_rate, single_word_error_rate, wer_at_k
 from dllab.seq2seq.vocab import EOS, SOS, UNK, Vocab
 
 log = logging.getLogger(__name__)
-
-COURSE_DIR = "../shared/data/wikipron-p2g"
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    source: Literal["course", "cmudict"] = option("cmudict", "course TSV files, or the embedded CMUdict set")
-    dir: str = option(COURSE_DIR, "course split directory: train.tsv, valid.tsv [, test.tsv]")
-    seed: int = option(0, "seed that draws the CMUdict words")
-    limit_train: int = option(0, "use only the first N training pairs (0 = all)")
-    limit_valid: int = option(0, "use only the first N validation / test pairs (0 = all)")
-    skip_bad_lines: bool = option(False, "skip malformed TSV lines (and report how many) instead of failing")
-
-
-@dataclass(frozen=True)
-class DecodeConfig:
-    max_len: int = option(50, "maximum output length in characters (the homework's max length)")
-    batch_size: int = option(500, "words decoded together")
-
-
-@dataclass(frozen=True)
-class P2GConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: LSTMConfig = field(default_factory=LSTMConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(optimizer="adam", lr=0.003))
-    # One thread: these small LSTM steps gain little from a second one and lose a lot when cores are shared.
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, threads=1))
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-
 
 # -- data ----------------------------------------------------------------------------------------------
 

@@ -5,4 +5,5 @@
     vocab      token vocabularies with PAD / SOS / EOS / UNK
     batching   variable-length sequences held as padded tensors + lengths, batched by index
     lstm       the bidirectional-LSTM encoder and (Bahdanau-attention) LSTM decoder
+    config     LSTMConfig, torch-free (so that `--help` texts need no torch); re-exported by lstm
 """

@@ -22,15 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from dllab.config import option
+from dllab.seq2seq.config import LSTMConfig
 from dllab.seq2seq.vocab import PAD
-
-
-@dataclass(frozen=True)
-class LSTMConfig:
-    hidden: int = option(128, "hidden size H of encoder (both directions together) and decoder")
-    dropout: float = option(0.3, "dropout on embeddings and on encoder / decoder outputs")
-    attn: bool = option(False, "Bahdanau attention in the decoder (the homework's --use_attn)")
 
 
 class BahdanauAttention(nn.Module):

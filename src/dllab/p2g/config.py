@@ -1,0 +1,45 @@
+"""Phoneme-to-spelling configs, torch-free so that `dllab p2g train --help` stays quick.
+
+    P2GConfig      data, model (`dllab.seq2seq.config.LSTMConfig`), optim, train and decode settings
+    DataConfig     course TSV files or the embedded CMUdict set
+    DecodeConfig   maximum output length and decoding batch size
+
+`dllab.p2g.experiment` re-exports all of them (and COURSE_DIR).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dllab.config import option
+from dllab.engine.options import OptimConfig, TrainConfig
+from dllab.seq2seq.config import LSTMConfig
+
+COURSE_DIR = "../shared/data/wikipron-p2g"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["course", "cmudict"] = option("cmudict", "course TSV files, or the embedded CMUdict set")
+    dir: str = option(COURSE_DIR, "course split directory: train.tsv, valid.tsv [, test.tsv]")
+    seed: int = option(0, "seed that draws the CMUdict words")
+    limit_train: int = option(0, "use only the first N training pairs (0 = all)")
+    limit_valid: int = option(0, "use only the first N validation / test pairs (0 = all)")
+    skip_bad_lines: bool = option(False, "skip malformed TSV lines (and report how many) instead of failing")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_len: int = option(50, "maximum output length in characters (the homework's max length)")
+    batch_size: int = option(500, "words decoded together")
+
+
+@dataclass(frozen=True)
+class P2GConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: LSTMConfig = field(default_factory=LSTMConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(optimizer="adam", lr=0.003))
+    # One thread: these small LSTM steps gain little from a second one and lose a lot when cores are shared.
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, threads=1))
+    decode: DecodeConfig = field(default_factory=DecodeConfig)

@@ -1,0 +1,17 @@
+"""Torch-free configs of the seq2seq models (`dllab p2g train --help` lists them without importing torch).
+
+    LSTMConfig   the LSTM encoder-decoder of `dllab.seq2seq.lstm` (re-exported there)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dllab.config import option
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    hidden: int = option(128, "hidden size H of encoder (both directions together) and decoder")
+    dropout: float = option(0.3, "dropout on embeddings and on encoder / decoder outputs")
+    attn: bool = option(False, "Bahdanau attention in the decoder (the homework's --use_attn)")
