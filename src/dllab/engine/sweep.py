@@ -2,8 +2,8 @@
 
 Small models train faster as several one-thread processes than as one multi-thread process, so a sweep
 of R runs on C cores uses min(R, 2C) worker processes of max(1, C // workers) threads each. Each job is a
-picklable (function, kwargs) pair run in a fresh `spawn` process; a finished run is skipped and an
-unfinished one resumed, so an interrupted sweep picks up where it stopped.
+picklable (function, kwargs) pair run in a fresh process, forked from a server that has imported torch once;
+a finished run is skipped and an unfinished one resumed, so an interrupted sweep picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -86,8 +86,23 @@ def run_jobs(jobs: list[Job], workers: int = 0, ray_address: str | None = None,
     return {job.name: results[job.name] for job in jobs}
 
 
+def _context(jobs: list[Job]):
+    """A fork server that has imported torch and the jobs' modules once (each worker then starts in
+    milliseconds instead of importing torch itself, about 4 s of CPU); plain `spawn` where there is no fork server."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return get_context("spawn")
+    ctx = get_context("forkserver")
+    # torch._dynamo: a torch optimizer imports it on creation, 2 s of CPU per worker otherwise.
+    modules = ["torch", "torch._dynamo", __name__, *sorted({job.fn.__module__ for job in jobs})]
+    ctx.set_forkserver_preload(modules)
+    return ctx
+
+
 def _run_in_processes(jobs: list[Job], n_workers: int, threads: int, results: dict, errors: list[str]) -> None:
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=_context(jobs))
+    try:
         futures = {pool.submit(_run_job, job.fn, job.kwargs, threads): job.name for job in jobs}
         for fut in as_completed(futures):
             name = futures[fut]
@@ -96,6 +111,9 @@ def _run_in_processes(jobs: list[Job], n_workers: int, threads: int, results: di
                 log.info("sweep: %s finished", name)
             except Exception as err:
                 errors.append(f"{name}: {err}")
+    finally:
+        # Every result is in: let the workers exit in the background rather than wait for torch's teardown.
+        pool.shutdown(wait=False)
 
 
 def _run_on_ray(jobs: list[Job], address: str, threads: int) -> dict[str, dict[str, Any]]:
