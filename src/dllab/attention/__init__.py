@@ -8,7 +8,7 @@
 - `MultiHeadAttention`: an nn.Module switching between softmax and Taylor attention.
 """
 
-import importlib
+from dllab.lazy import lazy_exports
 
 # Exports load lazily (PEP 562), so `dllab --help` can import dllab.attention.cli without importing torch.
 _EXPORTS = {
@@ -26,8 +26,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"dllab.attention.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'dllab.attention' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

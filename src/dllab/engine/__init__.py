@@ -6,28 +6,22 @@ Names are loaded on first use, so that `from dllab.engine.options import TrainCo
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dllab.lazy import lazy_exports
 
 _EXPORTS = {
-    "FitResult": "dllab.engine.loop",
-    "eval_batches": "dllab.engine.loop",
-    "fit": "dllab.engine.loop",
-    "load_best": "dllab.engine.loop",
-    "resolve_device": "dllab.engine.loop",
-    "seed_everything": "dllab.engine.loop",
-    "OptimConfig": "dllab.engine.options",
-    "TrainConfig": "dllab.engine.options",
-    "RunDir": "dllab.engine.rundir",
-    "find_runs": "dllab.engine.rundir",
+    "FitResult": "loop",
+    "eval_batches": "loop",
+    "fit": "loop",
+    "load_best": "loop",
+    "resolve_device": "loop",
+    "seed_everything": "loop",
+    "OptimConfig": "options",
+    "TrainConfig": "options",
+    "RunDir": "rundir",
+    "find_runs": "rundir",
+    "distributed": None,
 }
 
-__all__ = [*_EXPORTS, "distributed"]
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name == "distributed":
-        return importlib.import_module("dllab.engine.distributed")
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'dllab.engine' has no attribute {name!r}")
