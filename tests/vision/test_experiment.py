@@ -30,6 +30,13 @@ def test_train_checkpoint_report_end_to_end(tiny_fashion_root, tmp_path, capsys)
     # A second `train` of the same name refuses; --resume of a finished run is a no-op with the same result.
     assert main(["vision", "train", "--name", "tiny", "--lr", "0.1", *_args(tiny_fashion_root, runs)]) == 2
     assert "already holds a finished run" in capsys.readouterr().err
+    # --resume with more epochs continues a finished run from its last checkpoint and tests it again.
+    before = run.test_metrics_path.stat().st_mtime_ns
+    more = [*_args(tiny_fashion_root, runs), "--epochs", "3", "--resume"]
+    assert main(["vision", "train", "--name", "tiny", "--lr", "0.1", *more]) == 0
+    assert [m["epoch"] for m in run.read_metrics()] == [1, 2, 3]
+    assert run.test_metrics_path.stat().st_mtime_ns > before
+    assert json.loads(run.config_path.read_text())["config"]["train"]["epochs"] == 3
     assert main(["report", "--runs", str(runs), "--out", str(tmp_path / "report"), "--only", "vision"]) == 0
     html = (tmp_path / "report" / "index.html").read_text()
     assert "Q2.3" in html and "224,892" in html and "755,718" in html

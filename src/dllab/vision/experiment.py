@@ -77,7 +77,9 @@ def train_run(
     if threads:
         torch.set_num_threads(threads)
     run = RunDir(run_path)
-    if run.is_complete() and resume and not overwrite:
+    done = len(run.read_metrics())
+    extend = resume and not overwrite and run.is_complete()
+    if extend and done >= cfg.train.epochs:
         log.info("%s: already finished, skipping", run.path)
         return summarize(run)
     splits = load_data(cfg)
@@ -88,6 +90,9 @@ def train_run(
     if dist_info.is_main:
         run.prepare("vision", cfg, resume=resume, overwrite=overwrite,
                     extra={"parameters": n_params, "dataset_sizes": _sizes(splits), "world_size": dist_info.world})
+        if extend:  # a finished run continued to more epochs: its test metrics are stale until it ends
+            log.info("%s: continuing a finished run from epoch %d to %d", run.path, done, cfg.train.epochs)
+            run.test_metrics_path.unlink()
     distributed.barrier()
     device = distributed.device_for(cfg.train.device) or resolve_device(cfg.train.device)
 
