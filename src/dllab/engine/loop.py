@@ -131,13 +131,6 @@ def fit(
     show_progress: bool = True,
 ) -> FitResult:
     """Train `model` (already built under `seed_everything(train_cfg.seed)`) and fill `run`."""
-    with cpu_kernels(train_cfg.mkldnn):
-        return _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, monitor, mode, resume,
-                    show_progress)
-
-
-def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, monitor, mode, resume,
-         show_progress) -> FitResult:
     dist_info = distributed.setup()
     main = dist_info.is_main
     device = distributed.device_for(train_cfg.device) or resolve_device(train_cfg.device)
@@ -175,71 +168,73 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
     elif main and run.metrics_path.exists():
         run.truncate_metrics(0)
 
-    for epoch in range(start_epoch, train_cfg.epochs + 1):
-        began = time.perf_counter()
-        model.train()
-        total, count = torch.zeros((), device=device), 0
-        batches = index_batches(len(train_data), train_cfg.batch_size, shuffle_rng)
-        if dist_info.enabled:
-            batches = [distributed.shard_batch(b) for b in batches if len(b) >= dist_info.world]
-        desc = f"{run.name} epoch {epoch}/{train_cfg.epochs}"
-        for idx in progress(batches, total=len(batches), desc=desc, enabled=show_progress and main):
-            if fail_at == (epoch, count):
-                raise RuntimeError(f"injected failure on rank {dist_info.rank} (DLLAB_INJECT_FAILURE)")
-            batch = to_device(train_data.batch(idx), device)
-            loss = loss_fn(train_model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if optim_cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.grad_clip)
-            optimizer.step()
-            schedule.step()
-            # Accumulate on device: no host sync per step.
-            total += loss.detach()
-            count += 1
-        train_seconds = time.perf_counter() - began
-        if dist_info.enabled:
-            sums = distributed.all_reduce_sum(torch.stack([total.float().cpu(), torch.tensor(float(count))]))
-            total, count = sums[0], int(sums[1])
-        model.eval()
-        with torch.no_grad():
-            metrics = evaluate_fn(model)
-        record = {
-            "epoch": epoch,
-            "train_loss": float(total) / max(count, 1),
-            **{k: float(v) for k, v in metrics.items()},
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_seconds": train_seconds,
-            "seconds": time.perf_counter() - began,
-        }
-        if monitor not in record:
-            raise KeyError(f"monitor {monitor!r} is not among the metrics {sorted(record)}")
-        if better(record[monitor], best_value):
-            best_value, best_epoch = record[monitor], epoch
-            if main:
-                save_checkpoint(run.best_checkpoint, {"model": model.state_dict(), "epoch": epoch, monitor: best_value})
-        rng_ranks = distributed.gather_objects(torch.get_rng_state())
-        if not main:
-            continue
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "shuffle_rng": shuffle_rng.get_state(),
-            "rng": torch.get_rng_state(),
-            "rng_ranks": rng_ranks,
-            "epoch": epoch,
-            "best_value": best_value,
-            "best_epoch": best_epoch,
-        }
-        if device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state()
-        save_checkpoint(run.last_checkpoint, state)
-        run.append_metrics(record)
-        shown = " ".join(
-            f"{k}={v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds", "train_seconds", "lr")
-        )
-        log.info("%s epoch %d/%d %s (%.1fs)", run.name, epoch, train_cfg.epochs, shown, record["seconds"])
+    with cpu_kernels(train_cfg.mkldnn):  # every training and validation step runs on these kernels
+        for epoch in range(start_epoch, train_cfg.epochs + 1):
+            began = time.perf_counter()
+            model.train()
+            total, count = torch.zeros((), device=device), 0
+            batches = index_batches(len(train_data), train_cfg.batch_size, shuffle_rng)
+            if dist_info.enabled:
+                batches = [distributed.shard_batch(b) for b in batches if len(b) >= dist_info.world]
+            desc = f"{run.name} epoch {epoch}/{train_cfg.epochs}"
+            for idx in progress(batches, total=len(batches), desc=desc, enabled=show_progress and main):
+                if fail_at == (epoch, count):
+                    raise RuntimeError(f"injected failure on rank {dist_info.rank} (DLLAB_INJECT_FAILURE)")
+                batch = to_device(train_data.batch(idx), device)
+                loss = loss_fn(train_model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if optim_cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.grad_clip)
+                optimizer.step()
+                schedule.step()
+                # Accumulate on device: no host sync per step.
+                total += loss.detach()
+                count += 1
+            train_seconds = time.perf_counter() - began
+            if dist_info.enabled:
+                sums = distributed.all_reduce_sum(torch.stack([total.float().cpu(), torch.tensor(float(count))]))
+                total, count = sums[0], int(sums[1])
+            model.eval()
+            with torch.no_grad():
+                metrics = evaluate_fn(model)
+            record = {
+                "epoch": epoch,
+                "train_loss": float(total) / max(count, 1),
+                **{k: float(v) for k, v in metrics.items()},
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_seconds": train_seconds,
+                "seconds": time.perf_counter() - began,
+            }
+            if monitor not in record:
+                raise KeyError(f"monitor {monitor!r} is not among the metrics {sorted(record)}")
+            if better(record[monitor], best_value):
+                best_value, best_epoch = record[monitor], epoch
+                if main:
+                    best_state = {"model": model.state_dict(), "epoch": epoch, monitor: best_value}
+                    save_checkpoint(run.best_checkpoint, best_state)
+            rng_ranks = distributed.gather_objects(torch.get_rng_state())
+            if not main:
+                continue
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "shuffle_rng": shuffle_rng.get_state(),
+                "rng": torch.get_rng_state(),
+                "rng_ranks": rng_ranks,
+                "epoch": epoch,
+                "best_value": best_value,
+                "best_epoch": best_epoch,
+            }
+            if device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state()
+            save_checkpoint(run.last_checkpoint, state)
+            run.append_metrics(record)
+            shown = " ".join(
+                f"{k}={v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds", "train_seconds", "lr")
+            )
+            log.info("%s epoch %d/%d %s (%.1fs)", run.name, epoch, train_cfg.epochs, shown, record["seconds"])
     history = distributed.broadcast_object(run.read_metrics() if main else None)
     return FitResult(history, best_epoch, best_value)
 
