@@ -51,6 +51,32 @@ def test_compact_degree2_block_is_the_weighted_upper_triangle():
     torch.testing.assert_close(phi, torch.cat([torch.ones(1, dtype=torch.float64), x, torch.stack(upper)]))
 
 
+@pytest.mark.parametrize("dim", [2, 4, 8, 16])
+def test_halving_order_lists_every_pair_once(dim):
+    fm = TaylorFeatureMap(dim, 3, scale=1.0)
+    monomials = fm.monomials()
+    assert len(monomials) == fm.num_features == feature_dim(dim, 3)
+    pairs = [m for m in monomials if len(m) == 2]
+    assert sorted(pairs) == [(i, j) for i in range(dim) for j in range(i, dim)]
+    # the features are the weighted products the monomials name, in that order
+    x = torch.randn(dim, dtype=torch.float64)
+    bare = torch.stack([torch.prod(x[list(m)]) if m else torch.ones((), dtype=torch.float64) for m in monomials])
+    torch.testing.assert_close(fm(x), bare * fm.feature_weights(x))
+    rows = fm.pair_rows()
+    for a in range(dim):
+        for b in range(dim):
+            assert rows[a][b] == rows[b][a] and monomials[rows[a][b]] == (min(a, b), max(a, b))
+
+
+def test_halving_order_for_d4():
+    x = torch.arange(1.0, 5.0, dtype=torch.float64)
+    phi = TaylorFeatureMap(4, 3, scale=1.0)(x)
+    r = 1 / math.sqrt(2)
+    # squares, then x_{0,1} x_{2,3} (the two halves), then x_0 x_1 and x_2 x_3 (the quarters)
+    block = [1 * r, 4 * r, 9 * r, 16 * r, 1 * 3, 1 * 4, 2 * 3, 2 * 4, 1 * 2, 3 * 4]
+    torch.testing.assert_close(phi[5:], torch.tensor(block, dtype=torch.float64))
+
+
 def test_default_scale_matches_softmax_convention():
     torch.manual_seed(0)
     q, k = torch.randn(8, 16, dtype=torch.float64) * 0.1, torch.randn(8, 16, dtype=torch.float64) * 0.1
@@ -80,9 +106,10 @@ def test_series_sign_depends_on_parity_of_k():
 
 @pytest.mark.parametrize("form", ["compact", "outer"])
 @pytest.mark.parametrize("order", [1, 2, 3, 4, 5], ids=lambda k: f"K{k}")
-def test_gradcheck(form, order):
-    fm = TaylorFeatureMap(3, order, form=form)
-    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("dim", [3, 4], ids=lambda d: f"D{d}")  # D = 4, K = 3: the halving construction
+def test_gradcheck(form, order, dim):
+    fm = TaylorFeatureMap(dim, order, form=form)
+    x = torch.randn(2, 5, dim, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(fm, (x,))
 
 

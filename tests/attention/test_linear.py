@@ -137,7 +137,10 @@ def test_key_padding_mask_removes_keys_exactly(causal):
     mask = torch.zeros(2, 10, dtype=torch.bool)
     mask[0, 6:] = True
     out = linear_attention(q, k, v, fm, causal=causal, key_padding_mask=mask)
-    torch.testing.assert_close(out, naive_linear_attention(q, k, v, fm, causal=causal, key_padding_mask=mask))
+    expected = naive_linear_attention(q, k, v, fm, causal=causal, key_padding_mask=mask)
+    torch.testing.assert_close(out, expected)
+    for got, want in zip(_grads(out, [q, k, v]), _grads(expected, [q, k, v])):  # padded keys get zero gradient
+        torch.testing.assert_close(got, want)
     if not causal:
         short = linear_attention(q[:1], k[:1, :, :6], v[:1, :, :6], fm)
         torch.testing.assert_close(out[:1], short)

@@ -4,7 +4,8 @@ Inputs are flattened to (N, L, D) with N = batch x heads. Nothing of size L x M 
 
 - the sequence is cut into blocks of T tokens, small enough that a block's features (N, M, T) stay in
   cache; features are built transposed, one contiguous row per feature (`TaylorFeatureMap`'s fast path);
-- non-causal: S = sum_b Phi(K_b)^T V_b (N, M, Dv) and z = sum_b Phi(K_b)^T 1 (N, M), then each query block
+- non-causal: S = sum_b Phi(K_b)^T V_b (N, M, Dv) and z = sum_b Phi(K_b)^T 1 (N, M) (for K <= 3, z from
+  the moments of K: count, sum and K^T K, see `_key_sums`), then each query block
   reads [S, z]^T Phi(Q_b) (N, Dv + 1, T): numerator and normaliser in one product. Forward and backward
   are written by hand (no autograd graph), with the products laid out the way MKL runs fastest
   (Dv = 16 columns rather than 17, features as the contiguous operand), and the multinomial weights of the
@@ -14,6 +15,9 @@ Inputs are flattened to (N, L, D) with N = batch x heads. Nothing of size L x M 
   a masked C x C block scored from q k^T directly (the truncated series: O(C D) per query, not O(C M));
   forward and backward are hand-written too, every intermediate in buffers reused from block to block;
 - the scale of exp(scale q^T k) is folded into q and k once (x = sqrt(scale) q), never applied to scores;
+- for K <= 3 the input gradient of a block never forms dL/dPhi (N, M, T): it is a product of the state,
+  regathered as (D (D + 1) x Dv), with the output gradient, then a weighted sum against [1, x]
+  (`QuadraticGradient`);
 - backward recomputes each block's features, so training memory is O(L D + M Dv) per (batch, head) plus
   one block, instead of O(L M).
 """
@@ -62,6 +66,74 @@ def _weights(fm: TaylorFeatureMap, like: Tensor) -> Tensor | None:
     return fm.feature_weights(like).unsqueeze(-1) if fm.form == "compact" else None
 
 
+class QuadraticGradient:
+    """dL/dx for the bare monomials of a compact map with K <= 3, without forming dL/du.
+
+    The kernels need dL/dx where dL/du = S g, for a (B, M, C) matrix S (a state, weights folded in) and a
+    (B, C, T) block g. For K = 3, u = [1, x, x_i x_j (i <= j)], so
+
+        dL/dx_a = sum_c g_c (S[x_a, c] + sum_b B_c[a, b] x_b),   B_c[a, b] = S[x_a x_b, c] (twice on the diagonal)
+
+    that is, one product of the (B, D (D + 1), C) matrix A = [S[x_a], B[a, :]] with g, then a weighted sum
+    over b against x' = [1, x] (the first D + 1 rows of the features). Three large operations per block
+    instead of the two per input coordinate that the generic `FeatureWorkspace.input_gradient` needs.
+    """
+
+    def __init__(self, fm: TaylorFeatureMap, like: Tensor, weighted: bool = False):
+        """weighted: S multiplies the weighted features phi = W u (so dL/du = W S g), not the bare u."""
+        d = fm.dim
+        pair_rows = fm.pair_rows() if fm.order == 3 else None
+        rows, factors = [], []
+        for a in range(d):
+            rows.append(1 + a)  # b = 0 pairs with the constant 1 of x': the degree-1 feature x_a
+            factors.append(1.0)
+            if pair_rows is not None:
+                rows.extend(pair_rows[a])
+                factors.extend(2.0 if a == b else 1.0 for b in range(d))
+        self.dim, self.width, self.root = d, (d + 1) if fm.order == 3 else 1, fm._root_scale
+        self.rows = torch.tensor(rows, device=like.device)
+        self.factors = torch.tensor(factors, dtype=like.dtype, device=like.device).unsqueeze(-1)
+        if weighted:
+            self.factors *= fm.feature_weights(like)[self.rows].unsqueeze(-1)
+
+    @staticmethod
+    def applies(fm: TaylorFeatureMap) -> bool:
+        return fm.form == "compact" and 2 <= fm.order <= 3
+
+    def matrices(self, state: Tensor) -> Tensor:
+        """(B, M, C) -> A (B, D x width, C)."""
+        return state.index_select(1, self.rows).mul_(self.factors)
+
+    def gradient(self, a: Tensor, g: Tensor, phi: Tensor) -> Tensor:
+        """A (B, D x width, C), g (B, C, T), features phi (B, M, T) of x -> dL/d(raw input) (B, D, T)."""
+        batch, tokens = g.shape[0], g.shape[-1]
+        h = torch.bmm(a, g).view(batch, self.dim, self.width, tokens)
+        if self.width == 1:
+            return h.squeeze(2).mul_(self.root)
+        h.mul_(phi[:, None, : self.width])
+        return torch.sum(h, dim=2).mul_(self.root)
+
+
+def _key_sums(fm: TaylorFeatureMap, k: Tensor, keep: Tensor | None) -> Tensor | None:
+    """sum_j keep_j u(k_j) (N, M) from the moments of k, for compact maps with K <= 3 (else None).
+
+    For K = 3 the degree-2 sums are the entries of X^T X (X the scaled keys): one small product over the whole
+    sequence instead of a reduction over every block of features.
+    """
+    if not QuadraticGradient.applies(fm):
+        return None
+    x = k * fm._root_scale  # (N, L, D)
+    weighted = x if keep is None else x * keep.unsqueeze(-1)
+    count = weighted.new_full((k.shape[0], 1), k.shape[-2]) if keep is None else keep.sum(-1, keepdim=True)
+    parts = [count, weighted.sum(1)]
+    if fm.order == 3:
+        d = fm.dim
+        flat = [i * d + j for i, j in (m for m in fm.monomials() if len(m) == 2)]
+        second = torch.bmm(weighted.transpose(-2, -1), x).flatten(1)  # (N, D D)
+        parts.append(second[:, torch.tensor(flat, device=k.device)])
+    return torch.cat(parts, dim=-1)
+
+
 # -- non-causal ----------------------------------------------------------------------------------------
 
 
@@ -77,15 +149,20 @@ class NonCausalTaylorAttention(torch.autograd.Function):
         workspace = _Workspaces(fm, n, q, weighted=weights is None)
         kt, qt = k.transpose(-2, -1), q.transpose(-2, -1)  # (N, D, L) views: each block is read transposed
         kv = q.new_zeros(n, m, dv)  # sum u(k) v^T until the weights are applied
-        k_sum = q.new_zeros(n, m)
+        k_sum = _key_sums(fm, k, keep)  # sum u(k): from the moments of k when K <= 3
+        summed = k_sum is None
+        if summed:
+            k_sum = q.new_zeros(n, m)
         for block in _blocks(k.shape[-2], tokens):
             phi = workspace(block).features(kt[..., block])  # (N, M, T)
             if keep is None:
                 kv.baddbmm_(phi, v[:, block])
-                k_sum += phi.sum(-1)
+                if summed:
+                    k_sum += phi.sum(-1)
             else:  # padding keys: zero weight in both sums
                 kv.baddbmm_(phi, v[:, block] * keep[:, block, None])
-                k_sum.unsqueeze(-1).baddbmm_(phi, keep[:, block, None])
+                if summed:
+                    k_sum.unsqueeze(-1).baddbmm_(phi, keep[:, block, None])
         if weights is not None:
             kv.mul_(weights)
             k_sum.mul_(weights.squeeze(-1))
@@ -112,7 +189,7 @@ class NonCausalTaylorAttention(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, grad_kv, grad_k_sum):
         q, k, v, keep, kv, k_sum, out, normaliser = ctx.saved_tensors
-        fm, tokens = ctx.fm, ctx.tokens
+        fm, tokens, dv = ctx.fm, ctx.tokens, v.shape[-1]
         weights = _weights(fm, q)
         workspace = _Workspaces(fm, q.shape[0], q, weighted=weights is None)
         kt, qt = k.transpose(-2, -1), q.transpose(-2, -1)
@@ -125,15 +202,23 @@ class NonCausalTaylorAttention(torch.autograd.Function):
             state = torch.cat([kv, k_sum.unsqueeze(-1)], dim=-1)  # (N, M, Dv + 1)
             if weights is not None:  # d/du(q) = W d/dphi(q)
                 state = state * weights
+            quadratic = QuadraticGradient(fm, q) if QuadraticGradient.applies(fm) else None
+            a = quadratic.matrices(state) if quadratic else None
+            grad_state_u = q.new_zeros(q.shape[0], fm.num_features, dv + 1)  # [grad kv, grad k_sum] before W
             for block in _blocks(q.shape[-2], tokens):  # out = num / den: the gradients of num and den
-                g_num = grad_out[:, block] / normaliser[:, block].unsqueeze(-1)  # (N, T, Dv)
-                g_den = -(g_num * out[:, block]).sum(-1, keepdim=True)  # (N, T, 1)
+                length = block.stop - block.start
+                g = q.new_empty(q.shape[0], length, dv + 1)  # [g_num, g_den] (N, T, Dv + 1)
+                torch.div(grad_out[:, block], normaliser[:, block].unsqueeze(-1), out=g[..., :dv])
+                torch.sum(g[..., :dv] * out[:, block], dim=-1, out=g[..., dv])
+                g[..., dv].neg_()
                 ws = workspace(block)
                 phi = ws.features(qt[..., block])  # (N, M, T)
-                grad_kv_u.baddbmm_(phi, g_num)
-                grad_k_sum_u.unsqueeze(-1).baddbmm_(phi, g_den)
-                grad_phi = state @ torch.cat([g_num, g_den], dim=-1).transpose(-2, -1)  # (N, M, T)
-                grad_q_t[..., block] = ws.input_gradient(grad_phi)
+                grad_state_u.baddbmm_(phi, g)
+                if quadratic:
+                    grad_q_t[..., block] = quadratic.gradient(a, g.transpose(-2, -1), phi)
+                else:
+                    grad_q_t[..., block] = ws.input_gradient(state @ g.transpose(-2, -1))  # via (N, M, T)
+            grad_kv_u, grad_k_sum_u = grad_state_u[..., :dv], grad_state_u[..., dv]
         if weights is not None:  # d/dkv = W (u(q) g) through the outputs; d/du(k) = W d/dphi(k) below
             grad_kv_u.mul_(weights)
             grad_k_sum_u.mul_(weights.squeeze(-1))
@@ -142,16 +227,24 @@ class NonCausalTaylorAttention(torch.autograd.Function):
         if weights is not None:
             grad_kv, grad_k_sum = grad_kv * weights, grad_k_sum * weights.squeeze(-1)
         grad_kv_t = grad_kv.transpose(-2, -1).contiguous()  # (N, Dv, M)
+        # d/du(k) = [grad kv, grad k_sum] [V, 1]^T (times keep): the same shape of problem as the queries'
+        grad_state = torch.cat([grad_kv, grad_k_sum.unsqueeze(-1)], dim=-1)  # (N, M, Dv + 1)
+        v1 = F.pad(v, (0, 1), value=1.0)
+        if keep is not None:
+            v1 = v1 * keep.unsqueeze(-1)
+        quadratic = QuadraticGradient(fm, k) if QuadraticGradient.applies(fm) else None
+        a = quadratic.matrices(grad_state) if quadratic else None
         for block in _blocks(k.shape[-2], tokens):  # kv = sum Phi(K)^T V, k_sum = sum Phi(K)^T 1
             ws = workspace(block)
             phi = ws.features(kt[..., block])
             torch.bmm(grad_kv_t, phi, out=grad_v_t[..., block])
             if keep is not None:
                 grad_v_t[..., block] *= keep[:, None, block]
-            grad_phi = torch.baddbmm(grad_k_sum.unsqueeze(-1), grad_kv, v[:, block].transpose(-2, -1))
-            if keep is not None:
-                grad_phi.mul_(keep[:, None, block])
-            grad_k_t[..., block] = ws.input_gradient(grad_phi)
+            g = v1[:, block].transpose(-2, -1)  # (N, Dv + 1, T)
+            if quadratic:
+                grad_k_t[..., block] = quadratic.gradient(a, g, phi)
+            else:
+                grad_k_t[..., block] = ws.input_gradient(grad_state @ g)
         return grad_q_t.transpose(-2, -1), grad_k_t.transpose(-2, -1), grad_v_t.transpose(-2, -1), None, None
 
 
@@ -179,6 +272,7 @@ class _CausalBlock:
         self.scores = like.new_empty(bn, chunk, chunk)
         self.weights = like.new_empty(bn, chunk, chunk)
         self.out_t = like.new_empty(bn, dv1, chunk)
+        self.quadratic = QuadraticGradient(fm, like, weighted=True) if QuadraticGradient.applies(fm) else None
 
     def _chunked(self, t: Tensor) -> Tensor:
         """(N, T, X) block -> (N, n, X, C), the transposed chunks (a view)."""
@@ -232,17 +326,19 @@ class _CausalBlock:
         before = self.before.view(-1, m, v1c.shape[-1])
         # out_t = before^T Phi(Q_c) + V1_c^T W^T
         grad_before = torch.bmm(phi_q, grad_out_t.transpose(-2, -1)).view(batch, self.n, m, -1)
-        grad_phi_q = torch.bmm(before, grad_out_t)  # (N n, M, C)
         grad_v1_t = torch.bmm(grad_out_t, weights)  # (N n, Dv + 1, C)
         # before_c = state + sum_{c' < c} S_c', state_out = state + sum_c S_c
         after = grad_before.flip(1).cumsum(1).flip(1)  # sum over c' >= c
         grad_chunk_states = (after - grad_before).add_(grad_state_out.unsqueeze(1)).view(-1, m, v1c.shape[-1])
         grad_state = after[:, 0] + grad_state_out
         # S_c = Phi(K_c) V1_c
-        grad_phi_k = torch.bmm(grad_chunk_states, v1c.transpose(-2, -1))  # (N n, M, C)
         grad_v1_t.baddbmm_(grad_chunk_states.transpose(-2, -1), phi_k)
-        grad_q = self.ws_q.input_gradient(grad_phi_q)  # (N n, D, C)
-        grad_k = self.ws_k.input_gradient(grad_phi_k)
+        if self.quadratic:  # grad_phi_q = before grad_out_t, grad_phi_k = grad_chunk_states v1c^T, never formed
+            grad_q = self.quadratic.gradient(self.quadratic.matrices(before), grad_out_t, phi_q)  # (N n, D, C)
+            grad_k = self.quadratic.gradient(self.quadratic.matrices(grad_chunk_states), v1c.transpose(-2, -1), phi_k)
+        else:
+            grad_q = self.ws_q.input_gradient(torch.bmm(before, grad_out_t))
+            grad_k = self.ws_k.input_gradient(torch.bmm(grad_chunk_states, v1c.transpose(-2, -1)))
         if fm.order >= 2:  # W = series(s) masked, s = x_q^T x_k with x = sqrt(scale) q
             slope = self.scores  # d series / ds = sum_{n<K-1} s^n / n!, in place
             c = [1.0 / math.factorial(n) for n in range(fm.order - 1)]

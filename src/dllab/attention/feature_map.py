@@ -12,6 +12,10 @@ Two forms of the same kernel:
   monomial once per ordering: M = sum_{n<K} D^n (K = 3: 1 + D + D^2; D = 16 -> 273). Same kernel, more
   features; kept for comparison and as a test oracle.
 
+Feature order (compact): degree 0, degree 1, then each higher degree built from the one below in
+colexicographic order (D products per degree); for K = 3 with D a power of two the degree-2 block is the
+D squares then the cross products by recursive halving (log2 D + 1 products). `monomials()` lists it.
+
 Input scaling. Softmax attention in transformers uses exp(q^T k / sqrt(D)); the homework writes exp(q^T k).
 `scale` is the multiplier s of q^T k: None means 1/sqrt(D) (what torch's SDPA and `softmax_attention`
 use by default), 1.0 gives the homework's exp(q^T k). The map multiplies its input by sqrt(s), so q and k
@@ -83,6 +87,24 @@ def _degree_tables(dim: int, order: int) -> tuple[tuple[tuple[int, ...], tuple[f
     return tuple(tables)
 
 
+def _halving_pairs(dim: int) -> list[tuple[int, int]]:
+    """The degree-2 monomials of a K = 3 map with D a power of two, in the order `FeatureWorkspace` builds them.
+
+    First the D squares x_i^2 (one product), then the cross products by recursive halving: at level l the
+    inputs split into 2^(l-1) groups of two halves of h = D / 2^l, and one broadcast product writes every
+    x_a x_b with a in a group's first half and b in its second. log2(D) + 1 products build the whole block
+    (the colexicographic construction needs D), and each pair i < j appears exactly once.
+    """
+    pairs = [(i, i) for i in range(dim)]
+    groups, half = 1, dim // 2
+    while half >= 1:
+        for g in range(groups):
+            base = 2 * half * g
+            pairs.extend((base + a, base + half + b) for a in range(half) for b in range(half))
+        groups, half = groups * 2, half // 2
+    return pairs
+
+
 class _CompactFeatures(torch.autograd.Function):
     """Raw xt (N, D, T) -> phi (N, M, T) through a FeatureWorkspace of its own, and its hand-written VJP."""
 
@@ -137,7 +159,10 @@ class TaylorFeatureMap(nn.Module):
         self.dim, self.order, self.form, self.num_features = dim, order, form, m
         self.scale = 1.0 / math.sqrt(dim) if scale is None else float(scale)
         self._root_scale = math.sqrt(self.scale)
-        self._tables = _degree_tables(dim, order) if form == "compact" else ()
+        # K = 3 with D a power of two: the degree-2 block by recursive halving (log2(D) + 1 products per block);
+        # otherwise degree n from degree n - 1 in colexicographic order (D products per degree).
+        self._halving = form == "compact" and order == 3 and dim >= 2 and dim & (dim - 1) == 0
+        self._tables = _degree_tables(dim, order) if form == "compact" and not self._halving else ()
         for n, (_, factors) in enumerate(self._tables, start=2):
             factors = torch.tensor(factors, dtype=torch.float64).unsqueeze(-1)  # (rows, 1)
             self.register_buffer(f"factors{n}", factors, persistent=False)
@@ -202,13 +227,44 @@ class TaylorFeatureMap(nn.Module):
                 cache.popitem(last=False)
         return cache[key]
 
+    def monomials(self) -> list[tuple[int, ...]]:
+        """The input indices multiplied by each compact feature, in feature order: (), (0,), ..., (i, j), ...
+
+        Degree 0, then degree 1 (x_0 ... x_{D-1}), then each higher degree. Degree 2 of a K = 3 map with D a
+        power of two lists the squares, then the cross products by recursive halving (`_halving_pairs`);
+        otherwise every degree is colexicographic (grouped by the largest index: x_0^2, x_0 x_1, x_1^2, ...).
+        """
+        if self.form != "compact":
+            raise ValueError("form: monomials() describes the compact form")
+        out: list[tuple[int, ...]] = [()]
+        if self.order >= 2:
+            out += [(i,) for i in range(self.dim)]
+        if self._halving:
+            return out + _halving_pairs(self.dim)
+        previous = out[1:]
+        for counts, _ in self._tables:
+            degree = [previous[i] + (j,) for j, count in enumerate(counts) for i in range(count)]
+            out += degree
+            previous = degree
+        return out
+
     def feature_weights(self, like: Tensor) -> Tensor:
         """(M,) the weight 1/sqrt(a!) of each compact feature: phi = weights * (the bare monomials x^a)."""
-        parts = [torch.ones(1 + self.dim if self.order >= 2 else 1, dtype=torch.float64)]
-        for _, _, counts, factors in self._blocks(torch.zeros((), dtype=torch.float64)):
-            previous = parts[-1] if len(parts) > 1 else parts[0][1:]
-            parts.append(torch.cat([previous[:count] for count in counts]) * factors.squeeze(-1))
-        return torch.cat(parts).to(like)
+        cached = self.__dict__.get("_weights64")
+        if cached is None:
+            cached = torch.tensor(
+                [1.0 / math.sqrt(math.prod(math.factorial(c) for c in collections.Counter(m).values()))
+                 for m in self.monomials()], dtype=torch.float64,
+            )  # fmt: skip
+            self.__dict__["_weights64"] = cached
+        return cached.to(like)
+
+    def pair_rows(self) -> list[list[int]]:
+        """K = 3: the (D, D) table of the feature row holding x_min(a,b) x_max(a,b)."""
+        if self.order != 3 or self.form != "compact":
+            raise ValueError("order: pair_rows() needs a compact map with K = 3")
+        rows = {m: r for r, m in enumerate(self.monomials()) if len(m) == 2}
+        return [[rows[(min(a, b), max(a, b))] for b in range(self.dim)] for a in range(self.dim)]
 
     def _blocks(self, like: Tensor):
         """((offset, rows) of degree n - 1, (offset, rows) of degree n, counts, factors) for n = 2 .. K-1."""
@@ -238,7 +294,25 @@ class FeatureWorkspace:
         self.backward_steps: list | None = None  # built on the first input_gradient call
         if not (self.compact or weighted):
             raise ValueError("weighted=False needs the compact form")
-        if self.compact:
+        self.halving = []  # K = 3, D a power of two: (left, right, dest) broadcast products after the squares
+        if fm._halving:
+            d, off = fm.dim, 1 + fm.dim
+            self.squares = self.phi[:, off : off + d]
+            self.square_weight = 1.0 / math.sqrt(2.0) if weighted else 1.0
+            pos, groups, half = off + d, 1, d // 2
+            while half >= 1:
+                halves = self.x.view(batch, groups, 2, half, tokens)
+                dest = self.phi[:, pos : pos + groups * half * half].view(batch, groups, half, half, tokens)
+                self.halving.append((halves[:, :, 0, :, None, :], halves[:, :, 1, None, :, :], dest))
+                pos, groups, half = pos + groups * half * half, groups * 2, half // 2
+        self.quadratic = None  # K <= 3: input_gradient through the (D, D) pair table (see _quadratic_gradient)
+        if self.compact and fm.order == 3:
+            rows = torch.tensor(fm.pair_rows(), device=like.device).flatten()  # (D D,)
+            coef = 2.0 * torch.eye(fm.dim, dtype=torch.float64).flatten() + (1 - torch.eye(fm.dim).flatten())
+            if weighted:  # dL/du = w dL/dphi
+                coef = coef * fm.feature_weights(coef)[rows.cpu()]
+            self.quadratic = (rows, coef.to(like).unsqueeze(-1))
+        if self.compact and not fm._halving:
             for (p_off, _), (off, rows), counts, factors in fm._blocks(like):
                 pos, products = off, []
                 for j, count in enumerate(counts):
@@ -256,12 +330,27 @@ class FeatureWorkspace:
             return self.phi
         if fm.order >= 2:  # xt may be (N, D, T) or any view that splits N, e.g. (B, chunks, D, C)
             torch.mul(xt, fm._root_scale, out=self.x.view(xt.shape))
+        if self.halving:
+            torch.mul(self.x, self.x, out=self.squares)
+            if self.square_weight != 1.0:
+                self.squares.mul_(self.square_weight)
+            for left, right, dest in self.halving:
+                torch.mul(left, right, out=dest)
         for products, rows, factors in self.degrees:  # degree n is built from the weighted degree n - 1
             for previous, x_j, dest in products:
                 torch.mul(previous, x_j, out=dest)
             if self.weighted:
                 rows.mul_(factors)
         return self.phi
+
+    def _quadratic_gradient(self, grad_phi: Tensor) -> Tensor:
+        """K = 3: dL/dx_a = g_a + sum_b c_ab g_(ab) x_b, with g_(ab) the gradient of the feature x_min x_max and
+        c_ab its weight (times 2 on the diagonal, d x_a^2 / dx_a = 2 x_a): a gather, two products and a sum."""
+        rows, coef = self.quadratic
+        batch, d, tokens = grad_phi.shape[0], self.fm.dim, grad_phi.shape[-1]
+        g = grad_phi.index_select(1, rows).mul_(coef).view(batch, d, d, tokens)
+        g.mul_(self.x.unsqueeze(1))
+        return torch.sum(g, dim=2).add_(grad_phi[:, 1 : 1 + d]).mul_(self.fm._root_scale)
 
     def _prepare_backward(self) -> None:
         """The gradient buffer (rows of degree >= 1) and, per degree from the highest down, its views."""
@@ -289,6 +378,10 @@ class FeatureWorkspace:
                 return torch.autograd.grad(out, x, grad_phi)[0] if out.requires_grad else torch.zeros_like(x)
         if fm.order < 2:
             return grad_phi.new_zeros(grad_phi.shape[0], fm.dim, grad_phi.shape[-1])
+        if fm.order == 2:
+            return grad_phi[:, 1:] * fm._root_scale
+        if self.quadratic is not None:
+            return self._quadratic_gradient(grad_phi)
         if self.backward_steps is None:
             self._prepare_backward()
         self.acc.copy_(grad_phi[:, 1:])
