@@ -23,9 +23,9 @@ def test_pair_data_trims_each_batch_to_its_longest_sequence():
     assert len(data.subset(2)) == 2
 
 
-def model(attn=True, seed=0):
+def model(attn=True, seed=0, layers=1):
     torch.manual_seed(seed)
-    return LSTMSeq2Seq(12, 9, LSTMConfig(hidden=16, dropout=0.3, attn=attn)).eval()
+    return LSTMSeq2Seq(12, 9, LSTMConfig(hidden=16, dropout=0.3, attn=attn, layers=layers)).eval()
 
 
 def test_padding_never_receives_attention_weight():
@@ -50,8 +50,8 @@ def test_padding_does_not_change_a_words_output():
 
 
 def test_incremental_steps_match_teacher_forcing():
-    for attn in (False, True):
-        m = model(attn, seed=1)
+    for attn, layers in ((False, 1), (True, 1), (True, 3)):
+        m = model(attn, seed=1, layers=layers)
         src, src_len = pad_ids([[4, 5, 6], [7, 8]])
         tgt_in = torch.tensor([[SOS, 4, 5, 6], [SOS, 7, 7, 8]])
         want = torch.log_softmax(m(src, src_len, tgt_in), -1)
@@ -69,3 +69,27 @@ def test_reorder_selects_rows_of_every_state_tensor():
     logp, _ = m.step(torch.tensor([SOS, SOS, SOS]), swapped)
     ref, _ = m.step(torch.tensor([SOS, SOS]), state)
     torch.testing.assert_close(logp, ref[[1, 0, 1]])
+
+
+def test_stacked_layers_start_each_decoder_layer_from_its_encoder_layer():
+    m = model(layers=2)
+    src, src_len = pad_ids([[4, 5, 6], [7, 8]])
+    state = m.start((src, src_len))
+    assert state.h.shape == state.c.shape == (2, 2, 16)
+    emb = m.src_embed(src)
+    _, (h, _) = m.encoder(torch.nn.utils.rnn.pack_padded_sequence(emb, src_len, batch_first=True))
+    # encoder h: (layers x directions, B, H/2) ordered layer 0 fwd, layer 0 bwd, layer 1 fwd, layer 1 bwd
+    torch.testing.assert_close(state.h[1], torch.cat([h[2], h[3]], dim=-1))
+
+
+def test_label_smoothing_ignores_padding():
+    from dllab.seq2seq.lstm import sequence_loss
+
+    logits = torch.randn(2, 3, 9)
+    gold = torch.tensor([[4, 5, PAD], [6, PAD, PAD]])
+    smooth = sequence_loss(logits, gold, 0.1)
+    logp = torch.log_softmax(logits, -1)
+    rows = [(0, 0), (0, 1), (1, 0)]
+    want = sum(0.9 * -logp[b, t, gold[b, t]] + 0.1 * -logp[b, t].mean() for b, t in rows) / 3
+    torch.testing.assert_close(smooth, want)
+    assert abs(float(sequence_loss(logits, gold)) - float(smooth)) > 1e-3  # 0 (the default) is plain cross-entropy

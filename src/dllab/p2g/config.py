@@ -43,3 +43,4 @@ class P2GConfig:
     # One thread: these small LSTM steps gain little from a second one and lose a lot when cores are shared.
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, threads=1))
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy, padding ignored (homework: 0)")

@@ -11,6 +11,7 @@ re-exported here.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -158,9 +159,11 @@ def spell(
 # -- training ----------------------------------------------------------------------------------------------
 
 
-def loss_fn(model: LSTMSeq2Seq, batch: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+def loss_fn(
+    model: LSTMSeq2Seq, batch: tuple[Tensor, Tensor, Tensor, Tensor], label_smoothing: float = 0.0
+) -> Tensor:
     src, src_len, tgt, _ = batch  # tgt (B, T) = SOS y_1 ... y_n EOS PAD ...
-    return sequence_loss(model(src, src_len, tgt[:, :-1]), tgt[:, 1:])
+    return sequence_loss(model(src, src_len, tgt[:, :-1]), tgt[:, 1:], label_smoothing)
 
 
 def write_vocabs(run: RunDir, src_vocab: Vocab, tgt_vocab: Vocab) -> None:
@@ -201,7 +204,8 @@ def train(
         }
 
     return fit(
-        model, data.train, loss_fn, evaluate_fn, cfg.optim, cfg.train, run,
+        model, data.train, functools.partial(loss_fn, label_smoothing=cfg.label_smoothing), evaluate_fn,
+        cfg.optim, cfg.train, run,
         monitor="val_cer", mode="min", resume=resume, show_progress=show_progress,
     )  # fmt: skip
 

@@ -15,3 +15,4 @@ class LSTMConfig:
     hidden: int = option(128, "hidden size H of encoder (both directions together) and decoder")
     dropout: float = option(0.3, "dropout on embeddings and on encoder / decoder outputs")
     attn: bool = option(False, "Bahdanau attention in the decoder (the homework's --use_attn)")
+    layers: int = option(1, "stacked LSTM layers in encoder and decoder (the homework uses 1)")

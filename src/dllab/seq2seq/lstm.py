@@ -4,6 +4,9 @@
               -> dropout; the two directions' final (h, c) are concatenated to initialise the decoder
     decoder   embedding -> dropout -> LSTM (H) -> [Bahdanau attention] -> dropout -> linear -> logits
 
+With `layers` > 1 (beyond the homework) both LSTMs are stacked, dropout between layers, and decoder layer
+l starts from encoder layer l's final states.
+
 Bahdanau attention at decoder step t over encoder outputs h_i (padding masked):
     e_ti = vᵀ tanh(W_s s_t + W_h h_i),  a_t = softmax_i(e_t),  c_t = Σ_i a_ti h_i,
     s̃_t = tanh(W_out [c_t; s_t])
@@ -56,8 +59,8 @@ class LSTMState:
     enc: Tensor  # (B, L, H)
     keys: Tensor | None  # (B, L, H) W_h h_i, None without attention
     pad: Tensor  # (B, L) bool, True at padding
-    h: Tensor  # (1, B, H)
-    c: Tensor  # (1, B, H)
+    h: Tensor  # (layers, B, H)
+    c: Tensor  # (layers, B, H)
 
 
 class LSTMSeq2Seq(nn.Module):
@@ -67,12 +70,15 @@ class LSTMSeq2Seq(nn.Module):
         super().__init__()
         if cfg.hidden % 2:
             raise ValueError(f"hidden must be even (two encoder directions), got {cfg.hidden}")
+        if cfg.layers < 1:
+            raise ValueError(f"layers must be at least 1, got {cfg.layers}")
         H = cfg.hidden
         self.cfg = cfg
         self.src_embed = nn.Embedding(src_vocab, H, padding_idx=PAD)
-        self.encoder = nn.LSTM(H, H // 2, batch_first=True, bidirectional=True)
+        between = cfg.dropout if cfg.layers > 1 else 0.0
+        self.encoder = nn.LSTM(H, H // 2, cfg.layers, batch_first=True, bidirectional=True, dropout=between)
         self.tgt_embed = nn.Embedding(tgt_vocab, H, padding_idx=PAD)
-        self.decoder = nn.LSTM(H, H, batch_first=True)
+        self.decoder = nn.LSTM(H, H, cfg.layers, batch_first=True, dropout=between)
         self.attention = BahdanauAttention(H) if cfg.attn else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.generator = nn.Linear(H, tgt_vocab)
@@ -82,11 +88,11 @@ class LSTMSeq2Seq(nn.Module):
         """src (B, L) ids, src_len (B,) -> state with enc (B, L, H) and the decoder's initial (h, c)."""
         emb = self.dropout(self.src_embed(src))  # (B, L, H)
         packed = pack_padded_sequence(emb, src_len.cpu(), batch_first=True, enforce_sorted=False)
-        out, (h, c) = self.encoder(packed)  # h, c: (2, B, H/2), forward then backward direction
+        out, (h, c) = self.encoder(packed)  # h, c: (2 layers, B, H/2), per layer forward then backward
         enc, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])  # (B, L, H)
         enc = self.dropout(enc)
-        h = torch.cat([h[0], h[1]], dim=-1)[None]  # (1, B, H)
-        c = torch.cat([c[0], c[1]], dim=-1)[None]
+        h = torch.cat([h[0::2], h[1::2]], dim=-1)  # (layers, B, H)
+        c = torch.cat([c[0::2], c[1::2]], dim=-1)
         keys = self.attention.keys(enc) if self.attention is not None else None
         return LSTMState(enc, keys, src == PAD, h, c)
 
@@ -134,6 +140,8 @@ class LSTMSeq2Seq(nn.Module):
         )
 
 
-def sequence_loss(logits: Tensor, gold: Tensor) -> Tensor:
+def sequence_loss(logits: Tensor, gold: Tensor, label_smoothing: float = 0.0) -> Tensor:
     """Mean cross-entropy over non-PAD target tokens: logits (B, T, V), gold (B, T)."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=PAD)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=PAD, label_smoothing=label_smoothing
+    )
