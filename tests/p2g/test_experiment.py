@@ -132,3 +132,14 @@ def test_skip_bad_lines_trains_and_records_the_count(tmp_path, caplog):
     info = RunDir(tmp_path / "runs" / "p2g" / "course-noattn").read_config_record()["data"]
     assert info["skipped_bad_lines"] == 1
     assert info["unknown_symbols"]["valid"] == {"phonemes": 2, "letters": 2}  # ʒ and z never seen in train
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("--model.layers", "0"), ("--model.hidden", "7"), ("--label_smoothing", "1.5"), ("--model.dropout", "-0.1")],
+)
+def test_bad_model_options_name_the_option(tmp_path, capsys, option, value):
+    argv = ["p2g", "train", "--data-dir", str(tmp_path / "nowhere"), "--runs", str(tmp_path / "runs"), option, value]
+    assert main(argv) != 0
+    assert option in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -124,6 +124,18 @@ def to_text(ids: list[int], vocab: Vocab) -> str:
 # -- model and decoding ------------------------------------------------------------------------------------
 
 
+def check_config(cfg: P2GConfig) -> None:
+    """Refuse settings the model or loss cannot take, naming the option, before any data is read."""
+    if cfg.model.hidden < 2 or cfg.model.hidden % 2:
+        raise UserError(f"--model.hidden: expected an even size >= 2 (two encoder directions), got {cfg.model.hidden}")
+    if cfg.model.layers < 1:
+        raise UserError(f"--model.layers: expected at least 1, got {cfg.model.layers}")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise UserError(f"--model.dropout: expected a value in [0, 1), got {cfg.model.dropout}")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise UserError(f"--label_smoothing: expected a value in [0, 1), got {cfg.label_smoothing}")
+
+
 def build_model(cfg: P2GConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> LSTMSeq2Seq:
     return LSTMSeq2Seq(len(src_vocab), len(tgt_vocab), cfg.model)
 
@@ -181,6 +193,7 @@ def read_vocabs(run: RunDir) -> tuple[Vocab, Vocab]:
 def train(
     cfg: P2GConfig, run: RunDir, resume: bool = False, overwrite: bool = False, show_progress: bool = True
 ) -> FitResult:
+    check_config(cfg)
     data = build_data(cfg.data)
     if distributed.setup().is_main:  # under torchrun, rank 0 alone writes the run directory
         run.prepare("p2g", cfg, resume, overwrite, extra={"data": data.info})
