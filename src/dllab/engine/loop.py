@@ -34,6 +34,7 @@ from dllab.engine.checkpoint import load_checkpoint, save_checkpoint
 from dllab.engine.logs import progress
 from dllab.engine.options import OptimConfig, TrainConfig
 from dllab.engine.rundir import RunDir
+from dllab.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,31 @@ def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def index_batches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> list[Tensor]:
+def index_batches(
+    n: int,
+    batch_size: int,
+    generator: torch.Generator,
+    shuffle: bool = True,
+    lengths: Tensor | None = None,
+    bucket: int = 0,
+) -> list[Tensor]:
+    """The epoch's batches of example indices.
+
+    With `lengths` (n,) and `bucket` > 0 ("sortish" batching): the shuffled order is cut into pools of
+    `bucket` batches, each pool is sorted by length and cut into batches, and the batches are shuffled, so
+    a batch holds examples of similar lengths (little padding) while each epoch still draws a new random
+    order. Every example is still seen once per epoch.
+    """
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    return list(order.split(batch_size))
+    if lengths is None or bucket <= 0:
+        return list(order.split(batch_size))
+    batches = []
+    for pool in order.split(batch_size * bucket):
+        pool = pool[torch.argsort(lengths[pool], stable=True)]
+        batches.extend(pool.split(batch_size))
+    if not shuffle:
+        return batches
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -168,12 +191,18 @@ def fit(
     elif main and run.metrics_path.exists():
         run.truncate_metrics(0)
 
+    lengths = None
+    if train_cfg.bucket > 0:
+        if not hasattr(train_data, "lengths"):
+            raise UserError(f"--train.bucket: {type(train_data).__name__} examples have no length to sort by; use 0")
+        lengths = train_data.lengths()
     with cpu_kernels(train_cfg.mkldnn):  # every training and validation step runs on these kernels
         for epoch in range(start_epoch, train_cfg.epochs + 1):
             began = time.perf_counter()
             model.train()
             total, count = torch.zeros((), device=device), 0
-            batches = index_batches(len(train_data), train_cfg.batch_size, shuffle_rng)
+            batches = index_batches(len(train_data), train_cfg.batch_size, shuffle_rng, lengths=lengths,
+                                    bucket=train_cfg.bucket)  # fmt: skip
             if dist_info.enabled:
                 batches = [distributed.shard_batch(b) for b in batches if len(b) >= dist_info.world]
             desc = f"{run.name} epoch {epoch}/{train_cfg.epochs}"

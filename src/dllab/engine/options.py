@@ -31,6 +31,9 @@ class TrainConfig:
     mkldnn: bool = option(
         True, "CPU convolutions through oneDNN (mkldnn); false = torch's native kernels, faster for tiny convs"
     )
+    bucket: int = option(
+        0, "sort by length within shuffled pools of this many batches, less padding (0 = plain shuffling)"
+    )
 
 
 def add_run_arguments(parser, name_help: str, runs: bool = True, resume: bool = True) -> None:

@@ -6,8 +6,9 @@ Same model (attention, hidden 128, dropout 0.3), same weights at start, Adam lr 
     and builds the mask from the lengths at each call, as its attn(output, encoder_outputs, src_lengths)
     signature implies), `loss.item()` every step, and validation decoded one word at a time (encode, then
     decoder step / argmax / `.item()` until EOS);
-(b) dllab: the engine's `fit` (padded tensors batched by index, the whole target through the decoder LSTM
-    at once, attention for all steps in one op) and batched decoding (`dllab.seq2seq.decoding`), where
+(b) dllab: the engine's `fit` (padded tensors batched by index, batches drawn from length buckets as p2g's
+    default config does, the whole target through the decoder LSTM at once, attention for all steps in
+    one op) and batched decoding (`dllab.seq2seq.decoding`), where
     finished words leave the batch.
 Decoding throughput compares batched greedy / nucleus (p = 0.8) / beam (5) with the same strategies run on
 one word at a time. Targets: epoch >= 3x faster, greedy decoding >= 20x the one-word-at-a-time loop.
@@ -169,7 +170,8 @@ def run(args) -> int:
     vocabs = (data.src_vocab, data.tgt_vocab)
     n_train, n_valid = len(data.train), len(data.valid_gold)
     print(f"p2g benchmark: {source} data, {n_train:,} training words, {n_valid:,} validation words, "
-          f"attention, hidden {cfg.model.hidden}, batch 64, {args.threads} torch thread(s)")  # fmt: skip
+          f"attention, hidden {cfg.model.hidden}, batch 64, {args.threads} torch thread(s); dllab draws its "
+          f"batches from length buckets of {cfg.train.bucket} batches")  # fmt: skip
 
     # (a) skeleton style
     seed_everything(0)

@@ -41,6 +41,7 @@ class P2GConfig:
     model: LSTMConfig = field(default_factory=LSTMConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(optimizer="adam", lr=0.003))
     # One thread: these small LSTM steps gain little from a second one and lose a lot when cores are shared.
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, threads=1))
+    # Length buckets of 50 batches: ~1.7x faster epochs (less padding in the L x T attention), same words seen.
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, threads=1, bucket=50))
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy, padding ignored (homework: 0)")
