@@ -137,6 +137,10 @@ class SpeechData:
     def __len__(self) -> int:
         return len(self.features)
 
+    def length_keys(self) -> Tensor:
+        """(N,) frames per utterance: the sort key of `fit`'s length buckets (`--train.bucket`)."""
+        return self.lengths
+
     def batch(self, idx: Tensor) -> dict[str, Tensor]:
         rows = idx.tolist()
         lens = self.lengths[rows]

@@ -193,9 +193,9 @@ def fit(
 
     lengths = None
     if train_cfg.bucket > 0:
-        if not hasattr(train_data, "lengths"):
+        if not hasattr(train_data, "length_keys"):
             raise UserError(f"--train.bucket: {type(train_data).__name__} examples have no length to sort by; use 0")
-        lengths = train_data.lengths()
+        lengths = train_data.length_keys()
     with cpu_kernels(train_cfg.mkldnn):  # every training and validation step runs on these kernels
         for epoch in range(start_epoch, train_cfg.epochs + 1):
             began = time.perf_counter()

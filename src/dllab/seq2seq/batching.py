@@ -50,7 +50,7 @@ class PairData:
         ls, lt = int(src_len.max()), int(tgt_len.max())
         return self.src[idx, :ls], src_len, self.tgt[idx, :lt], tgt_len
 
-    def lengths(self) -> Tensor:
+    def length_keys(self) -> Tensor:
         """(N,) the sort key of `fit`'s length buckets: target length, then source length."""
         return self.tgt_len * (int(self.src_len.max()) + 1) + self.src_len
 
