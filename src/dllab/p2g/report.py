@@ -68,9 +68,14 @@ def _describe(record: dict, history: list[dict]) -> str:
     unknown = record.get("data", {}).get("unknown_symbols", {}).get("valid", {})
     unk = f"; valid symbols unseen in train (-> UNK): {unknown.get('phonemes', 0)} phonemes, " \
           f"{unknown.get('letters', 0)} letters" if unknown else ""  # fmt: skip
+    extras = "".join([
+        f", {cfg['model']['layers']} layers" if cfg["model"].get("layers", 1) > 1 else "",
+        f", label smoothing {cfg['label_smoothing']:g}" if cfg.get("label_smoothing", 0) else "",
+        f", length buckets of {cfg['train']['bucket']} batches" if cfg["train"].get("bucket", 0) else "",
+    ])  # fmt: skip
     return (f"{'attention' if cfg['model']['attn'] else 'no attention'}, {cfg['data']['source']} data "
-            f"({sizes.get('train', '?'):,} train words), H={cfg['model']['hidden']}, lr {optim['lr']:g}{schedule}, "
-            f"seed {cfg['train']['seed']}, {epochs}{unk}")  # fmt: skip
+            f"({sizes.get('train', '?'):,} train words), H={cfg['model']['hidden']}{extras}, lr {optim['lr']:g}"
+            f"{schedule}, seed {cfg['train']['seed']}, {epochs}{unk}")  # fmt: skip
 
 
 def _curves(ctx: ReportContext, runs) -> Figure:
