@@ -68,6 +68,17 @@ def test_round_trip_through_json_dict_and_unknown_keys_rejected():
         from_dict(Cfg, data)
 
 
+@dataclass(frozen=True)
+class Nested:
+    optim: Optim = option(Optim(lr=0.3, name="adam"))  # the enclosing config's own defaults
+
+
+def test_keys_missing_from_old_records_keep_the_enclosing_configs_default():
+    # a record written before optim.name existed: name comes from Nested's Optim(lr=0.3, name="adam")
+    assert from_dict(Nested, {"optim": {"lr": 0.1}}) == Nested(Optim(lr=0.1, name="adam"))
+    assert from_dict(Nested, {}) == Nested()
+
+
 def test_describe_lists_every_key_with_its_default():
     text = describe(Cfg())
     for key in ("--optim.lr=0.01", "--model.maxpool=true", "--model.sizes=1,2", "--epochs=15"):

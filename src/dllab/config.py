@@ -66,8 +66,17 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
-    """Rebuild a config from `to_dict` output; unknown keys are an error naming them."""
+def from_dict(cls: type[C], data: dict[str, Any], where: str = "config", base: Any = None) -> C:
+    """Rebuild a config from `to_dict` output; unknown keys are an error naming them.
+
+    A key the data lacks (a config saved before the option existed) keeps its default in the enclosing
+    config, `base` (default: `cls()`): P2GConfig's train.batch_size is 64 even though TrainConfig's is 8.
+    """
+    if base is None:
+        try:
+            base = cls()
+        except TypeError:  # a config with required fields: only the data's keys
+            base = None
     hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -77,10 +86,10 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
     for name, value in data.items():
         tp = hints[name]
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            kwargs[name] = from_dict(tp, value, f"{where}.{name}")
+            kwargs[name] = from_dict(tp, value, f"{where}.{name}", getattr(base, name, None))
         else:
             kwargs[name] = _coerce(tp, value, f"{where}.{name}")
-    return cls(**kwargs)
+    return cls(**kwargs) if base is None else dataclasses.replace(base, **kwargs)
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
