@@ -82,19 +82,17 @@ class QuadraticGradient:
     def __init__(self, fm: TaylorFeatureMap, like: Tensor, weighted: bool = False):
         """weighted: S multiplies the weighted features phi = W u (so dL/du = W S g), not the bare u."""
         d = fm.dim
-        pair_rows = fm.pair_rows() if fm.order == 3 else None
-        rows, factors = [], []
-        for a in range(d):
-            rows.append(1 + a)  # b = 0 pairs with the constant 1 of x': the degree-1 feature x_a
-            factors.append(1.0)
-            if pair_rows is not None:
-                rows.extend(pair_rows[a])
-                factors.extend(2.0 if a == b else 1.0 for b in range(d))
-        self.dim, self.width, self.root = d, (d + 1) if fm.order == 3 else 1, fm._root_scale
-        self.rows = torch.tensor(rows, device=like.device)
-        self.factors = torch.tensor(factors, dtype=like.dtype, device=like.device).unsqueeze(-1)
+        # for each a: b = 0 pairs with the constant 1 of x' (the degree-1 feature x_a), then the pairs x_a x_b
+        rows = torch.arange(1, d + 1).unsqueeze(1)  # (D, 1)
+        factors = torch.ones(d, 1, dtype=torch.float64)
         if weighted:
-            self.factors *= fm.feature_weights(like)[self.rows].unsqueeze(-1)
+            factors = factors * fm.feature_weights(factors)[rows]
+        if fm.order == 3:
+            pair_rows, coef = fm.pair_derivatives(weighted)
+            rows, factors = torch.cat([rows, pair_rows], dim=1), torch.cat([factors, coef], dim=1)
+        self.dim, self.width, self.root = d, rows.shape[1], fm._root_scale
+        self.rows = rows.flatten().to(like.device)
+        self.factors = factors.flatten().to(like).unsqueeze(-1)
 
     @staticmethod
     def applies(fm: TaylorFeatureMap) -> bool:

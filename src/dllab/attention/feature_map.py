@@ -266,6 +266,18 @@ class TaylorFeatureMap(nn.Module):
         rows = {m: r for r, m in enumerate(self.monomials()) if len(m) == 2}
         return [[rows[(min(a, b), max(a, b))] for b in range(self.dim)] for a in range(self.dim)]
 
+    def pair_derivatives(self, weighted: bool) -> tuple[Tensor, Tensor]:
+        """K = 3: (rows (D, D) long, coef (D, D) float64) with d f_rows[a, b] / d x_a = coef[a, b] x_b.
+
+        f is the bare monomial x_a x_b (coef 2 on the diagonal: d x_a^2 / dx_a = 2 x_a), or with `weighted`
+        the feature w x_a x_b, so that sum_b coef[a, b] x_b dL/df_rows[a, b] is the degree-2 part of dL/dx_a.
+        """
+        rows = torch.tensor(self.pair_rows())
+        coef = torch.ones(self.dim, self.dim, dtype=torch.float64).fill_diagonal_(2.0)
+        if weighted:
+            coef = coef * self.feature_weights(coef)[rows]
+        return rows, coef
+
     def _blocks(self, like: Tensor):
         """((offset, rows) of degree n - 1, (offset, rows) of degree n, counts, factors) for n = 2 .. K-1."""
         offset, rows = 1, self.dim
@@ -307,11 +319,8 @@ class FeatureWorkspace:
                 pos, groups, half = pos + groups * half * half, groups * 2, half // 2
         self.quadratic = None  # K <= 3: input_gradient through the (D, D) pair table (see _quadratic_gradient)
         if self.compact and fm.order == 3:
-            rows = torch.tensor(fm.pair_rows(), device=like.device).flatten()  # (D D,)
-            coef = 2.0 * torch.eye(fm.dim, dtype=torch.float64).flatten() + (1 - torch.eye(fm.dim).flatten())
-            if weighted:  # dL/du = w dL/dphi
-                coef = coef * fm.feature_weights(coef)[rows.cpu()]
-            self.quadratic = (rows, coef.to(like).unsqueeze(-1))
+            rows, coef = fm.pair_derivatives(weighted)
+            self.quadratic = (rows.flatten().to(like.device), coef.flatten().to(like).unsqueeze(-1))
         if self.compact and not fm._halving:
             for (p_off, _), (off, rows), counts, factors in fm._blocks(like):
                 pos, products = off, []
