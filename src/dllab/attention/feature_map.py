@@ -272,11 +272,15 @@ class TaylorFeatureMap(nn.Module):
         f is the bare monomial x_a x_b (coef 2 on the diagonal: d x_a^2 / dx_a = 2 x_a), or with `weighted`
         the feature w x_a x_b, so that sum_b coef[a, b] x_b dL/df_rows[a, b] is the degree-2 part of dL/dx_a.
         """
-        rows = torch.tensor(self.pair_rows())
-        coef = torch.ones(self.dim, self.dim, dtype=torch.float64).fill_diagonal_(2.0)
-        if weighted:
-            coef = coef * self.feature_weights(coef)[rows]
-        return rows, coef
+        key = f"_pair_derivatives_{bool(weighted)}"  # built once: the kernels ask on every call
+        cached = self.__dict__.get(key)
+        if cached is None:
+            rows = torch.tensor(self.pair_rows())
+            coef = torch.ones(self.dim, self.dim, dtype=torch.float64).fill_diagonal_(2.0)
+            if weighted:
+                coef = coef * self.feature_weights(coef)[rows]
+            cached = self.__dict__[key] = (rows, coef)
+        return cached
 
     def _blocks(self, like: Tensor):
         """((offset, rows) of degree n - 1, (offset, rows) of degree n, counts, factors) for n = 2 .. K-1."""
