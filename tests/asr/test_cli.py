@@ -95,6 +95,26 @@ def test_test_command_on_a_missing_run_is_a_user_error(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_bf16_training_with_spec_augment_runs_end_to_end(tiny_corpus, cache_env, tmp_path):
+    args = ["asr", "train", "--runs", str(tmp_path), "--data.corpus", str(tiny_corpus), "--epochs", "1"]
+    args += ["--eval_batch_size", "4", "--decode_max_len", "12", "--train.precision", "bf16"]
+    args += ["--augment.freq_masks", "2", "--augment.time_masks", "2"]
+    assert main(args) == 0
+    record = json.loads((tmp_path / "asr" / "transformer" / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["train_loss"] > 0 and 0.0 <= record["val_jaccard"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "match"),
+    [("--augment.time_ratio", "1.5", "augment.time_ratio"), ("--augment.freq_masks", "-1", "augment.freq_masks")],
+)
+def test_bad_augment_options_are_user_errors(flag, value, match, tiny_corpus, cache_env, tmp_path, capsys):
+    args = ["asr", "train", "--runs", str(tmp_path), "--data.corpus", str(tiny_corpus), flag, value]
+    assert main(args) == 2
+    assert match in capsys.readouterr().err
+
+
 def test_bad_override_is_a_user_error(capsys):
     assert main(["asr", "train", "--decoder", "lstm", "--no_such_key", "1"]) == 2
     assert "no_such_key" in capsys.readouterr().err
@@ -170,3 +190,7 @@ def test_report_shows_the_saved_benchmark(tmp_path):
     path.write_text(json.dumps({"threads": 1, "quick": False, "decoding": decoding}))
     (table,) = _speed(path)
     assert isinstance(table, Table) and "(10.0x)" in table.rows[1][2] and "a trained" in table.caption
+    training = {"steps": 8, "notebook_utt_per_s": 10.0, "dllab_utt_per_s": 40.0, "dllab_bf16_utt_per_s": 60.0}
+    path.write_text(json.dumps({"threads": 1, "quick": False, "decoding": decoding, "training": training}))
+    (table,) = _speed(path)
+    assert [row[2] for row in table.rows[-3:]] == ["10.0 utt/s", "40.0 utt/s (4.0x)", "60.0 utt/s (6.0x)"]

@@ -71,3 +71,55 @@ def test_batches_are_padded_to_their_longest_utterance(tmp_path):
     assert batch["feat_lens"].tolist() == lens.tolist()
     assert torch.all(batch["feats"][0, lens[0] :] == 0)
     assert batch["tokens"].tolist() == vocab.pad_tokens([vocab.encode("a b."), vocab.encode("cd.")]).tolist()
+
+
+def test_batches_can_be_rounded_up_to_fixed_multiples(tmp_path):
+    data = F.SpeechData(
+        F.compute_features(_utts(tmp_path, ["a b.", "cd.", "efg."]), F.FeatureConfig()), pad_multiple=(64, 16)
+    )
+    plain = F.SpeechData(data.features)
+    idx = torch.tensor([0, 2])
+    batch, want = data.batch(idx), plain.batch(idx)
+    T, L = want["feats"].shape[1], want["tokens"].shape[1]
+    assert batch["feats"].shape[1] == -(-T // 64) * 64 and batch["tokens"].shape[1] == 16
+    assert torch.equal(batch["feats"][:, :T], want["feats"]) and torch.all(batch["feats"][:, T:] == 0)
+    assert torch.equal(batch["tokens"][:, :L], want["tokens"]) and torch.all(batch["tokens"][:, L:] == vocab.PAD)
+    assert batch["feat_lens"].tolist() == want["feat_lens"].tolist()
+    # Rounding never goes past the decoder's token budget.
+    assert vocab.pad_tokens([[5] * 90], multiple=16).shape[1] == 96
+    assert vocab.pad_tokens([[5] * 97], multiple=16).shape[1] == vocab.MAX_TOKENS
+    assert vocab.pad_tokens([[5] * 99], multiple=16).shape[1] == 99
+
+
+def test_spec_augment_masks_bands_and_spans_inside_each_utterance():
+    from dllab.asr.config import AugmentConfig
+
+    g = torch.Generator().manual_seed(0)
+    feats = torch.rand(3, 50, 20) + 1.0  # no zeros before masking
+    lens = torch.tensor([50, 30, 10])
+    cfg = AugmentConfig(freq_masks=2, freq_width=4, time_masks=2, time_width=8, time_ratio=0.5)
+    out = F.spec_augment(feats.clone(), lens, cfg, generator=g)
+    for b, n in enumerate(lens.tolist()):
+        zero = out[b, :n] == 0
+        bands = zero.all(dim=0)  # masked mel bands span the whole utterance
+        frames = zero.all(dim=1)  # masked frames span every band
+        assert bands.sum() <= 2 * 4 and frames.sum() <= min(2 * 8, 2 * int(0.5 * n))
+        assert torch.equal(zero, bands[None, :] | frames[:, None])  # nothing else is touched
+        assert torch.all(out[b, n:] == feats[b, n:])  # padding frames are left alone
+    assert (out == 0).any()  # with these draws something was masked
+    again = F.spec_augment(feats.clone(), lens, cfg, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # seeded
+    off = F.spec_augment(feats.clone(), lens, AugmentConfig(), generator=g)
+    assert torch.equal(off, feats)
+
+
+def test_training_split_is_augmented_and_evaluation_split_is_not(tmp_path):
+    from dllab.asr.config import AugmentConfig
+
+    features = F.compute_features(_utts(tmp_path, ["a b.", "cd.", "efg."]), F.FeatureConfig())
+    cfg = AugmentConfig(freq_masks=2, freq_width=40, time_masks=0)
+    torch.manual_seed(1)
+    augmented = F.SpeechData(features, cfg).batch(torch.tensor([0, 1, 2]))["feats"]
+    plain = F.SpeechData(features).batch(torch.tensor([0, 1, 2]))["feats"]
+    assert not torch.equal(augmented, plain)
+    assert F.SpeechData(features, AugmentConfig()).augment is None

@@ -99,3 +99,26 @@ def test_bad_input_shape_names_argument():
         mha(torch.randn(2, 3, 7))
     with pytest.raises(ValueError, match="context"):
         mha(torch.randn(2, 3, 8), torch.randn(3, 3, 8))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_softmax_attention_under_cpu_autocast_matches_float32(causal):
+    """Under bfloat16 autocast the CPU path (bf16 matmuls, float32 softmax) stays within bf16 rounding,
+    padding keys get no weight, and gradients reach q, k and v."""
+    from dllab.attention import naive_softmax_attention, softmax_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=g, requires_grad=True) for _ in range(3))
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    pad[1, 5:] = True
+    want = naive_softmax_attention(q, k, v, causal=causal, key_padding_mask=pad)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = softmax_attention(q, k, v, causal=causal, key_padding_mask=pad)
+    assert (got.float() - want).abs().max() < 0.05
+    moved = v.detach().clone()
+    moved[1, :, 5:] += 100.0  # values behind padding must not leak into any output
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        again = softmax_attention(q, k, moved, causal=causal, key_padding_mask=pad)
+    assert torch.equal(again, got)
+    got.float().sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (q, k, v))

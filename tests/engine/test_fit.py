@@ -162,3 +162,28 @@ def test_bucket_needs_data_with_lengths(tmp_path):
     with pytest.raises(UserError, match="--train.bucket"):
         fit(_model(0), train, lambda m, b: F.cross_entropy(m(b[0]), b[1]), lambda m: {"acc": 0.0},
             OptimConfig(optimizer="sgd", lr=0.1), cfg, RunDir(tmp_path / "r"), monitor="acc")  # fmt: skip
+
+
+def test_bf16_precision_runs_the_loss_under_autocast_and_keeps_float32_weights(tmp_path):
+    seen = []
+    train = _data()
+
+    def loss(m, batch):
+        x, y = batch
+        logits = m(x)
+        seen.append((torch.is_autocast_enabled("cpu"), logits.dtype))
+        return F.cross_entropy(logits.float(), y)
+
+    def evaluate(m):
+        seen.append(("eval", torch.is_autocast_enabled("cpu")))
+        return {"val_acc": 0.5}
+
+    model = _model(7)
+    before = [p.detach().clone() for p in model.parameters()]
+    run = RunDir(tmp_path / "bf16")
+    run.path.mkdir(parents=True)
+    tcfg = TrainConfig(epochs=1, batch_size=32, seed=3, device="cpu", precision="bf16")
+    fit(model, train, loss, evaluate, OptimConfig(lr=0.1), tcfg, run)
+    assert seen[:3] == [(True, torch.bfloat16)] * 3 and seen[3] == ("eval", False)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -49,6 +49,17 @@ class FeatureConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """SpecAugment (Park et al. 2019) on the training batches: masks drawn per utterance, filled with 0."""
+
+    freq_masks: int = option(0, "SpecAugment: frequency masks per training utterance (0 = off, as the notebook)")
+    freq_width: int = option(15, "SpecAugment: widest frequency mask, in mel bands")
+    time_masks: int = option(0, "SpecAugment: time masks per training utterance (0 = off)")
+    time_width: int = option(25, "SpecAugment: widest time mask, in frames (10 ms each)")
+    time_ratio: float = option(0.2, "SpecAugment: no time mask covers more than this share of its utterance")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     corpus: str = option(
         "espeak", "espeak (embedded, built by `dllab asr build-corpus`), ljspeech, or a folder"
@@ -63,6 +74,7 @@ class ASRConfig:
     data: DataConfig = option(DataConfig(), "")
     corpus: CorpusConfig = option(CorpusConfig(), "")
     features: FeatureConfig = option(FeatureConfig(), "")
+    augment: AugmentConfig = option(AugmentConfig(), "")
     optim: OptimConfig = option(
         OptimConfig(optimizer="adamw", lr=1e-3, schedule="warmup_linear", warmup_steps=200), ""
     )

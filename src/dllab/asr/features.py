@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from dllab.asr import text as vocab
-from dllab.asr.config import FeatureConfig
+from dllab.asr.config import AugmentConfig, FeatureConfig
 from dllab.data.ljspeech import Utterance, read_wav
 from dllab.engine.checkpoint import load_checkpoint, save_checkpoint
 from dllab.engine.logs import progress
@@ -126,11 +126,44 @@ def compute_features(
     return out
 
 
-class SpeechData:
-    """A split as `fit` wants it: `len()` and `batch(idx)` -> dict of padded tensors."""
+def spec_augment(feats: Tensor, lens: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> Tensor:
+    """SpecAugment's frequency and time masks (no time warping) on a padded batch, in place; returns `feats`.
 
-    def __init__(self, features: FeatureSet):
+    feats (B, T, n_mels), lens (B,). Each utterance gets `freq_masks` bands of width U{0..freq_width} and
+    `time_masks` spans of width U{0..min(time_width, time_ratio * length)} inside its own frames, set to 0
+    (the normalised log-mel scale's middle). Draws come from `generator`, or torch's global RNG (which the
+    engine seeds and checkpoints, so a resumed run draws the same masks).
+    """
+    B, _, n_mels = feats.shape
+    for b in range(B):
+        length = int(lens[b])
+        for _ in range(cfg.freq_masks):
+            width = int(torch.randint(0, min(cfg.freq_width, n_mels) + 1, (), generator=generator))
+            start = int(torch.randint(0, n_mels - width + 1, (), generator=generator))
+            feats[b, :length, start : start + width] = 0.0
+        widest = min(cfg.time_width, int(cfg.time_ratio * length))
+        for _ in range(cfg.time_masks):
+            width = int(torch.randint(0, widest + 1, (), generator=generator))
+            start = int(torch.randint(0, length - width + 1, (), generator=generator))
+            feats[b, start : start + width, :] = 0.0
+    return feats
+
+
+class SpeechData:
+    """A split as `fit` wants it: `len()` and `batch(idx)` -> dict of padded tensors.
+
+    With an `augment` config whose masks are on, every batch is SpecAugmented (give it to the training split only).
+    `pad_multiple` = (frames, tokens) rounds each batch's padded lengths up to those multiples: under bfloat16
+    autocast on CPU, oneDNN compiles kernels per tensor shape, and a new shape every batch costs more than the
+    bfloat16 matmuls save (`dllab bench asr` measures both). Padding never changes an utterance's loss.
+    """
+
+    def __init__(
+        self, features: FeatureSet, augment: AugmentConfig | None = None, pad_multiple: tuple[int, int] = (1, 1)
+    ):
         self.features = features
+        self.pad_multiple = pad_multiple
+        self.augment = augment if augment and (augment.freq_masks or augment.time_masks) else None
         self.tokens = [vocab.encode(t) for t in features.texts]
         self.lengths = features.lengths()
 
@@ -144,11 +177,14 @@ class SpeechData:
     def batch(self, idx: Tensor) -> dict[str, Tensor]:
         rows = idx.tolist()
         lens = self.lengths[rows]
-        feats = torch.zeros(len(rows), int(lens.max()), self.features.frames.shape[1])
+        frames = -(-int(lens.max()) // self.pad_multiple[0]) * self.pad_multiple[0]
+        feats = torch.zeros(len(rows), frames, self.features.frames.shape[1])
         for b, i in enumerate(rows):
             feats[b, : lens[b]] = self.features.features(i)
+        if self.augment is not None:
+            spec_augment(feats, lens, self.augment)
         return {
             "feats": feats,  # (B, T, n_mels)
             "feat_lens": lens.clone(),  # (B,)
-            "tokens": vocab.pad_tokens([self.tokens[i] for i in rows]),  # (B, L)
+            "tokens": vocab.pad_tokens([self.tokens[i] for i in rows], self.pad_multiple[1]),  # (B, L)
         }

@@ -118,6 +118,15 @@ def _speed(path: Path) -> list[Paragraph | Table]:
                 f"{t['dllab_utt_per_s']:.1f} utt/s ({t['dllab_utt_per_s'] / t['notebook_utt_per_s']:.1f}x)",
             ],
         ]
+        if "dllab_bf16_utt_per_s" in t:  # absent from bench records written before bf16 training existed
+            rate = t["dllab_bf16_utt_per_s"]
+            rows.append(
+                [
+                    "training, bf16 autocast, rounded to 64 frames (dllab)",
+                    "-",
+                    f"{rate:.1f} utt/s ({rate / t['notebook_utt_per_s']:.1f}x)",
+                ]
+            )
     which = "a trained" if d["trained"] else "an untrained"
     return [
         Table(

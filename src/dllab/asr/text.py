@@ -51,11 +51,13 @@ def normalize(text: str) -> str:
     return re.sub(r"([,.?])[,.?]+", r"\1", text)
 
 
-def pad_tokens(seqs: list[list[int]]) -> Tensor:
-    """(B, L) long, right-padded with PAD to the longest sequence."""
+def pad_tokens(seqs: list[list[int]], multiple: int = 1) -> Tensor:
+    """(B, L) long, right-padded with PAD to the longest sequence (rounded up to `multiple`, at most MAX_TOKENS)."""
     import torch
 
-    out = torch.full((len(seqs), max(len(s) for s in seqs)), PAD, dtype=torch.long)
+    longest = max(len(s) for s in seqs)
+    width = max(longest, min(-(-longest // multiple) * multiple, MAX_TOKENS))
+    out = torch.full((len(seqs), width), PAD, dtype=torch.long)
     for row, seq in enumerate(seqs):
         out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
     return out

@@ -7,6 +7,9 @@ A model plugs in with three things:
 The loop shuffles with its own seeded generator, takes batches by index, checkpoints atomically after
 every epoch, keeps the best checkpoint by `monitor`, logs one metrics record per epoch, and resumes an
 interrupted run bit for bit (model, optimizer, schedule and both RNG states are in the checkpoint).
+With `--train.precision bf16` the loss (forward pass) runs under bfloat16 autocast: weights, optimizer state
+and gradients stay float32, no loss scaling is needed (bfloat16 has float32's range), and validation runs in
+float32. On CPUs with AMX (and on GPUs) bfloat16 matmuls are several times faster than float32 ones.
 
 Under torchrun the same loop runs data-parallel (see dllab.engine.distributed): every rank draws the same
 shuffled global batches of `batch_size` and trains on its strided share of each through
@@ -196,6 +199,7 @@ def fit(
         if not hasattr(train_data, "length_keys"):
             raise UserError(f"--train.bucket: {type(train_data).__name__} examples have no length to sort by; use 0")
         lengths = train_data.length_keys()
+    bf16 = train_cfg.precision == "bf16"
     with cpu_kernels(train_cfg.mkldnn):  # every training and validation step runs on these kernels
         for epoch in range(start_epoch, train_cfg.epochs + 1):
             began = time.perf_counter()
@@ -210,7 +214,8 @@ def fit(
                 if fail_at == (epoch, count):
                     raise RuntimeError(f"injected failure on rank {dist_info.rank} (DLLAB_INJECT_FAILURE)")
                 batch = to_device(train_data.batch(idx), device)
-                loss = loss_fn(train_model, batch)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = loss_fn(train_model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if optim_cfg.grad_clip > 0:
