@@ -237,3 +237,18 @@ def test_an_empty_batch_decodes_to_nothing():
     model = MarkovToy(random_tables())
     for strategy in (GreedyDecoder(), NucleusSampler(0.5), BeamSearchDecoder(2)):
         assert decode(model, torch.zeros(0, dtype=torch.long), strategy, SOS, EOS, 5) == []
+
+
+def test_finished_rows_leave_the_state_in_groups_without_changing_outputs():
+    # 8 sources: one ends at step 1, the rest much later. A single finished row (1/8 < 1/4) is carried
+    # along rather than copied out, and its output is still cut at its EOS.
+    words = [[]] + [[2, 3, 4, 2, 3]] * 7
+    model = MarkovToy(spell_tables(words, V=6))
+    got = decode(model, torch.arange(8), GreedyDecoder(), SOS, EOS, max_len=10)
+    assert got == words
+    assert model.steps == 8 * 6  # every row runs until the last EOS at step 6
+    # Once a quarter has finished, they are dropped: 2 of 8 end at step 1.
+    words = [[], []] + [[2, 3, 4, 2, 3]] * 6
+    model = MarkovToy(spell_tables(words, V=6))
+    assert decode(model, torch.arange(8), GreedyDecoder(), SOS, EOS, max_len=10) == words
+    assert model.steps == 8 + 6 * 5

@@ -93,3 +93,18 @@ def test_label_smoothing_ignores_padding():
     want = sum(0.9 * -logp[b, t, gold[b, t]] + 0.1 * -logp[b, t].mean() for b, t in rows) / 3
     torch.testing.assert_close(smooth, want)
     assert abs(float(sequence_loss(logits, gold)) - float(smooth)) > 1e-3  # 0 (the default) is plain cross-entropy
+
+
+def test_eval_steps_use_the_gate_table_and_training_steps_do_not():
+    m = model(layers=2)
+    src, src_len = pad_ids([[4, 5, 6], [7, 8]])
+    state = m.start((src, src_len))
+    want = m.tgt_embed.weight @ m.decoder.weight_ih_l0.t() + m.decoder.bias_ih_l0 + m.decoder.bias_hh_l0
+    torch.testing.assert_close(state.gates, want)
+    # the explicit cells give nn.LSTM's step exactly (up to rounding), for every layer's (h, c)
+    _, after = m.step(torch.tensor([4, 5]), state)
+    _, (h, c) = m.decoder(m.tgt_embed(torch.tensor([[4], [5]])), (state.h, state.c))
+    torch.testing.assert_close(after.h, h, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(after.c, c, rtol=1e-5, atol=1e-6)
+    m.train()
+    assert m.start((src, src_len)).gates is None  # dropout on the embeddings: no lookup table

@@ -7,8 +7,9 @@ A model plugs in by implementing `IncrementalDecoder`:
     state = model.reorder(state, index)       keep / repeat / reorder rows: index (B',) of rows of `state`
 
 The strategies below are batched over examples: every step runs ONE `model.step` for all unfinished
-rows; rows that emit EOS are dropped from the state with `reorder`, so late steps cost only what is still
-alive. Each sequence stops at EOS or after `max_len` steps.
+rows; rows that emit EOS are dropped from the state with `reorder` (greedy and sampling drop them in
+groups, once a quarter of the rows has finished), so late steps cost only what is still alive. Each
+sequence stops at EOS or after `max_len` steps.
 
     GreedyDecoder()                              argmax at every step
     NucleusSampler(top_p, generator)             Holtzman et al. (2020) top-p sampling
@@ -103,19 +104,25 @@ class _TokenByToken:
         tokens = torch.full((batch,), sos, dtype=torch.long, device=device)  # (b,) last token of live rows
         out = torch.full((batch, max_len), eos, dtype=torch.long, device=device)  # emitted tokens
         lengths = torch.full((batch,), max_len, dtype=torch.long, device=device)  # no EOS: max_len
-        alive = torch.arange(batch, device=device)  # original row of each live row
+        alive = torch.arange(batch, device=device)  # original row of each row of `state`
+        running = torch.ones(batch, dtype=torch.bool, device=device)  # rows of `state` yet to emit EOS
         for t in range(max_len):
             logp, state = model.step(tokens, state)  # (b, V)
             nxt = self.choose(logp)  # (b,)
-            out[alive, t] = nxt
-            done = nxt == eos
+            out[alive, t] = nxt  # a finished row's later tokens land after its EOS and are cut off
+            done = (nxt == eos) & running
             if bool(done.any()):  # the one host sync per step
                 lengths[alive[done]] = t
-                keep = (~done).nonzero().squeeze(1)
-                if keep.numel() == 0:
+                running &= ~done
+                left = int(running.sum())
+                if left == 0:
                     break
-                state = model.reorder(state, keep)
-                alive, nxt = alive[keep], nxt[keep]
+                # Finished rows leave the state only once they are a quarter of it: each `reorder` copies
+                # the whole state, and a few finished rows cost less to carry than that copy every step.
+                if left <= 0.75 * running.numel():
+                    keep = running.nonzero().squeeze(1)
+                    state = model.reorder(state, keep)
+                    alive, nxt, running = alive[keep], nxt[keep], running[keep]
             tokens = nxt
         rows = out.cpu().tolist()
         return [row[:n] for row, n in zip(rows, lengths.cpu().tolist(), strict=True)]

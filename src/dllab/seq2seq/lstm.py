@@ -61,6 +61,7 @@ class LSTMState:
     pad: Tensor  # (B, L) bool, True at padding
     h: Tensor  # (layers, B, H)
     c: Tensor  # (layers, B, H)
+    gates: Tensor | None = None  # (V, 4H) eval-mode lookup of the first decoder layer's input gates
 
 
 class LSTMSeq2Seq(nn.Module):
@@ -122,12 +123,46 @@ class LSTMSeq2Seq(nn.Module):
 
     # -- IncrementalDecoder ----------------------------------------------------------------------------
     def start(self, src: tuple[Tensor, Tensor]) -> LSTMState:
-        return self.encode(*src)
+        state = self.encode(*src)
+        if not self.training:
+            # Without dropout the first layer's input gates depend on the token alone: W_ih E[y] + b_ih + b_hh
+            # for every target symbol, once per decode, turns that matmul into a row lookup per step.
+            state.gates = torch.addmm(
+                self.decoder.bias_ih_l0 + self.decoder.bias_hh_l0, self.tgt_embed.weight, self.decoder.weight_ih_l0.t()
+            )  # (V, 4H)
+        return state
+
+    def _cells(self, tokens: Tensor, state: LSTMState) -> tuple[Tensor, Tensor, Tensor]:
+        """One eval-mode decoder LSTM step as explicit cells (the torch.nn.LSTM equations, gates i f g o),
+        the first layer's input gates looked up in `state.gates`: tokens (B,) -> s (B, H), h, c (layers, B, H)."""
+        hs, cs = [], []
+        x = None
+        for layer in range(self.cfg.layers):
+            w_hh = getattr(self.decoder, f"weight_hh_l{layer}")
+            if layer == 0:
+                gates = torch.addmm(state.gates.index_select(0, tokens), state.h[0], w_hh.t())  # (B, 4H)
+            else:
+                bias = getattr(self.decoder, f"bias_ih_l{layer}") + getattr(self.decoder, f"bias_hh_l{layer}")
+                gates = torch.addmm(bias, x, getattr(self.decoder, f"weight_ih_l{layer}").t())
+                gates = gates.addmm_(state.h[layer], w_hh.t())
+            i, f, g, o = gates.chunk(4, dim=1)
+            c = torch.sigmoid(f) * state.c[layer] + torch.sigmoid(i) * torch.tanh(g)
+            x = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(x)
+            cs.append(c)
+        return x, torch.stack(hs), torch.stack(cs)
 
     def step(self, tokens: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         """tokens (B,) -> log-probs (B, V), one LSTM step (the prefix is in (h, c))."""
-        logits, state = self._decode(tokens[:, None], state)
-        return F.log_softmax(logits[:, 0].float(), dim=-1), state
+        if state.gates is None or self.training:
+            logits, state = self._decode(tokens[:, None], state)
+            return F.log_softmax(logits[:, 0].float(), dim=-1), state
+        s, h, c = self._cells(tokens, state)  # (B, H)
+        if self.attention is not None:
+            assert state.keys is not None
+            s = self.attention(s[:, None], state.enc, state.keys, state.pad)[0][:, 0]
+        logits = self.generator(s)  # eval mode: no dropout
+        return F.log_softmax(logits.float(), dim=-1), LSTMState(state.enc, state.keys, state.pad, h, c, state.gates)
 
     def reorder(self, state: LSTMState, index: Tensor) -> LSTMState:
         keys = state.keys.index_select(0, index) if state.keys is not None else None
@@ -137,6 +172,7 @@ class LSTMSeq2Seq(nn.Module):
             state.pad.index_select(0, index),
             state.h.index_select(1, index),
             state.c.index_select(1, index),
+            state.gates,
         )
 
 
