@@ -140,7 +140,7 @@ def cmd_bench(args) -> int:
 def _bench_training(train, steps: int) -> dict:
     import torch
 
-    from dllab.asr.features import SpeechData
+    from dllab.asr.features import BF16_PAD_MULTIPLE, SpeechData
     from dllab.asr.model import ASRModel, ModelConfig
 
     g = torch.Generator().manual_seed(0)
@@ -148,7 +148,7 @@ def _bench_training(train, steps: int) -> dict:
     torch.manual_seed(0)
     ours = _train_rate(ASRModel(ModelConfig(decoder="transformer")), train, idx_batches, None)
     torch.manual_seed(0)
-    rounded = SpeechData(train.features, pad_multiple=(64, 16))
+    rounded = SpeechData(train.features, pad_multiple=BF16_PAD_MULTIPLE)
     bf16 = _train_rate(ASRModel(ModelConfig(decoder="transformer")), rounded, idx_batches, None, bf16=True)
     torch.manual_seed(0)
     base = _train_rate(

@@ -22,7 +22,7 @@ import torch
 
 from dllab.asr import text as vocab
 from dllab.asr.config import ASRConfig, DataConfig  # noqa: F401 (DataConfig re-exported)
-from dllab.asr.features import FeatureSet, SpeechData, compute_features
+from dllab.asr.features import BF16_PAD_MULTIPLE, FeatureSet, SpeechData, compute_features
 from dllab.asr.model import ASRModel, count_parameters, loss_fn
 from dllab.data.espeak_corpus import build_corpus, cache_root
 from dllab.data.ljspeech import download_ljspeech, read_metadata, split_ranges
@@ -160,7 +160,7 @@ def train_run(
     if main:
         distributed.barrier()
     # bfloat16 on CPU: few distinct batch shapes, so that oneDNN reuses its compiled kernels (see SpeechData).
-    pad_multiple = (64, 16) if cfg.train.precision == "bf16" else (1, 1)
+    pad_multiple = BF16_PAD_MULTIPLE if cfg.train.precision == "bf16" else (1, 1)
     train, val = SpeechData(splits["train"], cfg.augment, pad_multiple), SpeechData(splits["val"])
     model = build_model(cfg)
     run = RunDir(run_path)

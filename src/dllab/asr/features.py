@@ -149,6 +149,10 @@ def spec_augment(feats: Tensor, lens: Tensor, cfg: AugmentConfig, generator: tor
     return feats
 
 
+# (frames, tokens) multiples that bfloat16 training batches are rounded up to (see SpeechData).
+BF16_PAD_MULTIPLE = (64, 16)
+
+
 class SpeechData:
     """A split as `fit` wants it: `len()` and `batch(idx)` -> dict of padded tensors.
 

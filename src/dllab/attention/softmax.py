@@ -36,18 +36,6 @@ def _bool_mask(lq: int, lk: int, causal: bool, key_padding_mask: Tensor | None, 
     return mask
 
 
-def _autocast_attention(
-    q: Tensor, k: Tensor, v: Tensor, causal: bool, key_padding_mask: Tensor | None, scale: float | None
-) -> Tensor:
-    """The textbook form under autocast: scores and output in the autocast dtype, softmax in float32."""
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = (q * scale) @ k.transpose(-2, -1)  # (..., Lq, Lk), autocast dtype
-    mask = _bool_mask(q.shape[-2], k.shape[-2], causal, key_padding_mask, q.device)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores.float(), dim=-1) @ v
-
-
 def softmax_attention(
     q: Tensor,
     k: Tensor,
@@ -70,7 +58,7 @@ def softmax_attention(
     if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         # Under CPU autocast, SDPA runs its bfloat16 flash kernel, whose backward is slower than two
         # bfloat16 matmuls (AMX) around a float32 softmax: `dllab bench asr` times the training step.
-        return _autocast_attention(q, k, v, causal, key_padding_mask, scale)
+        return naive_softmax_attention(q, k, v, causal, key_padding_mask, scale)
     if key_padding_mask is None and (not causal or q.shape[-2] == k.shape[-2]):
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
     mask = _bool_mask(q.shape[-2], k.shape[-2], causal, key_padding_mask, q.device)
@@ -85,11 +73,13 @@ def naive_softmax_attention(
     key_padding_mask: Tensor | None = None,
     scale: float | None = None,
 ) -> Tensor:
-    """The textbook form, building the full (..., Lq, Lk) score matrix; the reference for tests."""
+    """The textbook form, building the full (..., Lq, Lk) score matrix; the reference for tests, and the
+    path under CPU autocast (matmuls in bfloat16, the softmax in at least float32)."""
     _check(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = scale * q @ k.transpose(-2, -1)  # (..., Lq, Lk)
     mask = _bool_mask(q.shape[-2], k.shape[-2], causal, key_padding_mask, q.device)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
+    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+    return probs.to(v.dtype) @ v
