@@ -108,3 +108,21 @@ def test_eval_steps_use_the_gate_table_and_training_steps_do_not():
     torch.testing.assert_close(after.c, c, rtol=1e-5, atol=1e-6)
     m.train()
     assert m.start((src, src_len)).gates is None  # dropout on the embeddings: no lookup table
+
+
+def test_sigmoid_form_attention_equals_the_textbook_tanh_formula():
+    """e = vᵀtanh(W_s s + W_h h), s̃ = tanh(W_out [c; s]) written out with torch.tanh, against the module."""
+    from dllab.seq2seq.lstm import tanh
+
+    x = torch.linspace(-30, 30, 20001)
+    torch.testing.assert_close(tanh(x), torch.tanh(x), rtol=0, atol=3e-7)
+    m = model(seed=3)
+    att = m.attention
+    s, enc = torch.randn(2, 3, 16), torch.randn(2, 4, 16)
+    pad = torch.tensor([[False, False, False, True], [False, False, False, False]])
+    scores = att.v(torch.tanh(att.w_s(s)[:, :, None] + att.w_h(enc)[:, None])).squeeze(-1)
+    weights = torch.softmax(scores.masked_fill(pad[:, None], float("-inf")), -1)
+    want = torch.tanh(att.w_out(torch.cat([weights @ enc, s], -1)))
+    got, got_weights = att(s, enc, att.keys(enc), pad)
+    torch.testing.assert_close(got_weights, weights, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -29,7 +29,18 @@ from dllab.seq2seq.config import LSTMConfig
 from dllab.seq2seq.vocab import PAD
 
 
+def tanh(x: Tensor) -> Tensor:
+    """tanh(x) as 2σ(2x) − 1 (within 2e-7 of torch.tanh in float32, differentiable).
+
+    torch's CPU tanh goes through MKL's vector math library, which is several times slower than torch's own
+    sigmoid on AMD CPUs: 117 µs against 17 µs for 38,400 floats on the EPYC of 2026-12-03 (torch 2.13)."""
+    return torch.sigmoid(2 * x) * 2 - 1
+
+
 class BahdanauAttention(nn.Module):
+    """e_ti = vᵀ tanh(W_s s_t + W_h h_i), computed as 2vᵀσ(2 W_s s_t + 2 W_h h_i): the two differ by the constant
+    Σv, which cancels in the softmax over i, and the sigmoid form skips torch's slow CPU tanh (see `tanh`)."""
+
     def __init__(self, hidden: int):
         super().__init__()
         self.w_h = nn.Linear(hidden, hidden, bias=False)  # applied once per source: see `keys`
@@ -38,18 +49,20 @@ class BahdanauAttention(nn.Module):
         self.w_out = nn.Linear(2 * hidden, hidden)
 
     def keys(self, enc: Tensor) -> Tensor:
-        """W_h h_i for all source positions: (B, L, H) -> (B, L, H)."""
-        return self.w_h(enc)
+        """2 W_h h_i for all source positions (the factor of the sigmoid form): (B, L, H) -> (B, L, H)."""
+        return self.w_h(enc) * 2
 
     def forward(self, s: Tensor, enc: Tensor, keys: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
-        """s (B, T, H) decoder states, enc / keys (B, L, H), pad (B, L) True at padding.
+        """s (B, T, H) decoder states, enc (B, L, H), keys (B, L, H) from `keys`, pad (B, L) True at padding.
 
         Returns s̃ (B, T, H) and the attention weights (B, T, L) (exactly 0 at padding)."""
-        scores = self.v(torch.tanh(self.w_s(s)[:, :, None] + keys[:, None])).squeeze(-1)  # (B, T, L)
+        query = self.w_s(s) * 2  # (B, T, H)
+        hidden = torch.sigmoid(query[:, :, None] + keys[:, None])  # (B, T, L, H): (tanh(W_s s + W_h h) + 1) / 2
+        scores = F.linear(hidden, self.v.weight * 2).squeeze(-1)  # (B, T, L) = vᵀtanh(...) + Σv
         scores = scores.masked_fill(pad[:, None], float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # (B, T, L)
         context = weights @ enc  # (B, T, H)
-        return torch.tanh(self.w_out(torch.cat([context, s], dim=-1))), weights
+        return tanh(self.w_out(torch.cat([context, s], dim=-1))), weights
 
 
 @dataclass
@@ -145,9 +158,12 @@ class LSTMSeq2Seq(nn.Module):
                 bias = getattr(self.decoder, f"bias_ih_l{layer}") + getattr(self.decoder, f"bias_hh_l{layer}")
                 gates = torch.addmm(bias, x, getattr(self.decoder, f"weight_ih_l{layer}").t())
                 gates = gates.addmm_(state.h[layer], w_hh.t())
-            i, f, g, o = gates.chunk(4, dim=1)
-            c = torch.sigmoid(f) * state.c[layer] + torch.sigmoid(i) * torch.tanh(g)
-            x = torch.sigmoid(o) * torch.tanh(c)
+            # one sigmoid for all four gates, tanh(g) as 2σ(2g) − 1 (see `tanh`)
+            H = gates.shape[1] // 4
+            gates[:, 2 * H : 3 * H] *= 2
+            i, f, g, o = gates.sigmoid_().chunk(4, dim=1)
+            c = torch.addcmul(f * state.c[layer], i, g * 2 - 1)
+            x = o * tanh(c)
             hs.append(x)
             cs.append(c)
         return x, torch.stack(hs), torch.stack(cs)
