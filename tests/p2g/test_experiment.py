@@ -143,3 +143,70 @@ def test_bad_model_options_name_the_option(tmp_path, capsys, option, value):
     assert main(argv) != 0
     assert option in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def right_to_left(trained):
+    run, data = trained
+    runs = run.path.parent.parent
+    argv = ["p2g", "train", "--attn", "--data-dir", str(data), "--runs", str(runs), "--name", "tiny-r2l",
+            "--data.reverse", "true", "--train.epochs", "6", "--model.hidden", "32", "--train.batch_size", "16",
+            "--optim.lr", "0.01"]  # fmt: skip
+    assert main(argv) == 0
+    return RunDir(runs / "p2g" / "tiny-r2l")
+
+
+@pytest.mark.slow
+def test_right_to_left_run_spells_backwards_and_reports_forwards(trained, right_to_left, capsys):
+    _, data = trained
+    assert main(["p2g", "test", str(right_to_left.path), "--beam", "3"]) == 0
+    rows = (right_to_left.path / "predictions-beam3.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    gold = [line.split("\t")[1] for line in (data / "valid.tsv").read_text(encoding="utf-8").splitlines()]
+    assert [r.split("\t")[1] for r in rows] == gold  # written left to right
+    # written forwards, the outputs are close to the gold (reversed, most would not be)
+    from dllab.seq2seq.metrics import character_error_rate
+
+    outputs = [r.split("\t")[2] for r in rows]
+    assert character_error_rate(outputs, gold) < 0.5 < character_error_rate([o[::-1] for o in outputs], gold)
+    assert main(["p2g", "spell", str(right_to_left.path), "æ b iː"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split("\t")[1].startswith("ab")  # forwards
+
+
+@pytest.mark.slow
+def test_rescoring_with_a_right_to_left_run(trained, right_to_left, capsys):
+    run, _ = trained
+    assert main(["p2g", "test", str(run.path), "--beam", "3", "--rescore", str(right_to_left.path)]) == 0
+    metrics = json.loads(run.test_metrics_path.read_text())["beam3_rescored1"]
+    assert metrics["rescored_by"] == [str(right_to_left.path)] and 0 <= metrics["cer"] < 0.5
+    assert main(["p2g", "test", str(run.path), "--rescore", str(right_to_left.path)]) == 2
+    assert "needs --beam" in capsys.readouterr().err
+    assert main(["p2g", "test", str(run.path), "--beam", "3", "--rescore", str(run.path)]) == 2
+    assert "right-to-left runs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_n_best_scores_are_the_models_own_sequence_log_probs(trained):
+    from dllab.p2g.experiment import load_run, spell_n_best, spelling_log_probs
+    from dllab.seq2seq.decoding import BeamSearchDecoder
+
+    run, data = trained
+    cfg, model, vocabs = load_run(run)
+    words = [tuple(line.split("\t")[0].split()) for line in (data / "valid.tsv").read_text("utf-8").splitlines()]
+    n_best = spell_n_best(model, words[:10], vocabs, BeamSearchDecoder(3, length_penalty=1.0), cfg.decode, 3)
+    texts = [(w, text, score) for w, cands in zip(words, n_best, strict=False) for text, score in cands]
+    assert all(len(c) == 3 for c in n_best)
+    logp = spelling_log_probs(model, [w for w, _, _ in texts], [t for _, t, _ in texts], vocabs)
+    for (_, text, score), lp in zip(texts, logp, strict=True):
+        assert lp / (len(text) + 1) == pytest.approx(score, abs=1e-4)  # beam's score: per token incl. EOS
+
+
+def test_rescoring_adds_the_right_to_left_score_per_token(monkeypatch):
+    from dllab.p2g import experiment
+
+    backward = {"ab": -9.0, "ba": -0.3, "abc": -0.4}  # log p of each candidate, read right to left
+    monkeypatch.setattr(experiment, "spelling_log_probs",
+                        lambda model, src, texts, vocabs: [backward[t[::-1]] for t in texts])  # fmt: skip
+    n_best = [[("ab", -0.1), ("ba", -0.2)], [("abc", -1.0)], []]
+    best = experiment.rescore_right_to_left(n_best, [("x",), ("y",), ("z",)], [object()], (None, None))
+    # ab: -0.1 - 9/3 < ba: -0.2 - 0.1; a lone candidate stays; no candidate -> empty spelling
+    assert best == ["ba", "abc", ""]

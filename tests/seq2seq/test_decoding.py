@@ -10,6 +10,7 @@ from dllab.seq2seq.decoding import (
     IncrementalDecoder,
     NucleusSampler,
     decode,
+    decode_n_best,
     nucleus_mask,
     sample_k,
     select_rows,
@@ -165,9 +166,9 @@ def test_sample_k_encodes_once_and_returns_k_samples_per_source():
     assert samples == [[[2, 3]] * 3, [[4]] * 3]
 
 
-def brute_force_best(tables, s, V, max_len, alpha):
-    """Every sequence up to max_len tokens (ended by EOS, or cut at max_len): the best normalised score."""
-    best, best_seq = -math.inf, None
+def brute_force_ranking(tables, s, V, max_len, alpha):
+    """Every sequence up to max_len tokens (ended by EOS, or cut at max_len) with its normalised score, best first."""
+    scored = []
     content = [v for v in range(V) if v != EOS]
     for n in range(max_len + 1):
         for seq in itertools.product(content, repeat=n):
@@ -175,10 +176,12 @@ def brute_force_best(tables, s, V, max_len, alpha):
             toks = [SOS, *seq] + ([EOS] if ends else [])
             score = sum(tables[s, min(t, tables.shape[1] - 1), toks[t], toks[t + 1]].item()
                         for t in range(len(toks) - 1))
-            norm = score / (len(toks) - 1) ** alpha
-            if norm > best + 1e-9:
-                best, best_seq = norm, list(seq)
-    return best_seq
+            scored.append((list(seq), score / (len(toks) - 1) ** alpha))
+    return sorted(scored, key=lambda x: -x[1])
+
+
+def brute_force_best(tables, s, V, max_len, alpha):
+    return brute_force_ranking(tables, s, V, max_len, alpha)[0][0]
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
@@ -188,6 +191,25 @@ def test_wide_beam_finds_the_exact_best_sequence(alpha):
     model = MarkovToy(tables)
     got = decode(model, torch.arange(4), BeamSearchDecoder(27, length_penalty=alpha), SOS, EOS, max_len)
     assert got == [brute_force_best(tables, s, V, max_len, alpha) for s in range(4)]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_n_best_of_a_wide_beam_are_the_exact_best_sequences_with_their_scores(alpha):
+    V, max_len, n = 4, 3, 4
+    tables = random_tables(S=3, T=4, V=V, seed=5, sharp=1.0)
+    got = decode_n_best(MarkovToy(tables), torch.arange(3), BeamSearchDecoder(27, length_penalty=alpha), n,
+                        SOS, EOS, max_len)  # fmt: skip
+    for s in range(3):
+        want = brute_force_ranking(tables, s, V, max_len, alpha)[:n]
+        assert [seq for seq, _ in got[s]] == [seq for seq, _ in want]
+        assert [score for _, score in got[s]] == pytest.approx([score for _, score in want], abs=1e-5)
+    # the first of the n best is what decode returns; n = 1 is that alone
+    beam = BeamSearchDecoder(3)
+    best = decode(MarkovToy(tables), torch.arange(3), beam, SOS, EOS, max_len)
+    ones = decode_n_best(MarkovToy(tables), torch.arange(3), beam, 1, SOS, EOS, max_len)
+    assert [o[0][0] for o in ones] == best and all(len(o) == 1 for o in ones)
+    with pytest.raises(ValueError, match="n must be"):
+        decode_n_best(MarkovToy(tables), torch.arange(3), beam, 0, SOS, EOS, max_len)
 
 
 def test_beam_beats_greedy_when_greedy_is_myopic():

@@ -63,7 +63,8 @@ def add_commands(sub) -> None:
         "and writes <run>/predictions-<strategy>.tsv. "
         "The course hands out no test file: its validation file is used.",
         epilog=f"examples:\n  dllab p2g test runs/p2g/demo\n  {EXAMPLES['test']}\n"
-        "  dllab p2g test runs/p2g/demo --beam 5",
+        "  dllab p2g test runs/p2g/demo --beam 5\n"
+        "  dllab p2g test runs/p2g/demo --beam 5 --rescore runs/p2g/demo-r2l   # rerank with a right-to-left run",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     test.add_argument("run", type=Path, help="a p2g run directory")
@@ -74,6 +75,8 @@ def add_commands(sub) -> None:
     test.add_argument("--seed", type=int, default=0, help="sampling seed")
     test.add_argument("--ensemble", type=Path, nargs="+", default=None, metavar="RUN",
                       help="further runs on the same data whose models join this one's (mean distribution)")
+    test.add_argument("--rescore", type=Path, nargs="+", default=None, metavar="RUN",
+                      help="right-to-left runs (trained with --data.reverse) that rerank the beam's n best")
     test.set_defaults(func=cmd_test)
 
     spell = psub.add_parser(
@@ -125,7 +128,8 @@ def cmd_test(args) -> int:
 
     setup_logging()
     ensemble = [RunDir(p) for p in args.ensemble] if args.ensemble else None
-    result = evaluate(RunDir(args.run), args.top_p, args.beam, args.k, args.split, args.seed, ensemble)
+    rescore = [RunDir(p) for p in args.rescore] if args.rescore else None
+    result = evaluate(RunDir(args.run), args.top_p, args.beam, args.k, args.split, args.seed, ensemble, rescore)
     for key, m in result.items():
         extra = "".join(f", {name.upper()} {m[name]:.4f}" for name in m if name.startswith("wer@"))
         print(
@@ -143,5 +147,5 @@ def cmd_spell(args) -> int:
     strategy, _ = make_strategy(None, args.beam, 0)
     words = [tuple(p.split()) for p in args.phonemes]
     for phonemes, out in zip(args.phonemes, spell(model, words, vocabs, strategy, cfg.decode), strict=True):
-        print(f"{phonemes}\t{out[0]}")
+        print(f"{phonemes}\t{out[0][::-1] if cfg.data.reverse else out[0]}")
     return 0

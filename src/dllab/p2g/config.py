@@ -27,6 +27,7 @@ class DataConfig:
     limit_train: int = option(0, "use only the first N training pairs (0 = all)")
     limit_valid: int = option(0, "use only the first N validation / test pairs (0 = all)")
     skip_bad_lines: bool = option(False, "skip malformed TSV lines (and report how many) instead of failing")
+    reverse: bool = option(False, "spell right to left (train on reversed spellings): a model for `p2g test --rescore`")
 
 
 @dataclass(frozen=True)

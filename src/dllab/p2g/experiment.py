@@ -33,6 +33,7 @@ from dllab.seq2seq.decoding import (
     NucleusSampler,
     Strategy,
     decode,
+    decode_n_best,
     sample_k,
 )
 from dllab.seq2seq.ensemble import EnsembleDecoder
@@ -81,6 +82,8 @@ def build_data(cfg: DataConfig, vocabs: tuple[Vocab, Vocab] | None = None) -> P2
     train = splits.train[: cfg.limit_train or None]
     valid = splits.valid[: cfg.limit_valid or None]
     test = splits.test[: cfg.limit_valid or None]
+    if cfg.reverse:  # a right-to-left speller: CER and WER are the same on reversed strings
+        train, valid, test = ([(p, w[::-1]) for p, w in pairs] for pairs in (train, valid, test))
     if vocabs is None:
         vocabs = Vocab.build(p for p, _ in train), Vocab.build(w for _, w in train)
     src_vocab, tgt_vocab = vocabs
@@ -166,6 +169,83 @@ def spell(
     if isinstance(model, LSTMSeq2Seq):
         model.train(was_training)
     return out
+
+
+def spell_n_best(
+    model: LSTMSeq2Seq | EnsembleDecoder,
+    phonemes: list[tuple[str, ...]],
+    data_vocabs: tuple[Vocab, Vocab],
+    beam: BeamSearchDecoder,
+    cfg: DecodeConfig,
+    n: int,
+) -> list[list[tuple[str, float]]]:
+    """The n best spellings of each word by beam search, with their normalised scores, best first."""
+    src_vocab, tgt_vocab = data_vocabs
+    out: list[list[tuple[str, float]]] = []
+    for batch in src_batches(phonemes, src_vocab, cfg.batch_size, _device_of_decoder(model)):
+        for hyps in decode_n_best(model, batch, beam, n, SOS, EOS, cfg.max_len):
+            out.append([(to_text(ids, tgt_vocab), score) for ids, score in hyps])
+    return out
+
+
+def _device_of_decoder(model: LSTMSeq2Seq | EnsembleDecoder) -> torch.device:
+    module = model if isinstance(model, LSTMSeq2Seq) else model.members[0]
+    return next(module.parameters()).device
+
+
+@torch.no_grad()
+def spelling_log_probs(
+    model: LSTMSeq2Seq,
+    phonemes: list[tuple[str, ...]],
+    spellings: list[str],
+    data_vocabs: tuple[Vocab, Vocab],
+    batch_size: int = 500,
+) -> list[float]:
+    """log p(spelling, EOS | phonemes) of each pair under the model (teacher forcing, eval mode)."""
+    src_vocab, tgt_vocab = data_vocabs
+    device = _device_of_decoder(model)
+    model.eval()
+    out: list[float] = []
+    for start in range(0, len(phonemes), batch_size):
+        pairs = list(zip(phonemes[start : start + batch_size], spellings[start : start + batch_size], strict=True))
+        data = encode_pairs(pairs, src_vocab, tgt_vocab)
+        src, src_len, tgt, _ = (t.to(device) for t in data.batch(torch.arange(len(pairs))))
+        logp = torch.log_softmax(model(src, src_len, tgt[:, :-1]).float(), dim=-1)  # (B, T, V)
+        gold = tgt[:, 1:]
+        token_logp = logp.gather(-1, gold.unsqueeze(-1)).squeeze(-1).masked_fill(gold == 0, 0.0)
+        out.extend(token_logp.sum(1).tolist())
+    return out
+
+
+def rescore_right_to_left(
+    n_best: list[list[tuple[str, float]]],
+    phonemes: list[tuple[str, ...]],
+    right_to_left: list[LSTMSeq2Seq],
+    data_vocabs: tuple[Vocab, Vocab],
+    length_penalty: float = 1.0,
+) -> list[str]:
+    """For each word, the candidate with the best sum of its left-to-right score (beam search's normalised
+    score) and its right-to-left score: the mean over `right_to_left` models of log p(reversed spelling,
+    EOS) / (length + 1) ** length_penalty, the normalisation beam search uses. The two directions make
+    different mistakes (a left-to-right speller commits to a word's start before seeing how it ends), so
+    candidates that both read well are better bets (the reranking of Liu et al., 2016, for transduction)."""
+    flat_src = [p for p, cands in zip(phonemes, n_best, strict=True) for _ in cands]
+    flat_text = [text for cands in n_best for text, _ in cands]
+    norms = torch.tensor([(len(t) + 1) ** length_penalty for t in flat_text], dtype=torch.float64)
+    backward = torch.zeros(len(flat_text), dtype=torch.float64)
+    for model in right_to_left:
+        logp = spelling_log_probs(model, flat_src, [t[::-1] for t in flat_text], data_vocabs)
+        backward += torch.tensor(logp, dtype=torch.float64) / norms
+    backward /= len(right_to_left)
+    best, at = [], 0
+    for cands in n_best:
+        if not cands:
+            best.append("")
+            continue
+        total = [score + backward[at + j].item() for j, (_, score) in enumerate(cands)]
+        best.append(cands[max(range(len(cands)), key=total.__getitem__)][0])
+        at += len(cands)
+    return best
 
 
 # -- training ----------------------------------------------------------------------------------------------
@@ -257,37 +337,62 @@ def evaluate(
     split: Literal["test", "valid"] = "test",
     seed: int = 0,
     ensemble: list[RunDir] | None = None,
+    rescore: list[RunDir] | None = None,
 ) -> dict:
     """Decode `split` with the best checkpoint; add the metrics to test_metrics.json and return them.
 
     `ensemble`: further runs (trained on the same data) whose models join this one's: the decoder then
-    follows the mean of their next-letter distributions."""
+    follows the mean of their next-letter distributions. `rescore`: right-to-left runs (`--data.reverse`)
+    that rerank the beam's n best (n = beam size), see `rescore_right_to_left`."""
     if k < 1:
         raise UserError(f"--k must be >= 1, got {k}")
     if k > 1 and top_p is None:
         raise UserError("--k > 1 draws several samples: it needs --top-p")
+    if rescore and beam is None:
+        raise UserError("--rescore reranks the n best spellings of beam search: it needs --beam")
     cfg, model, vocabs = load_run(run)
     strategy, key = make_strategy(top_p, beam, seed)
     decoder: LSTMSeq2Seq | EnsembleDecoder = model
     if ensemble:
         members = [model]
         for other in ensemble:
-            _, member, other_vocabs = load_run(other)
+            other_cfg, member, other_vocabs = load_run(other)
             if other_vocabs != vocabs:
                 raise UserError(f"{other.path}: its vocabularies differ from {run.path}'s (other training data?)")
+            if other_cfg.data.reverse != cfg.data.reverse:
+                raise UserError(f"{other.path}: spells in the other direction than {run.path} (--data.reverse)")
             members.append(member)
         decoder = EnsembleDecoder(members)
         key = f"ensemble{len(members)}_{key}"
+    right_to_left = []
+    for other in rescore or []:
+        other_cfg, member, other_vocabs = load_run(other)
+        if not other_cfg.data.reverse or cfg.data.reverse:
+            raise UserError(f"--rescore {other.path}: rescoring needs a left-to-right run ({run.path}) and "
+                            "right-to-left runs (trained with --data.reverse)")  # fmt: skip
+        if other_vocabs != vocabs:
+            raise UserError(f"{other.path}: its vocabularies differ from {run.path}'s (other training data?)")
+        right_to_left.append(member)
+    if right_to_left:
+        key = f"{key}_rescored{len(right_to_left)}"
     data = build_data(cfg.data, vocabs)
     src, gold = (data.test_src, data.test_gold) if split == "test" else (data.valid_src, data.valid_gold)
     began = time.perf_counter()
     with torch.no_grad():
-        outputs = spell(decoder, src, vocabs, strategy, cfg.decode, k=k)
+        if right_to_left:
+            assert isinstance(strategy, BeamSearchDecoder)
+            n_best = spell_n_best(decoder, src, vocabs, strategy, cfg.decode, strategy.beam_size)
+            outputs = [[w] for w in rescore_right_to_left(n_best, src, right_to_left, vocabs)]
+        else:
+            outputs = spell(decoder, src, vocabs, strategy, cfg.decode, k=k)
     seconds = time.perf_counter() - began
+    if cfg.data.reverse:  # report and write the spellings left to right (the metrics are the same)
+        outputs, gold = [[o[::-1] for o in out] for out in outputs], [g[::-1] for g in gold]
     first = [o[0] for o in outputs]
     metrics = {
         "split": "valid" if split == "valid" or data.info["test_is_valid"] else "test",
         "members": [str(run.path)] + [str(r.path) for r in ensemble or []],
+        "rescored_by": [str(r.path) for r in rescore or []],
         "strategy": repr(strategy),
         "words": len(gold),
         "cer": character_error_rate(first, gold),

@@ -16,7 +16,8 @@ sequence stops at EOS or after `max_len` steps.
     BeamSearchDecoder(beam_size, length_penalty) beam search, hypotheses ranked by score / length**penalty
 
 `decode(model, src, strategy, sos, eos, max_len)` returns token ids without SOS / EOS (for beam search the
-best hypothesis); `sample_k` draws k samples per source while encoding each source once.
+best hypothesis); `decode_n_best` the n best hypotheses of beam search with their scores (for rescoring);
+`sample_k` draws k samples per source while encoding each source once.
 Decoding runs under `torch.no_grad()`; putting the model in eval() mode is the caller's job.
 """
 
@@ -214,6 +215,21 @@ class BeamSearchDecoder:
         return f"BeamSearchDecoder(beam_size={self.beam_size}, length_penalty={self.length_penalty})"
 
     def search(self, model: IncrementalDecoder, state: State, batch: int, sos: int, eos: int, max_len: int):
+        return self._search(model, state, batch, sos, eos, max_len, None)
+
+    def search_n_best(
+        self, model: IncrementalDecoder, state: State, batch: int, sos: int, eos: int, max_len: int, n: int
+    ) -> list[list[tuple[list[int], float]]]:
+        """Per source, the n best hypotheses the search finished (tokens, normalised score), best first:
+        every hypothesis that ended in EOS while ranked among the beams, plus the live beams if `max_len`
+        cut the search. Fewer than n when the search finished fewer."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        collect: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+        self._search(model, state, batch, sos, eos, max_len, collect)
+        return [[(seq, score) for score, seq in sorted(c, key=lambda x: -x[0])[:n]] for c in collect]
+
+    def _search(self, model, state, batch: int, sos: int, eos: int, max_len: int, collect: list | None):
         _check_len(max_len)
         if batch == 0:
             return []
@@ -246,6 +262,11 @@ class BeamSearchDecoder:
             cand, j = norm.max(dim=1)  # (b,)
             self._keep_best(cand, origin.gather(1, j[:, None]).squeeze(1), t - 1, alive, history, K,
                             best_score, best_tokens, best_len)
+            if collect is not None and bool(ended.any()):
+                rows, cols = ended.nonzero(as_tuple=True)
+                ended_seqs = history.index_select(0, rows * K + origin[rows, cols]).tolist()
+                for r, score, seq in zip(alive[rows].tolist(), norm[rows, cols].tolist(), ended_seqs, strict=True):
+                    collect[r].append((score, seq))
             n_finished[alive] += ended.sum(1)
 
             # The K best candidates that do not end become the live beams.
@@ -259,6 +280,11 @@ class BeamSearchDecoder:
 
             if t == max_len:  # out of steps: the live beams compete as they are
                 norm = scores / t**self.length_penalty
+                if collect is not None:
+                    live = torch.isfinite(norm).nonzero(as_tuple=True)
+                    live_seqs = history.index_select(0, live[0] * K + live[1]).tolist()
+                    for r, score, seq in zip(alive[live[0]].tolist(), norm[live].tolist(), live_seqs, strict=True):
+                        collect[r].append((score, seq))
                 cand, j = norm.max(dim=1)
                 self._keep_best(cand, j, t, alive, history, K, best_score, best_tokens, best_len)
                 break
@@ -314,6 +340,22 @@ def decode(
     batch = batch_size if batch_size is not None else batch_size_of(src)
     state = model.start(src)
     return strategy.search(model, state, batch, sos, eos, max_len)
+
+
+@torch.no_grad()
+def decode_n_best(
+    model: IncrementalDecoder,
+    src: Any,
+    beam: BeamSearchDecoder,
+    n: int,
+    sos: int,
+    eos: int,
+    max_len: int,
+    batch_size: int | None = None,
+) -> list[list[tuple[list[int], float]]]:
+    """The n best hypotheses of beam search per source: (token ids without SOS / EOS, normalised score)."""
+    batch = batch_size if batch_size is not None else batch_size_of(src)
+    return beam.search_n_best(model, model.start(src), batch, sos, eos, max_len, n)
 
 
 @torch.no_grad()
