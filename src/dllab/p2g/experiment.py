@@ -11,6 +11,7 @@ re-exported here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -39,7 +40,7 @@ from dllab.seq2seq.decoding import (
 from dllab.seq2seq.ensemble import EnsembleDecoder
 from dllab.seq2seq.lstm import LSTMSeq2Seq, sequence_loss
 from dllab.seq2seq.metrics import character_error_rate, single_word_error_rate, wer_at_k
-from dllab.seq2seq.vocab import EOS, SOS, UNK, Vocab
+from dllab.seq2seq.vocab import EOS, PAD, SOS, UNK, Vocab
 
 log = logging.getLogger(__name__)
 
@@ -153,22 +154,30 @@ def spell(
 ) -> list[list[str]]:
     """Spell each word with `strategy`: k outputs per word (k > 1 only for sampling)."""
     src_vocab, tgt_vocab = data_vocabs
-    module = model if isinstance(model, LSTMSeq2Seq) else model.members[0]
-    device = next(module.parameters()).device
-    was_training = model.training if isinstance(model, LSTMSeq2Seq) else False
-    if isinstance(model, LSTMSeq2Seq):
-        model.eval()
     out: list[list[str]] = []
-    for batch in src_batches(phonemes, src_vocab, cfg.batch_size, device):
-        if k > 1:
-            assert isinstance(strategy, NucleusSampler)
-            for samples in sample_k(model, batch, strategy, k, SOS, EOS, cfg.max_len):
-                out.append([to_text(s, tgt_vocab) for s in samples])
-        else:
-            out.extend([to_text(s, tgt_vocab)] for s in decode(model, batch, strategy, SOS, EOS, cfg.max_len))
-    if isinstance(model, LSTMSeq2Seq):
-        model.train(was_training)
+    with _eval_mode(model):
+        for batch in src_batches(phonemes, src_vocab, cfg.batch_size, _device_of_decoder(model)):
+            if k > 1:
+                assert isinstance(strategy, NucleusSampler)
+                for samples in sample_k(model, batch, strategy, k, SOS, EOS, cfg.max_len):
+                    out.append([to_text(s, tgt_vocab) for s in samples])
+            else:
+                out.extend([to_text(s, tgt_vocab)] for s in decode(model, batch, strategy, SOS, EOS, cfg.max_len))
     return out
+
+
+@contextlib.contextmanager
+def _eval_mode(model: LSTMSeq2Seq | EnsembleDecoder):
+    """A single model decodes in eval mode (no dropout) and gets its mode back; ensemble members are loaded
+    in eval mode."""
+    was_training = model.training if isinstance(model, LSTMSeq2Seq) else None
+    if was_training is not None:
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training is not None:
+            model.train(was_training)
 
 
 def spell_n_best(
@@ -182,9 +191,10 @@ def spell_n_best(
     """The n best spellings of each word by beam search, with their normalised scores, best first."""
     src_vocab, tgt_vocab = data_vocabs
     out: list[list[tuple[str, float]]] = []
-    for batch in src_batches(phonemes, src_vocab, cfg.batch_size, _device_of_decoder(model)):
-        for hyps in decode_n_best(model, batch, beam, n, SOS, EOS, cfg.max_len):
-            out.append([(to_text(ids, tgt_vocab), score) for ids, score in hyps])
+    with _eval_mode(model):
+        for batch in src_batches(phonemes, src_vocab, cfg.batch_size, _device_of_decoder(model)):
+            for hyps in decode_n_best(model, batch, beam, n, SOS, EOS, cfg.max_len):
+                out.append([(to_text(ids, tgt_vocab), score) for ids, score in hyps])
     return out
 
 
@@ -204,16 +214,16 @@ def spelling_log_probs(
     """log p(spelling, EOS | phonemes) of each pair under the model (teacher forcing, eval mode)."""
     src_vocab, tgt_vocab = data_vocabs
     device = _device_of_decoder(model)
-    model.eval()
     out: list[float] = []
-    for start in range(0, len(phonemes), batch_size):
-        pairs = list(zip(phonemes[start : start + batch_size], spellings[start : start + batch_size], strict=True))
-        data = encode_pairs(pairs, src_vocab, tgt_vocab)
-        src, src_len, tgt, _ = (t.to(device) for t in data.batch(torch.arange(len(pairs))))
-        logp = torch.log_softmax(model(src, src_len, tgt[:, :-1]).float(), dim=-1)  # (B, T, V)
-        gold = tgt[:, 1:]
-        token_logp = logp.gather(-1, gold.unsqueeze(-1)).squeeze(-1).masked_fill(gold == 0, 0.0)
-        out.extend(token_logp.sum(1).tolist())
+    with _eval_mode(model):
+        for start in range(0, len(phonemes), batch_size):
+            pairs = list(zip(phonemes[start : start + batch_size], spellings[start : start + batch_size], strict=True))
+            data = encode_pairs(pairs, src_vocab, tgt_vocab)
+            src, src_len, tgt, _ = (t.to(device) for t in data.batch(torch.arange(len(pairs))))
+            logp = torch.log_softmax(model(src, src_len, tgt[:, :-1]).float(), dim=-1)  # (B, T, V)
+            gold = tgt[:, 1:]
+            token_logp = logp.gather(-1, gold.unsqueeze(-1)).squeeze(-1).masked_fill(gold == PAD, 0.0)
+            out.extend(token_logp.sum(1).tolist())
     return out
 
 
