@@ -210,3 +210,13 @@ def test_rescoring_adds_the_right_to_left_score_per_token(monkeypatch):
     best = experiment.rescore_right_to_left(n_best, [("x",), ("y",), ("z",)], [object()], (None, None))
     # ab: -0.1 - 9/3 < ba: -0.2 - 0.1; a lone candidate stays; no candidate -> empty spelling
     assert best == ["ba", "abc", ""]
+
+
+def test_report_labels_name_the_decoding_ensemble_and_reranking():
+    from dllab.p2g.report import _label
+
+    assert _label("greedy") == "greedy"
+    assert _label("nucleus_p0.8_k3") == "nucleus (p=0.8)"
+    assert _label("ensemble2_beam5") == "ensemble of 2, beam search (5)"
+    assert _label("beam5_rescored1") == "beam search (5), reranked by 1 right-to-left model"
+    assert _label("ensemble3_beam5_rescored3") == "ensemble of 3, beam search (5), reranked by 3 right-to-left models"

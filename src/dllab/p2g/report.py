@@ -95,7 +95,11 @@ def _curves(ctx: ReportContext, runs) -> Figure:
 
 
 def _label(key: str) -> str:
-    """"greedy" / "nucleus_p0.8_k3" / "beam5" / "ensemble2_beam5" -> a readable decoding label."""
+    """"greedy" / "nucleus_p0.8_k3" / "beam5" / "ensemble2_beam5" / "beam5_rescored2" -> a readable label."""
+    key, _, rescored = key.partition("_rescored")
+    if rescored:
+        models = "model" if rescored == "1" else "models"
+        return _label(key) + f", reranked by {rescored} right-to-left {models}"
     prefix = ""
     if key.startswith("ensemble"):
         head, _, key = key.partition("_")
@@ -120,14 +124,17 @@ def _results_table(runs) -> Table:
         for key in sorted(tests, key=_order):
             m = tests[key]
             wer_k = next((v for name, v in m.items() if name.startswith("wer@")), "—")
-            rows.append([run.name, "yes" if record["config"]["model"]["attn"] else "no", _label(key), m["cer"],
+            name = run.name + (" (right to left)" if record["config"]["data"].get("reverse") else "")
+            rows.append([name, "yes" if record["config"]["model"]["attn"] else "no", _label(key), m["cer"],
                          m["wer"], wer_k, m["split"], f"{best['epoch']}/{len(history)}"])  # fmt: skip
     return Table(
         ["run", "attention", "decoding", "CER", "WER", "WER@3", "split", "best epoch"],
         rows,
         "The homework's table (+ beam search): best checkpoint by validation CER. Nucleus CER / WER are those "
         "of the first of 3 samples; WER@3 counts a word as right when any of the 3 samples is. An ensemble "
-        "follows the mean next-letter distribution of the run's model and the other runs' models.",
+        "follows the mean next-letter distribution of the run's model and the other runs' models; a reranked one "
+        "reorders the beam's n best by adding the mean per-letter log-probability that right-to-left runs "
+        "(trained with --data.reverse) give each spelling.",
     )
 
 
