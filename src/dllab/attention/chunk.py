@@ -278,9 +278,11 @@ class _CausalBlock:
         """(N, T, X) block -> (N, n, X, C), the transposed chunks (a view)."""
         return t.unflatten(1, (self.n, self.c)).transpose(-2, -1)
 
-    def _recompute(self, q: Tensor, k: Tensor, v1: Tensor, state: Tensor, before: Tensor | None = None) -> None:
-        """Features, values per chunk, the states before each chunk (copied from `before` when the forward
-        kept them) and the masked C x C weights of one block."""
+    def _recompute(self, q: Tensor, k: Tensor, v1: Tensor, state: Tensor | None, before: Tensor | None = None):
+        """Features, values per chunk, the states before each chunk and the masked C x C weights of one block.
+
+        The forward passes the incoming `state` and gets the chunk states and `state_out`; the backward passes
+        the states `before` each chunk that the forward kept."""
         fm, m = self.fm, self.fm.num_features
         phi_k = self.ws_k.features(self._chunked(k))  # (N n, M, C)
         self.v1c.view(self.batch, self.n, self.c, -1).copy_(v1.unflatten(1, (self.n, self.c)))
@@ -323,13 +325,12 @@ class _CausalBlock:
         self.out_t.baddbmm_(self.v1c.transpose(-2, -1), self.weights.transpose(-2, -1))  # the masked C x C block
         return self.out_t, self.state_out
 
-    def backward(self, q, k, v1, state, grad_out_t, grad_state_out, before=None):
+    def backward(self, q, k, v1, before, grad_out_t, grad_state_out):
         """-> grads of q, k (N n, D, C), of v1 (N n, Dv + 1, C) and of the incoming state (N, M, Dv + 1).
 
-        `before`: the states before each chunk (N, n, M, Dv + 1) as the forward computed them, or None to
-        recompute them."""
+        `before`: the states before each chunk (N, n, M, Dv + 1) as the forward computed them."""
         fm, batch, m = self.fm, self.batch, self.fm.num_features
-        self._recompute(q, k, v1, state, before)
+        self._recompute(q, k, v1, None, before)
         phi_q, phi_k, v1c, weights = self.ws_q.phi, self.ws_k.phi, self.v1c, self.weights
         before = self.before.view(-1, m, v1c.shape[-1])
         # out_t = before^T Phi(Q_c) + V1_c^T W^T
@@ -399,11 +400,10 @@ class CausalTaylorAttention(torch.autograd.Function):
         state = q.new_zeros(n, m, dv + 1)
         out = q.new_empty(n, padded, dv)
         normaliser = q.new_empty(n, padded)
-        states_in, befores = [], []
+        befores = []  # per block, the states before each chunk (the first is the state entering the block)
         for block in _blocks(padded, tokens):
             chunks = (block.stop - block.start) // chunk
             runner = runners.get(chunks) or runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, dv, q))
-            states_in.append(state)
             block_out, state = runner.forward(q[:, block], k[:, block], v1[:, block], state)
             befores.append(runner.before.clone())  # kept for the backward: M (Dv + 1) / C floats per token
             block_out = block_out.view(n, chunks, dv + 1, chunk)  # numerators and normaliser per chunk
@@ -411,18 +411,17 @@ class CausalTaylorAttention(torch.autograd.Function):
             dest = out[:, block].view(n, chunks, chunk, dv).transpose(-2, -1)
             torch.div(block_out[:, :, :dv], block_out[:, :, dv:], out=dest)
         out, normaliser = out[:, :length], normaliser[:, :length]
-        ctx.save_for_backward(q, k, v1, keep, out, normaliser, *states_in, *befores)
-        ctx.fm, ctx.chunk, ctx.tokens, ctx.length, ctx.blocks = fm, chunk, tokens, length, len(states_in)
+        ctx.save_for_backward(q, k, v1, keep, out, normaliser, *befores)
+        ctx.fm, ctx.chunk, ctx.tokens, ctx.length = fm, chunk, tokens, length
         return out, state[..., :dv], state[..., dv]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, grad_kv, grad_k_sum):
-        q, k, v1, keep, out, normaliser, *saved = ctx.saved_tensors
-        states_in, befores = saved[: ctx.blocks], saved[ctx.blocks :]
+        q, k, v1, keep, out, normaliser, *befores = ctx.saved_tensors
         fm, length, chunk = ctx.fm, ctx.length, ctx.chunk
         n, padded, dv = q.shape[0], q.shape[-2], v1.shape[-1] - 1
-        grad_state = torch.zeros_like(states_in[0])
+        grad_state = torch.zeros_like(befores[0][:, 0])
         if grad_kv is not None:
             grad_state[..., :dv] = grad_kv
         if grad_k_sum is not None:
@@ -436,12 +435,12 @@ class CausalTaylorAttention(torch.autograd.Function):
         grad_v1_t = v1.new_empty(n, dv + 1, padded)
         runners: dict[int, _CausalBlock] = {}
         blocks = _blocks(padded, ctx.tokens)
-        for block, state_in, before in zip(reversed(blocks), reversed(states_in), reversed(befores), strict=True):
+        for block, before in zip(reversed(blocks), reversed(befores), strict=True):
             chunks = (block.stop - block.start) // chunk
             runner = runners.get(chunks) or runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, dv, q))
             g_block = _to_chunks(grad_out_t, block, chunks, chunk)
             gq, gk, gv, grad_state = runner.backward(
-                q[:, block], k[:, block], v1[:, block], state_in, g_block, grad_state, before
+                q[:, block], k[:, block], v1[:, block], before, g_block, grad_state
             )
             _from_chunks(grad_q_t, block, gq, n)
             _from_chunks(grad_k_t, block, gk, n)
