@@ -339,6 +339,14 @@ def load_run(run: RunDir, device: str = "cpu") -> tuple[P2GConfig, LSTMSeq2Seq, 
     return cfg, model.to(device).eval(), vocabs
 
 
+def _load_member(other: RunDir, run: RunDir, vocabs: tuple[Vocab, Vocab]) -> tuple[P2GConfig, LSTMSeq2Seq]:
+    """Another run whose model joins `run`'s (ensemble or rescoring): it must share `run`'s vocabularies."""
+    other_cfg, member, other_vocabs = load_run(other)
+    if other_vocabs != vocabs:
+        raise UserError(f"{other.path}: its vocabularies differ from {run.path}'s (other training data?)")
+    return other_cfg, member
+
+
 def evaluate(
     run: RunDir,
     top_p: float | None = None,
@@ -366,9 +374,7 @@ def evaluate(
     if ensemble:
         members = [model]
         for other in ensemble:
-            other_cfg, member, other_vocabs = load_run(other)
-            if other_vocabs != vocabs:
-                raise UserError(f"{other.path}: its vocabularies differ from {run.path}'s (other training data?)")
+            other_cfg, member = _load_member(other, run, vocabs)
             if other_cfg.data.reverse != cfg.data.reverse:
                 raise UserError(f"{other.path}: spells in the other direction than {run.path} (--data.reverse)")
             members.append(member)
@@ -376,12 +382,10 @@ def evaluate(
         key = f"ensemble{len(members)}_{key}"
     right_to_left = []
     for other in rescore or []:
-        other_cfg, member, other_vocabs = load_run(other)
+        other_cfg, member = _load_member(other, run, vocabs)
         if not other_cfg.data.reverse or cfg.data.reverse:
             raise UserError(f"--rescore {other.path}: rescoring needs a left-to-right run ({run.path}) and "
                             "right-to-left runs (trained with --data.reverse)")  # fmt: skip
-        if other_vocabs != vocabs:
-            raise UserError(f"{other.path}: its vocabularies differ from {run.path}'s (other training data?)")
         right_to_left.append(member)
     if right_to_left:
         key = f"{key}_rescored{len(right_to_left)}"
@@ -392,7 +396,8 @@ def evaluate(
         if right_to_left:
             assert isinstance(strategy, BeamSearchDecoder)
             n_best = spell_n_best(decoder, src, vocabs, strategy, cfg.decode, strategy.beam_size)
-            outputs = [[w] for w in rescore_right_to_left(n_best, src, right_to_left, vocabs)]
+            best = rescore_right_to_left(n_best, src, right_to_left, vocabs, strategy.length_penalty)
+            outputs = [[w] for w in best]
         else:
             outputs = spell(decoder, src, vocabs, strategy, cfg.decode, k=k)
     seconds = time.perf_counter() - began
