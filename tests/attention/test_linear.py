@@ -35,11 +35,16 @@ def _grads(out, inputs, seed=1):
     return torch.autograd.grad(out, inputs, g, materialize_grads=True)
 
 
-@pytest.fixture(params=[1 << 19, 64], ids=["one-block", "many-blocks"])
+@pytest.fixture(
+    params=[(1 << 19, 1 << 20), (64, 64), (64, 1 << 20)], ids=["one-block", "many-blocks", "forward-one-block"]
+)
 def block_elements(request, monkeypatch):
-    """Run each test with the default block size and with tiny blocks (several blocks per sequence)."""
-    monkeypatch.setattr(chunk_module, "BLOCK_ELEMENTS", request.param)
-    return request.param
+    """Run each test with the default block sizes, with tiny blocks (several blocks per sequence), and with
+    a non-causal forward in one block but a backward in several (their block sizes are separate settings)."""
+    elements, forward = request.param
+    monkeypatch.setattr(chunk_module, "BLOCK_ELEMENTS", elements)
+    monkeypatch.setattr(chunk_module, "FORWARD_BLOCK_ELEMENTS", forward)
+    return elements
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)

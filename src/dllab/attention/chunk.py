@@ -36,11 +36,16 @@ from dllab.attention.feature_map import TaylorFeatureMap
 
 # Elements of one block's features (N x M x T): about 2 MiB of float32, what the 2-core CPU's caches hold.
 BLOCK_ELEMENTS = 1 << 19
+# The non-causal forward keeps only two (M x Dv) states beside a block's features: blocks twice as long
+# halve its number of products; its backward holds (D (D + 1) x T) gradients too and keeps BLOCK_ELEMENTS.
+FORWARD_BLOCK_ELEMENTS = 1 << 20
 
 
-def block_tokens(batch: int, num_features: int, chunk: int, length: int) -> int:
-    """Tokens per block: a multiple of `chunk`, about BLOCK_ELEMENTS / (batch x M), at most `length`."""
-    tokens = max(chunk, (BLOCK_ELEMENTS // max(1, batch * num_features)) // chunk * chunk)
+def block_tokens(batch: int, num_features: int, chunk: int, length: int, elements: int | None = None) -> int:
+    """Tokens per block: a multiple of `chunk`, about `elements` (default BLOCK_ELEMENTS) / (batch x M),
+    at most `length`."""
+    elements = BLOCK_ELEMENTS if elements is None else elements
+    tokens = max(chunk, (elements // max(1, batch * num_features)) // chunk * chunk)
     return min(tokens, -(-length // chunk) * chunk)
 
 
@@ -95,6 +100,7 @@ class QuadraticGradient:
         self.dim, self.width, self.root = d, rows.shape[1], fm._root_scale
         self.rows = rows.flatten().to(like.device)
         self.factors = factors.flatten().to(like).unsqueeze(-1)
+        self.buffers: dict[tuple[int, ...], Tensor] = {}  # the (B, D x width, T) products, per shape
 
     @staticmethod
     def applies(fm: TaylorFeatureMap) -> bool:
@@ -107,9 +113,13 @@ class QuadraticGradient:
     def gradient(self, a: Tensor, g: Tensor, phi: Tensor) -> Tensor:
         """A (B, D x width, C), g (B, C, T), features phi (B, M, T) of x -> dL/d(raw input) (B, D, T)."""
         batch, tokens = g.shape[0], g.shape[-1]
-        h = torch.bmm(a, g).view(batch, self.dim, self.width, tokens)
+        shape = (batch, a.shape[1], tokens)
+        h = self.buffers.get(shape)
+        if h is None:
+            h = self.buffers[shape] = a.new_empty(shape)
+        h = torch.bmm(a, g, out=h).view(batch, self.dim, self.width, tokens)
         if self.width == 1:
-            return h.squeeze(2).mul_(self.root)
+            return h.squeeze(2).mul(self.root)  # a new tensor: h is reused by the next call
         h.mul_(phi[:, None, : self.width])
         return torch.sum(h, dim=2).mul_(self.root)
 
@@ -143,7 +153,7 @@ class NonCausalTaylorAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, fm: TaylorFeatureMap):
         n, dv, m = q.shape[0], v.shape[-1], fm.num_features
-        tokens = block_tokens(n, m, 1, max(q.shape[-2], k.shape[-2]))
+        tokens = block_tokens(n, m, 1, max(q.shape[-2], k.shape[-2]), FORWARD_BLOCK_ELEMENTS)
         # Bare monomials u with phi = W u: the weights W go on the small states, not on every block.
         weights = _weights(fm, q)
         workspace = _Workspaces(fm, n, q, weighted=weights is None)
@@ -182,14 +192,15 @@ class NonCausalTaylorAttention(torch.autograd.Function):
             normaliser[:, block] = buffer[:, dv]
             torch.div(buffer[:, :dv], buffer[:, dv:], out=out[:, block].transpose(-2, -1))
         ctx.save_for_backward(q, k, v, keep, kv, k_sum, out, normaliser)
-        ctx.fm, ctx.tokens = fm, tokens
+        ctx.fm = fm
         return out, kv, k_sum
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, grad_kv, grad_k_sum):
         q, k, v, keep, kv, k_sum, out, normaliser = ctx.saved_tensors
-        fm, tokens, dv = ctx.fm, ctx.tokens, v.shape[-1]
+        fm, dv = ctx.fm, v.shape[-1]
+        tokens = block_tokens(q.shape[0], fm.num_features, 1, max(q.shape[-2], k.shape[-2]))
         weights = _weights(fm, q)
         workspace = _Workspaces(fm, q.shape[0], q, weighted=weights is None)
         kt, qt = k.transpose(-2, -1), q.transpose(-2, -1)
@@ -204,7 +215,11 @@ class NonCausalTaylorAttention(torch.autograd.Function):
                 state = state * weights
             quadratic = QuadraticGradient(fm, q) if QuadraticGradient.applies(fm) else None
             a = quadratic.matrices(state) if quadratic else None
-            grad_state_u = q.new_zeros(q.shape[0], fm.num_features, dv + 1)  # [grad kv, grad k_sum] before W
+            # [grad kv, grad k_sum] before W; for K <= 3 grad k_sum = sum_t g_den,t u(q_t) comes from the
+            # moments of q afterwards, and the blocks' product has Dv columns (MKL: 16 run faster than 17)
+            moments = quadratic is not None
+            grad_state_u = q.new_zeros(q.shape[0], fm.num_features, dv if moments else dv + 1)
+            g_den = q.new_empty(q.shape[0], q.shape[-2]) if moments else None
             for block in _blocks(q.shape[-2], tokens):  # out = num / den: the gradients of num and den
                 length = block.stop - block.start
                 g = q.new_empty(q.shape[0], length, dv + 1)  # [g_num, g_den] (N, T, Dv + 1)
@@ -213,12 +228,19 @@ class NonCausalTaylorAttention(torch.autograd.Function):
                 g[..., dv].neg_()
                 ws = workspace(block)
                 phi = ws.features(qt[..., block])  # (N, M, T)
-                grad_state_u.baddbmm_(phi, g)
+                if moments:
+                    grad_state_u.baddbmm_(phi, g[..., :dv])
+                    g_den[:, block] = g[..., dv]
+                else:
+                    grad_state_u.baddbmm_(phi, g)
                 if quadratic:
                     grad_q_t[..., block] = quadratic.gradient(a, g.transpose(-2, -1), phi)
                 else:
                     grad_q_t[..., block] = ws.input_gradient(state @ g.transpose(-2, -1))  # via (N, M, T)
-            grad_kv_u, grad_k_sum_u = grad_state_u[..., :dv], grad_state_u[..., dv]
+            if moments:
+                grad_kv_u, grad_k_sum_u = grad_state_u, _key_sums(fm, q, g_den)
+            else:
+                grad_kv_u, grad_k_sum_u = grad_state_u[..., :dv], grad_state_u[..., dv]
         if weights is not None:  # d/dkv = W (u(q) g) through the outputs; d/du(k) = W d/dphi(k) below
             grad_kv_u.mul_(weights)
             grad_k_sum_u.mul_(weights.squeeze(-1))
@@ -234,10 +256,15 @@ class NonCausalTaylorAttention(torch.autograd.Function):
             v1 = v1 * keep.unsqueeze(-1)
         quadratic = QuadraticGradient(fm, k) if QuadraticGradient.applies(fm) else None
         a = quadratic.matrices(grad_state) if quadratic else None
+        buffers = {}  # per block length: MKL writes a contiguous buffer faster than a strided slice
         for block in _blocks(k.shape[-2], tokens):  # kv = sum Phi(K)^T V, k_sum = sum Phi(K)^T 1
             ws = workspace(block)
             phi = ws.features(kt[..., block])
-            torch.bmm(grad_kv_t, phi, out=grad_v_t[..., block])
+            length = block.stop - block.start
+            buffer = buffers.get(length)
+            if buffer is None:
+                buffer = buffers[length] = grad_v_t.new_empty(grad_v_t.shape[0], dv, length)
+            grad_v_t[..., block] = torch.bmm(grad_kv_t, phi, out=buffer)
             if keep is not None:
                 grad_v_t[..., block] *= keep[:, None, block]
             g = v1[:, block].transpose(-2, -1)  # (N, Dv + 1, T)

@@ -70,9 +70,10 @@ def tune_results(
     q, k, v = (torch.randn(shape, generator=g).requires_grad_() for _ in range(3))
     grad = torch.randn(shape, generator=g)
     fm = TaylorFeatureMap(16, 3)
-    default_block = chunk_module.BLOCK_ELEMENTS
+    # A block row sets every pass's block size (the non-causal forward's default differs: FORWARD_BLOCK_ELEMENTS)
+    default_block, default_forward = chunk_module.BLOCK_ELEMENTS, chunk_module.FORWARD_BLOCK_ELEMENTS
     settings = [
-        (mode, causal, c, default_block)
+        (mode, causal, c, None)
         for mode in MODES
         for causal, c in [(False, None)] + [(True, c) for c in chunks]
     ]
@@ -81,7 +82,8 @@ def tune_results(
     try:
         for round_ in range(repeats):
             for mode, causal, c, b in settings:
-                chunk_module.BLOCK_ELEMENTS = b
+                chunk_module.BLOCK_ELEMENTS = default_block if b is None else b
+                chunk_module.FORWARD_BLOCK_ELEMENTS = default_forward if b is None else b
                 with torch.set_grad_enabled(mode == "forward+backward"):
                     start = time.perf_counter()
                     out = linear_attention(q, k, v, fm, causal=causal, chunk_size=c)
@@ -90,10 +92,10 @@ def tune_results(
                     best[(mode, causal, c, b)] = min(best[(mode, causal, c, b)], time.perf_counter() - start)
             log(f"  round {round_ + 1}/{repeats} done")
     finally:
-        chunk_module.BLOCK_ELEMENTS = default_block
+        chunk_module.BLOCK_ELEMENTS, chunk_module.FORWARD_BLOCK_ELEMENTS = default_block, default_forward
     chunk_rows = [
-        {"mode": mode, "chunk": c, "seconds": best[(mode, True, c, default_block)],
-         "noncausal_seconds": best[(mode, False, None, default_block)]}
+        {"mode": mode, "chunk": c, "seconds": best[(mode, True, c, None)],
+         "noncausal_seconds": best[(mode, False, None, None)]}
         for mode in MODES for c in chunks
     ]  # fmt: skip
     block_rows = [

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from dllab.attention import chunk as chunk_module
 from dllab.attention.chunk import block_tokens, taylor_attention
 from dllab.attention.feature_map import TaylorFeatureMap
 
@@ -103,7 +104,8 @@ def _check_memory(feature_map: FeatureMap, q: Tensor, k: Tensor, v: Tensor, caus
     batch = math.prod(q.shape[:-2])
     lq, lk, d, dv = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
     if isinstance(feature_map, TaylorFeatureMap):  # the blockwise kernels (dllab.attention.chunk)
-        tokens = block_tokens(batch, m, chunk if causal else 1, max(lq, lk))
+        elements = None if causal else max(chunk_module.BLOCK_ELEMENTS, chunk_module.FORWARD_BLOCK_ELEMENTS)
+        tokens = block_tokens(batch, m, chunk if causal else 1, max(lq, lk), elements)
         elements = 3 * batch * m * tokens  # a block's features (twice when causal) and their gradients
         elements += batch * lq * (2 * dv + 1) + batch * lk * (2 * d + dv + 1)  # outputs, padded copies
         states = math.ceil(lk / tokens) if causal else 2  # the state entering each causal block
