@@ -293,37 +293,55 @@ class _CausalBlock:
         self.ws_q = fm.workspace(bn, chunk, like, role="causal queries")
         self.ws_k = fm.workspace(bn, chunk, like, role="causal keys")
         self.mask = torch.ones(chunk, chunk, dtype=like.dtype, device=like.device).tril()
+        self.prefix = self.mask.new_ones(chunks - 1, chunks - 1).tril().expand(batch, -1, -1)
         self.v1c = like.new_empty(bn, chunk, dv1)
+        self.v1c[..., value_dim] = 1.0  # the normaliser's column; a block with padding keys overwrites it
+        self.ones = True
         self.chunk_states = like.new_empty(bn, m, dv1)
-        self.before = like.new_empty(batch, chunks, m, dv1)  # the state before each chunk
         self.scores = like.new_empty(bn, chunk, chunk)
         self.weights = like.new_empty(bn, chunk, chunk)
         self.out_t = like.new_empty(bn, dv1, chunk)
         self.quadratic = QuadraticGradient(fm, like, weighted=True) if QuadraticGradient.applies(fm) else None
 
     def _chunked(self, t: Tensor) -> Tensor:
-        """(N, T, X) block -> (N, n, X, C), the transposed chunks (a view)."""
-        return t.unflatten(1, (self.n, self.c)).transpose(-2, -1)
+        """(N, X, T) transposed block -> (N, n, X, C), its chunks (a view)."""
+        return t.unflatten(-1, (self.n, self.c)).transpose(1, 2)
 
-    def _recompute(self, q: Tensor, k: Tensor, v1: Tensor, state: Tensor | None, before: Tensor | None = None):
+    def _values(self, v: Tensor, keep: Tensor | None) -> None:
+        """v1c = [V, 1] per chunk, times keep (N, T) when given (padding keys: zero weight in both sums)."""
+        dv = v.shape[-1]
+        v1c = self.v1c.view(self.batch, self.n, self.c, dv + 1)
+        if keep is None:
+            v1c[..., :dv].copy_(v.unflatten(1, (self.n, self.c)))
+            if not self.ones:
+                v1c[..., dv] = 1.0
+                self.ones = True
+        else:
+            keep = keep.unflatten(1, (self.n, self.c))
+            torch.mul(v.unflatten(1, (self.n, self.c)), keep.unsqueeze(-1), out=v1c[..., :dv])
+            v1c[..., dv].copy_(keep)
+            self.ones = False
+
+    def _recompute(self, qt, kt, v, keep, state: Tensor | None, before: Tensor):
         """Features, values per chunk, the states before each chunk and the masked C x C weights of one block.
 
-        The forward passes the incoming `state` and gets the chunk states and `state_out`; the backward passes
-        the states `before` each chunk that the forward kept."""
+        qt, kt (N, D, T): the block's queries and keys, transposed (views).
+
+        `before` (N, n, M, Dv + 1): the states before each chunk. The forward passes the incoming `state` and
+        an empty `before` to fill (and gets `state_out`); the backward passes state=None and the `before`
+        that the forward filled."""
         fm, m = self.fm, self.fm.num_features
-        phi_k = self.ws_k.features(self._chunked(k))  # (N n, M, C)
-        self.v1c.view(self.batch, self.n, self.c, -1).copy_(v1.unflatten(1, (self.n, self.c)))
-        if before is not None:
-            self.before.copy_(before)
-        else:
+        phi_k = self.ws_k.features(self._chunked(kt))  # (N n, M, C)
+        self._values(v, keep)
+        if state is not None:
             torch.bmm(phi_k, self.v1c, out=self.chunk_states)
             chunk_states = self.chunk_states.view(self.batch, self.n, m, -1)
-            self.before[:, 0] = state  # the state before each chunk: the incoming one plus the earlier chunks
-            if self.n > 1:
-                torch.cumsum(chunk_states[:, :-1], dim=1, out=self.before[:, 1:])
-                self.before[:, 1:] += state.unsqueeze(1)
-            self.state_out = self.before[:, -1] + chunk_states[:, -1]
-        self.ws_q.features(self._chunked(q))
+            before[:, 0] = state  # the state before each chunk: the incoming one plus the earlier chunks
+            if self.n > 1:  # the exclusive cumulative sum as one (n-1 x n-1) lower-triangular product
+                flat, rows = before.view(self.batch, self.n, -1), chunk_states.view(self.batch, self.n, -1)
+                torch.baddbmm(state.view(self.batch, 1, -1), self.prefix, rows[:, :-1], out=flat[:, 1:])
+            self.state_out = before[:, -1] + chunk_states[:, -1]
+        self.ws_q.features(self._chunked(qt))
         weights = self.weights
         if fm.order >= 2:  # scores from the scaled inputs held in the features' degree-1 rows
             torch.bmm(self.ws_q.x.transpose(-2, -1), self.ws_k.x, out=self.scores)  # (N n, C, C)
@@ -340,26 +358,28 @@ class _CausalBlock:
         else:
             weights.copy_(self.mask.expand_as(weights))
 
-    def forward(self, q: Tensor, k: Tensor, v1: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, qt, kt, v, keep, state: Tensor, before: Tensor) -> tuple[Tensor, Tensor]:
         """-> (out (N n, Dv + 1, C): numerators and normaliser, the state after the block (N, M, Dv + 1)).
 
-        The output lives in a buffer that the next call overwrites.
+        qt, kt (N, D, T), v (N, T, Dv), keep (N, T) or None; `before` (N, n, M, Dv + 1) receives the states
+        before each chunk (for the backward). The output lives in a buffer that the next call overwrites.
         """
-        self._recompute(q, k, v1, state)
+        self._recompute(qt, kt, v, keep, state, before)
         m = self.fm.num_features
-        before = self.before.view(-1, m, self.before.shape[-1])
+        before = before.view(-1, m, before.shape[-1])
         torch.bmm(before.transpose(-2, -1), self.ws_q.phi, out=self.out_t)  # (N n, Dv + 1, C)
         self.out_t.baddbmm_(self.v1c.transpose(-2, -1), self.weights.transpose(-2, -1))  # the masked C x C block
         return self.out_t, self.state_out
 
-    def backward(self, q, k, v1, before, grad_out_t, grad_state_out):
-        """-> grads of q, k (N n, D, C), of v1 (N n, Dv + 1, C) and of the incoming state (N, M, Dv + 1).
+    def backward(self, qt, kt, v, keep, before, grad_out_t, grad_state_out):
+        """-> grads of q, k (N n, D, C), of v1 = [V, 1] keep (N n, Dv + 1, C) and of the incoming state
+        (N, M, Dv + 1).
 
         `before`: the states before each chunk (N, n, M, Dv + 1) as the forward computed them."""
         fm, batch, m = self.fm, self.batch, self.fm.num_features
-        self._recompute(q, k, v1, None, before)
+        self._recompute(qt, kt, v, keep, None, before)
         phi_q, phi_k, v1c, weights = self.ws_q.phi, self.ws_k.phi, self.v1c, self.weights
-        before = self.before.view(-1, m, v1c.shape[-1])
+        before = before.view(-1, m, v1c.shape[-1])
         # out_t = before^T Phi(Q_c) + V1_c^T W^T
         grad_before = torch.bmm(phi_q, grad_out_t.transpose(-2, -1)).view(batch, self.n, m, -1)
         grad_v1_t = torch.bmm(grad_out_t, weights)  # (N n, Dv + 1, C)
@@ -415,13 +435,12 @@ class CausalTaylorAttention(torch.autograd.Function):
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, fm: TaylorFeatureMap, chunk: int):
         n, length, m, dv = q.shape[0], q.shape[-2], fm.num_features, v.shape[-1]
         chunk = min(chunk, length)
-        v1 = F.pad(v, (0, 1), value=1.0)
-        if keep is not None:
-            v1 = v1 * keep.unsqueeze(-1)
         pad = -length % chunk
-        if pad:  # zero rows of V' make padded keys contribute nothing; padded queries are dropped
-            q, k, v1 = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v1))
+        if pad:  # padded keys get zero weight in both sums (keep = 0); padded queries are dropped
+            q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+            keep = F.pad(q.new_ones(n, length) if keep is None else keep, (0, pad))
         padded = q.shape[-2]
+        qt, kt = q.transpose(-2, -1), k.transpose(-2, -1)  # (N, D, L) views
         tokens = block_tokens(n, m, chunk, padded)
         runners: dict[int, _CausalBlock] = {}
         state = q.new_zeros(n, m, dv + 1)
@@ -431,50 +450,54 @@ class CausalTaylorAttention(torch.autograd.Function):
         for block in _blocks(padded, tokens):
             chunks = (block.stop - block.start) // chunk
             runner = runners.get(chunks) or runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, dv, q))
-            block_out, state = runner.forward(q[:, block], k[:, block], v1[:, block], state)
-            befores.append(runner.before.clone())  # kept for the backward: M (Dv + 1) / C floats per token
+            before = q.new_empty(n, chunks, m, dv + 1)  # kept for the backward: M (Dv + 1) / C floats per token
+            block_keep = None if keep is None else keep[:, block]
+            block_out, state = runner.forward(qt[..., block], kt[..., block], v[:, block], block_keep, state, before)
+            befores.append(before)
             block_out = block_out.view(n, chunks, dv + 1, chunk)  # numerators and normaliser per chunk
             normaliser[:, block].view(n, chunks, chunk).copy_(block_out[:, :, dv])
             dest = out[:, block].view(n, chunks, chunk, dv).transpose(-2, -1)
             torch.div(block_out[:, :, :dv], block_out[:, :, dv:], out=dest)
         out, normaliser = out[:, :length], normaliser[:, :length]
-        ctx.save_for_backward(q, k, v1, keep, out, normaliser, *befores)
+        ctx.save_for_backward(qt, kt, v, keep, out, normaliser, *befores)
         ctx.fm, ctx.chunk, ctx.tokens, ctx.length = fm, chunk, tokens, length
         return out, state[..., :dv], state[..., dv]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, grad_kv, grad_k_sum):
-        q, k, v1, keep, out, normaliser, *befores = ctx.saved_tensors
+        qt, kt, v, keep, out, normaliser, *befores = ctx.saved_tensors
         fm, length, chunk = ctx.fm, ctx.length, ctx.chunk
-        n, padded, dv = q.shape[0], q.shape[-2], v1.shape[-1] - 1
+        n, padded, dv = qt.shape[0], qt.shape[-1], v.shape[-1]
         grad_state = torch.zeros_like(befores[0][:, 0])
         if grad_kv is not None:
             grad_state[..., :dv] = grad_kv
         if grad_k_sum is not None:
             grad_state[..., dv] = grad_k_sum
-        grad_out_t = q.new_zeros(n, dv + 1, padded)  # gradients of the numerators and the normaliser
+        grad_out_t = qt.new_zeros(n, dv + 1, padded)  # gradients of the numerators and the normaliser
         if grad_out is not None:
             g_num = grad_out / normaliser.unsqueeze(-1)  # (N, L, Dv)
             grad_out_t[:, :dv, :length] = g_num.transpose(-2, -1)
             grad_out_t[:, dv, :length] = -(g_num * out).sum(-1)
-        grad_q_t, grad_k_t = q.new_empty(n, q.shape[-1], padded), k.new_empty(n, k.shape[-1], padded)
-        grad_v1_t = v1.new_empty(n, dv + 1, padded)
+        grad_q_t = qt.new_empty(n, qt.shape[1], padded)
+        grad_k_t = kt.new_empty(n, kt.shape[1], padded)
+        grad_v_t = v.new_empty(n, dv, padded)
         runners: dict[int, _CausalBlock] = {}
         blocks = _blocks(padded, ctx.tokens)
         for block, before in zip(reversed(blocks), reversed(befores), strict=True):
             chunks = (block.stop - block.start) // chunk
-            runner = runners.get(chunks) or runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, dv, q))
+            runner = runners.get(chunks) or runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, dv, qt))
             g_block = _to_chunks(grad_out_t, block, chunks, chunk)
+            block_keep = None if keep is None else keep[:, block]
             gq, gk, gv, grad_state = runner.backward(
-                q[:, block], k[:, block], v1[:, block], before, g_block, grad_state
+                qt[..., block], kt[..., block], v[:, block], block_keep, before, g_block, grad_state
             )
             _from_chunks(grad_q_t, block, gq, n)
             _from_chunks(grad_k_t, block, gk, n)
-            _from_chunks(grad_v1_t, block, gv, n)
-        grad_v = grad_v1_t[:, :dv, :length].transpose(-2, -1)
+            _from_chunks(grad_v_t, block, gv[:, :dv], n)  # d v1 / d v = keep; the ones column has no input
+        grad_v = grad_v_t[..., :length].transpose(-2, -1)
         if keep is not None:
-            grad_v = grad_v * keep.unsqueeze(-1)
+            grad_v = grad_v * keep[:, :length].unsqueeze(-1)
         grad_q, grad_k = grad_q_t[..., :length].transpose(-2, -1), grad_k_t[..., :length].transpose(-2, -1)
         return grad_q, grad_k, grad_v, None, None, None
 

@@ -73,9 +73,7 @@ def tune_results(
     # A block row sets every pass's block size (the non-causal forward's default differs: FORWARD_BLOCK_ELEMENTS)
     default_block, default_forward = chunk_module.BLOCK_ELEMENTS, chunk_module.FORWARD_BLOCK_ELEMENTS
     settings = [
-        (mode, causal, c, None)
-        for mode in MODES
-        for causal, c in [(False, None)] + [(True, c) for c in chunks]
+        (mode, causal, c, None) for mode in MODES for causal, c in [(False, None)] + [(True, c) for c in chunks]
     ]
     settings += [(mode, causal, DEFAULT_CHUNK_SIZE, b) for b in blocks for mode in MODES for causal in (False, True)]
     best = {s: float("inf") for s in settings}
