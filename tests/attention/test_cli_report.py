@@ -57,7 +57,22 @@ def test_bench_skips_what_exceeds_the_budget():
 def test_bench_command_writes_json_and_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert (
-        main(["bench", "attention", "--lengths", "32,64", "--repeats", "1", "--matmul-size", "256", "--out", str(out)])
+        main(
+            [
+                "bench",
+                "attention",
+                "--lengths",
+                "32,64",
+                "--repeats",
+                "1",
+                "--rounds",
+                "0",
+                "--matmul-size",
+                "256",
+                "--out",
+                str(out),
+            ]
+        )  # fmt: skip
         == 0
     )
     text = capsys.readouterr().out
@@ -68,7 +83,12 @@ def test_bench_command_writes_json_and_figure(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "args, key",
-    [(["--lengths", "a,b"], "--lengths"), (["--repeats", "0"], "--repeats"), (["--chunk-size", "0"], "--chunk-size")],
+    [
+        (["--lengths", "a,b"], "--lengths"),
+        (["--repeats", "0"], "--repeats"),
+        (["--rounds", "-1"], "--rounds"),
+        (["--chunk-size", "0"], "--chunk-size"),
+    ],
 )
 def test_bench_bad_arguments_exit_2(args, key, capsys):
     assert main(["bench", "attention", *args]) == 2
