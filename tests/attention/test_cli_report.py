@@ -56,25 +56,8 @@ def test_bench_skips_what_exceeds_the_budget():
 
 def test_bench_command_writes_json_and_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert (
-        main(
-            [
-                "bench",
-                "attention",
-                "--lengths",
-                "32,64",
-                "--repeats",
-                "1",
-                "--rounds",
-                "0",
-                "--matmul-size",
-                "256",
-                "--out",
-                str(out),
-            ]
-        )  # fmt: skip
-        == 0
-    )
+    args = ["bench", "attention", "--lengths", "32,64", "--repeats", "1", "--rounds", "0", "--matmul-size", "256"]
+    assert main([*args, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "targets:" in text and "fitted slopes" in text and "GFLOP/s" in text
     assert json.loads(out.read_text())["setup"]["lengths"] == [32, 64]
