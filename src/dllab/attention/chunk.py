@@ -3,17 +3,22 @@
 Inputs are flattened to (N, L, D) with N = batch x heads. Nothing of size L x M is ever stored:
 
 - the sequence is cut into blocks of T tokens, small enough that a block's features (N, M, T) stay in
-  cache; features are built transposed, one contiguous row per feature (`TaylorFeatureMap`'s fast path);
+  cache (BLOCK_ELEMENTS; the non-causal forward, which holds nothing else of that size, takes blocks
+  twice as long: FORWARD_BLOCK_ELEMENTS); features are built transposed, one contiguous row per feature
+  (`TaylorFeatureMap`'s fast path);
 - non-causal: S = sum_b Phi(K_b)^T V_b (N, M, Dv) and z = sum_b Phi(K_b)^T 1 (N, M) (for K <= 3, z from
   the moments of K: count, sum and K^T K, see `_key_sums`), then each query block
-  reads [S, z]^T Phi(Q_b) (N, Dv + 1, T): numerator and normaliser in one product. Forward and backward
+  reads [S, z]^T Phi(Q_b) (N, Dv + 1, T): numerator and normaliser in one product (the backward's
+  gradient of z again from the moments, of Q weighted by the normaliser's gradient). Forward and backward
   are written by hand (no autograd graph), with the products laid out the way MKL runs fastest
   (Dv = 16 columns rather than 17, features as the contiguous operand), and the multinomial weights of the
   features folded into the (M x Dv) states, so each block computes only the bare monomials;
-- causal: each block is cut into chunks of C tokens, processed all at once: per-chunk states, an exclusive
-  cumulative sum seeded with the state carried in from the previous blocks, a read of that prefix state and
-  a masked C x C block scored from q k^T directly (the truncated series: O(C D) per query, not O(C M));
-  forward and backward are hand-written too, every intermediate in buffers reused from block to block;
+- causal: each block is cut into chunks of C tokens, processed all at once: per-chunk states (kept
+  transposed, (Dv + 1) x M, the layout MKL forms fastest), an exclusive cumulative sum (one lower-triangular
+  product) seeded with the state carried in from the previous blocks, a read of that prefix state and a
+  masked C x C block scored from q k^T directly (the truncated series: O(C D) per query, not O(C M));
+  forward and backward are hand-written too, every intermediate in buffers reused from block to block,
+  V and the padding weights read straight into the chunk buffer (no [V, 1] copy of the sequence);
 - the scale of exp(scale q^T k) is folded into q and k once (x = sqrt(scale) q), never applied to scores;
 - for K <= 3 the input gradient of a block never forms dL/dPhi (N, M, T): it is a product of the state,
   regathered as (D (D + 1) x Dv), with the output gradient, then a weighted sum against [1, x]
