@@ -70,6 +70,26 @@ def test_causal_any_chunk_size(chunk_size, block_elements):
     )
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "padding-mask"])
+def test_causal_without_gradients_matches(masked, block_elements):
+    """Under no_grad the causal kernel keeps no per-chunk states (one scratch buffer serves every block):
+    same outputs and final state as the run that keeps them, over several blocks and a padded last chunk."""
+    q, k, v = _inputs(2, 45, 2, 4)  # 45 = 5 chunks of 8 and a padded sixth
+    mask = torch.zeros(2, 45, dtype=torch.bool)
+    mask[1, 40:] = True
+    fm = TaylorFeatureMap(4, 3)
+    kwargs = dict(causal=True, chunk_size=8, key_padding_mask=mask if masked else None, return_state=True)
+    kept, kept_state = linear_attention(q, k, v, fm, **kwargs)
+    assert kept.requires_grad
+    with torch.no_grad():
+        scratch, scratch_state = linear_attention(q, k, v, fm, **kwargs)
+    torch.testing.assert_close(scratch, kept.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(scratch_state.kv, kept_state.kv.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(scratch_state.k_sum, kept_state.k_sum.detach(), rtol=0, atol=0)
+    naive = naive_linear_attention(q, k, v, fm, causal=True, key_padding_mask=mask if masked else None)
+    torch.testing.assert_close(scratch, naive)
+
+
 def test_recurrent_steps_equal_chunked():
     q, k, v = _inputs(2, 29, 3, 6)
     fm = TaylorFeatureMap(6, 3)
