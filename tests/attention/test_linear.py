@@ -60,6 +60,19 @@ def test_matches_naive_outputs_and_gradients(shape, causal, block_elements):
         torch.testing.assert_close(a, b_, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_outer_form_matches_naive(order, causal, block_elements):
+    """The full outer-product map runs the same kernels through its generic (autograd) feature path."""
+    q, k, v = _inputs(2, 40, 3, 4)
+    fm = TaylorFeatureMap(4, order, form="outer")
+    fast = linear_attention(q, k, v, fm, causal=causal, chunk_size=8)
+    naive = naive_linear_attention(q, k, v, fm, causal=causal)
+    torch.testing.assert_close(fast, naive, rtol=1e-10, atol=1e-10)
+    for a, b_ in zip(_grads(fast, (q, k, v)), _grads(naive, (q, k, v)), strict=True):
+        torch.testing.assert_close(a, b_, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("chunk_size", [1, 3, 8, 16, 64, 1000])
 def test_causal_any_chunk_size(chunk_size, block_elements):
     q, k, v = _inputs(2, 45, 2, 4)
