@@ -36,7 +36,8 @@ def test_check_command_prints_and_writes_the_tables(tmp_path, capsys):
 def test_bench_results_and_targets(tiny_bench):
     methods = {(r.method, r.mode) for r in tiny_bench.results}
     assert len(methods) == 8 and all(r.seconds and r.seconds > 0 for r in tiny_bench.results)
-    assert tiny_bench.machine["matmul_gflops"] > 0
+    samples = tiny_bench.machine["matmul_gflops_samples"]  # at the start, after each round, at the end
+    assert len(samples) == TINY.rounds + 2 and tiny_bench.machine["matmul_gflops"] == max(samples) > 0
     taylor = next(r for r in tiny_bench.results if r.method == "taylor" and r.mode == "forward")
     assert taylor.flops == pytest.approx(4 * (2 * 32 * (153 + 16) + 4 * 32 * 153 * 17 + 32 * 16))
     assert {t["status"] for t in tiny_bench.targets} <= {"met", "missed", "not measured"}

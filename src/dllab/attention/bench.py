@@ -212,6 +212,7 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
         f"GFLOP/s, Taylor-shaped matmul ({m}x1024 @ 1024x{setup.dim + 1}) "
         f"{report.machine['taylor_matmul_gflops']:.1f} GFLOP/s, load average {_load(report.machine['load_before'])}"
     )
+    samples = [report.machine["matmul_gflops"]]
     for mode in MODES:  # one-time set-up (autograd engine, kernels' first use) is not what we measure
         for method in METHODS:
             _timed_call(method, mode, 64, setup, chunk, 1)
@@ -246,8 +247,10 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
         for r in report.results:
             if r.seconds is not None and r.seconds < ROUND_LIMIT_S:
                 r.seconds = min(r.seconds, _timed_call(r.method, r.mode, r.length, setup, chunk, 1))
-        report.machine["matmul_gflops"] = max(report.machine["matmul_gflops"], matmul_gflops(setup.matmul_size))
-    report.machine["matmul_gflops"] = max(report.machine["matmul_gflops"], matmul_gflops(setup.matmul_size))
+        samples.append(matmul_gflops(setup.matmul_size))
+    samples.append(matmul_gflops(setup.matmul_size))
+    report.machine["matmul_gflops"] = max(samples)
+    report.machine["matmul_gflops_samples"] = samples  # their spread shows how steady the machine was
     report.machine["load_after"] = load_average()
     report.slopes = fit_slopes(report)
     report.targets = evaluate_targets(report)
@@ -450,6 +453,12 @@ def print_report(report: BenchReport) -> None:
         sense = ">=" if "speed-up" in t["target"] else "<="
         detail = f"  ({t['detail']})" if t["detail"] else ""
         print(f"  [{t['status']:^12}] {t['target']}: {value} (target {sense} {limit}){detail}")
+    samples = report.machine.get("matmul_gflops_samples") or []
+    if len(samples) > 1:
+        print(
+            f"\nsquare matmul rate over the run: {min(samples):.0f} to {max(samples):.0f} GFLOP/s in {len(samples)} "
+            "measurements; the FLOP bound uses the best (a wide spread means a busy or throttled machine)"
+        )
     load = (report.machine.get("load_before"), report.machine.get("load_after"))
     if any(x is not None and x > report.machine["threads"] for x in load):
         print(
