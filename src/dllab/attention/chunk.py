@@ -211,7 +211,7 @@ class NonCausalTaylorAttention(torch.autograd.Function):
         kt, qt = k.transpose(-2, -1), q.transpose(-2, -1)
         grad_kv_u = torch.zeros_like(kv)  # through the outputs, as gradients of sum u(k) v^T (before W)
         grad_k_sum_u = torch.zeros_like(k_sum)
-        grad_q_t = q.new_zeros(q.shape[0], q.shape[-1], q.shape[-2])  # (N, D, Lq)
+        grad_q_t = (q.new_empty if grad_out is not None else q.new_zeros)(q.shape[0], q.shape[-1], q.shape[-2])
         grad_k_t = k.new_empty(k.shape[0], k.shape[-1], k.shape[-2])
         grad_v_t = v.new_empty(v.shape[0], v.shape[-1], v.shape[-2])  # (N, Dv, Lk)
         if grad_out is not None:
