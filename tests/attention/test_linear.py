@@ -103,6 +103,37 @@ def test_causal_without_gradients_matches(masked, block_elements):
     torch.testing.assert_close(scratch, naive)
 
 
+def test_buffers_reused_across_calls_and_threads():
+    """The kernels' buffers are cached per thread: calls alternating between maps and paths on the same
+    shapes, and calls from two threads at once, each get their own right answer (values and gradients)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    q, k, v = _inputs(2, 45, 2, 4)
+    maps = [TaylorFeatureMap(4, 3), TaylorFeatureMap(4, 3, scale=1.0), TaylorFeatureMap(4, 2)]
+    cases = [(fm, causal) for fm in maps for causal in (False, True)]
+    expected = []
+    for fm, causal in cases:
+        out = naive_linear_attention(q, k, v, fm, causal=causal)
+        expected.append((out, _grads(out, (q, k, v))))
+
+    def run(i):
+        fm, causal = cases[i % len(cases)]
+        out = linear_attention(q, k, v, fm, causal=causal, chunk_size=8)
+        return i % len(cases), out, _grads(out, (q, k, v))
+
+    def check(results):
+        for i, out, grads in results:
+            torch.testing.assert_close(out, expected[i][0])
+            for a, b_ in zip(grads, expected[i][1], strict=True):
+                torch.testing.assert_close(a, b_)
+
+    check(map(run, range(2 * len(cases))))
+    with ThreadPoolExecutor(2) as pool:
+        check(pool.map(run, range(4 * len(cases))))
+    chunk_module.clear_buffers()
+    check([run(0)])
+
+
 def test_recurrent_steps_equal_chunked():
     q, k, v = _inputs(2, 29, 3, 6)
     fm = TaylorFeatureMap(6, 3)

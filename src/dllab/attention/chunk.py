@@ -32,6 +32,8 @@ Inputs are flattened to (N, L, D) with N = batch x heads. Nothing of size L x M 
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 
 import torch
 from torch import Tensor
@@ -58,8 +60,44 @@ def _blocks(length: int, tokens: int):
     return [slice(start, min(start + tokens, length)) for start in range(0, length, tokens)]
 
 
+# Buffers that outlive a call: building a causal block's (two feature workspaces, the C x C and state
+# buffers) took 90-260 us, twice per call and again in the backward, 8% of a causal forward at L = 2,048.
+# A few per thread, least recently used dropped, so calls from several threads never share a buffer; each
+# holds about 2-10 MiB (blocks are sized by BLOCK_ELEMENTS whatever the batch), `clear_buffers` frees them.
+_CACHE_SIZE = 8
+_CACHE = threading.local()
+
+
+def clear_buffers() -> None:
+    """Free this thread's cached kernel buffers (they are rebuilt on the next call)."""
+    _CACHE.entries = OrderedDict()
+
+
+def _cached(fm: TaylorFeatureMap, key: tuple, build):
+    """The object `build()` made for (fm, key) on this thread, reused; the entry holds fm, so while it is
+    cached no other map can take fm's id."""
+    cache = getattr(_CACHE, "entries", None)
+    if cache is None:
+        cache = _CACHE.entries = OrderedDict()
+    key = (id(fm), *key)
+    entry = cache.get(key)
+    if entry is None:
+        entry = cache[key] = (fm, build())
+        while len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+    cache.move_to_end(key)
+    return entry[1]
+
+
+def _quadratic(fm: TaylorFeatureMap, like: Tensor, weighted: bool = False) -> QuadraticGradient | None:
+    if not QuadraticGradient.applies(fm):
+        return None
+    return _cached(fm, ("quadratic", weighted, like.dtype, like.device), lambda: QuadraticGradient(fm, like, weighted))
+
+
 class _Workspaces:
-    """One FeatureWorkspace per block length (all blocks have T tokens except perhaps the last)."""
+    """One FeatureWorkspace per block length (all blocks have T tokens except perhaps the last); those of
+    compact maps cached across calls (the generic path's hold the call's tensors)."""
 
     def __init__(self, fm: TaylorFeatureMap, batch: int, like: Tensor, weighted: bool = True):
         self.fm, self.batch, self.like, self.weighted, self.by_length = fm, batch, like, weighted, {}
@@ -67,9 +105,13 @@ class _Workspaces:
     def __call__(self, block: slice):
         length = block.stop - block.start
         if length not in self.by_length:
-            self.by_length[length] = self.fm.workspace(
-                self.batch, length, self.like, role="block", weighted=self.weighted
-            )
+            fm, like = self.fm, self.like
+
+            def build():
+                return fm.workspace(self.batch, length, like, role="block", weighted=self.weighted)
+
+            key = ("features", self.batch, length, self.weighted, like.dtype, like.device)
+            self.by_length[length] = _cached(fm, key, build) if fm.form == "compact" else build()
         return self.by_length[length]
 
 
@@ -218,7 +260,7 @@ class NonCausalTaylorAttention(torch.autograd.Function):
             state = torch.cat([kv, k_sum.unsqueeze(-1)], dim=-1)  # (N, M, Dv + 1)
             if weights is not None:  # d/du(q) = W d/dphi(q)
                 state = state * weights
-            quadratic = QuadraticGradient(fm, q) if QuadraticGradient.applies(fm) else None
+            quadratic = _quadratic(fm, q)
             a = quadratic.matrices(state) if quadratic else None
             # [grad kv, grad k_sum] before W; for K <= 3 grad k_sum = sum_t g_den,t u(q_t) comes from the
             # moments of q afterwards, and the blocks' product has Dv columns (MKL: 16 run faster than 17)
@@ -259,7 +301,7 @@ class NonCausalTaylorAttention(torch.autograd.Function):
         v1 = F.pad(v, (0, 1), value=1.0)
         if keep is not None:
             v1 = v1 * keep.unsqueeze(-1)
-        quadratic = QuadraticGradient(fm, k) if QuadraticGradient.applies(fm) else None
+        quadratic = _quadratic(fm, k)
         a = quadratic.matrices(grad_state) if quadratic else None
         buffers = {}  # per block length: MKL writes a contiguous buffer faster than a strided slice
         for block in _blocks(k.shape[-2], tokens):  # kv = sum Phi(K)^T V, k_sum = sum Phi(K)^T 1
@@ -394,6 +436,7 @@ class _CausalBlock:
         m = self.fm.num_features
         torch.bmm(before.view(-1, before.shape[-2], m), self.phi_q, out=self.out_t)  # (N n, Dv + 1, C)
         self.out_t.baddbmm_(self.v1c.transpose(-2, -1), self.weights.transpose(-2, -1))  # the masked C x C block
+        self._release()
         return self.out_t, self.state_out
 
     def backward(self, qt, kt, v, keep, before, grad_out_t, grad_state_out):
@@ -440,7 +483,21 @@ class _CausalBlock:
             root = fm._root_scale
             grad_q.baddbmm_(self.x_k, grad_scores.transpose(-2, -1), alpha=root)
             grad_k.baddbmm_(self.x_q, grad_scores, alpha=root)
+        self._release()
         return grad_q, grad_k, grad_v1_t, grad_state
+
+    def _release(self) -> None:
+        """Drop what refers to this call's tensors (the generic feature path's inputs and features): a
+        cached block keeps only its own buffers."""
+        self.phi_q = self.phi_k = self.x_q = self.x_k = None
+        for ws in (self.ws_q, self.ws_k):
+            if not ws.compact:
+                ws.xt = ws.phi = None
+
+
+def _causal_block(fm: TaylorFeatureMap, batch: int, chunks: int, chunk: int, value_dim: int, like: Tensor):
+    key = ("causal", batch, chunks, chunk, value_dim, like.dtype, like.device)
+    return _cached(fm, key, lambda: _CausalBlock(fm, batch, chunks, chunk, value_dim, like))
 
 
 def _to_chunks(t: Tensor, block: slice, chunks: int, chunk: int) -> Tensor:
@@ -471,14 +528,13 @@ class CausalTaylorAttention(torch.autograd.Function):
         padded = q.shape[-2]
         qt, kt = q.transpose(-2, -1), k.transpose(-2, -1)  # (N, D, L) views
         tokens = block_tokens(n, m, chunk, padded)
-        runners: dict[int, _CausalBlock] = {}
         state = q.new_zeros(n, dv + 1, m)  # transposed, as the blocks keep it
         out = q.new_empty(n, padded, dv)
         normaliser = q.new_empty(n, padded)
         befores = []  # per block, the states before each chunk (the first is the state entering the block)
         for block in _blocks(padded, tokens):
             chunks = (block.stop - block.start) // chunk
-            runner = runners.get(chunks) or runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, dv, q))
+            runner = _causal_block(fm, n, chunks, chunk, dv, q)
             # kept for the backward: M (Dv + 1) / C floats per token
             before = q.new_empty(n, chunks, dv + 1, m) if for_backward else runner.scratch_before()
             block_keep = None if keep is None else keep[:, block]
@@ -513,11 +569,10 @@ class CausalTaylorAttention(torch.autograd.Function):
         grad_q_t = qt.new_empty(n, qt.shape[1], padded)
         grad_k_t = kt.new_empty(n, kt.shape[1], padded)
         grad_v_t = v.new_empty(n, dv, padded)
-        runners: dict[int, _CausalBlock] = {}
         blocks = _blocks(padded, ctx.tokens)
         for block, before in zip(reversed(blocks), reversed(befores), strict=True):
             chunks = (block.stop - block.start) // chunk
-            runner = runners.get(chunks) or runners.setdefault(chunks, _CausalBlock(fm, n, chunks, chunk, dv, qt))
+            runner = _causal_block(fm, n, chunks, chunk, dv, qt)
             g_block = _to_chunks(grad_out_t, block, chunks, chunk)
             block_keep = None if keep is None else keep[:, block]
             gq, gk, gv, grad_state = runner.backward(
