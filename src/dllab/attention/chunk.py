@@ -74,19 +74,19 @@ def clear_buffers() -> None:
 
 
 def _cached(fm: TaylorFeatureMap, key: tuple, build):
-    """The object `build()` made for (fm, key) on this thread, reused; the entry holds fm, so while it is
-    cached no other map can take fm's id."""
+    """The object `build()` made on this thread for a map with fm's (D, K, form, scale), which is all the
+    buffers depend on (so a fresh but equal map, as a benchmark makes, reuses them), and `key`."""
     cache = getattr(_CACHE, "entries", None)
     if cache is None:
         cache = _CACHE.entries = OrderedDict()
-    key = (id(fm), *key)
+    key = (fm.dim, fm.order, fm.form, fm.scale, *key)
     entry = cache.get(key)
     if entry is None:
-        entry = cache[key] = (fm, build())
+        entry = cache[key] = build()
         while len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
     cache.move_to_end(key)
-    return entry[1]
+    return entry
 
 
 def _quadratic(fm: TaylorFeatureMap, like: Tensor, weighted: bool = False) -> QuadraticGradient | None:
