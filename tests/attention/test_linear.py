@@ -134,6 +134,21 @@ def test_buffers_reused_across_calls_and_threads():
     check([run(0)])
 
 
+def test_buffers_stay_bounded_over_many_lengths():
+    """Training on sequences of many lengths must not grow the cached buffers without bound."""
+    fm = TaylorFeatureMap(8, 3)
+    for length in range(20, 80, 3):
+        q, k, v = _inputs(1, length, 2, 8, dtype=torch.float32)
+        for causal in (False, True):
+            out = linear_attention(q, k, v, fm, causal=causal, chunk_size=8)
+            _grads(out, (q, k, v))
+    entries = list(chunk_module._CACHE.entries.values())
+    assert len(entries) <= chunk_module._CACHE_SIZE
+    quadratic = [e for e in entries if isinstance(e, chunk_module.QuadraticGradient)]
+    quadratic += [e.quadratic for e in entries if isinstance(e, chunk_module._CausalBlock)]
+    assert quadratic and all(len(e.buffers) <= 2 for e in quadratic)
+
+
 def test_recurrent_steps_equal_chunked():
     q, k, v = _inputs(2, 29, 3, 6)
     fm = TaylorFeatureMap(6, 3)

@@ -163,6 +163,8 @@ class QuadraticGradient:
         shape = (batch, a.shape[1], tokens)
         h = self.buffers.get(shape)
         if h is None:
+            if len(self.buffers) >= 2:  # a call needs two shapes at most (full blocks, the last one)
+                self.buffers.pop(next(iter(self.buffers)))
             h = self.buffers[shape] = a.new_empty(shape)
         h = torch.bmm(a, g, out=h).view(batch, self.dim, self.width, tokens)
         if self.width == 1:
