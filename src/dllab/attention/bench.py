@@ -5,8 +5,9 @@ B = 1, H = 4, D = 16, K = 3 (M = 153), float32, L = 256 ... 65,536, forward and 
   naive softmax  softmax(q k^T / sqrt(D)) v with the L x L matrix built (`naive_softmax_attention`)
   taylor         `linear_attention(q, k, v, TaylorFeatureMap(16, 3))`, non-causal
   taylor causal  the same with causal=True (chunked)
-Time is the best of a few calls; peak memory is the growth of the process's peak resident set during one
-call (`dllab.attention.measure`). A softmax configuration predicted (from the previous L, as L^2) to exceed
+Time is the best of a few calls (the kernels' cached block buffers warm); peak memory is the growth of the
+process's peak resident set during one call from cold, the cached buffers cleared first so that it counts
+them (`dllab.attention.measure`). A softmax configuration predicted (from the previous L, as L^2) to exceed
 the time budget, or the naive one predicted to exceed the memory budget, is skipped and the output says
 why. The FLOP counts are the algorithm's (forward + backward = 3 x forward, as for any chain of matmuls;
 the backward's recomputation of the features is not counted, nor the extra products of its input
@@ -170,11 +171,13 @@ def measure_one(method: str, mode: str, length: int, setup: BenchSetup, chunk: i
     import torch
 
     from dllab.attention import TaylorFeatureMap
+    from dllab.attention.chunk import clear_buffers
     from dllab.attention.measure import load_average, peak_memory
 
     backward = mode == "forward+backward"
     q, k, v, grad = _inputs(setup, length, backward)
     fm = TaylorFeatureMap(setup.dim, setup.order)
+    clear_buffers()  # the peak counts the kernels' block buffers, as a first call builds them
     with torch.set_grad_enabled(backward):
         start = time.perf_counter()
         peak = peak_memory(lambda: _call(method, mode, q, k, v, grad, fm, chunk))
