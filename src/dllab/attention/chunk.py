@@ -157,6 +157,13 @@ class QuadraticGradient:
         """(B, M, C) -> A (B, D x width, C)."""
         return state.index_select(1, self.rows).mul_(self.factors)
 
+    def matrices_of_transposed(self, state_t: Tensor) -> Tensor:
+        """A state kept transposed, (B, C, M) contiguous -> A (B, D x width, C), a transposed view. One
+        gather over the (B C, M) matrix: index_select on the transposed view instead ran 1.4-1.6x slower."""
+        batch, channels, m = state_t.shape
+        a_t = state_t.reshape(-1, m).index_select(1, self.rows).view(batch, channels, -1)
+        return a_t.mul_(self.factors.T).transpose(-2, -1)
+
     def gradient(self, a: Tensor, g: Tensor, phi: Tensor) -> Tensor:
         """A (B, D x width, C), g (B, C, T), features phi (B, M, T) of x -> dL/d(raw input) (B, D, T)."""
         batch, tokens = g.shape[0], g.shape[-1]
@@ -450,7 +457,8 @@ class _CausalBlock:
         self._recompute(qt, kt, v, keep, None, before)
         phi_q, phi_k, v1c, weights = self.phi_q, self.phi_k, self.v1c, self.weights
         dv1 = v1c.shape[-1]
-        before = before.view(-1, dv1, m).transpose(-2, -1)  # (N n, M, Dv + 1) views
+        before_t = before.view(-1, dv1, m)
+        before = before_t.transpose(-2, -1)  # (N n, M, Dv + 1) views
         # out_t = before^T Phi(Q_c) + V1_c^T W^T
         grad_before = torch.bmm(grad_out_t, phi_q.transpose(-2, -1)).view(batch, self.n, dv1, m)
         grad_v1_t = torch.bmm(grad_out_t, weights)  # (N n, Dv + 1, C)
@@ -463,8 +471,10 @@ class _CausalBlock:
         # S_c = Phi(K_c) V1_c
         grad_v1_t.baddbmm_(grad_chunk_states_t, phi_k)
         if self.quadratic:  # grad_phi_q = before grad_out_t, grad_phi_k = grad_chunk_states v1c^T, never formed
-            grad_q = self.quadratic.gradient(self.quadratic.matrices(before), grad_out_t, phi_q)  # (N n, D, C)
-            grad_k = self.quadratic.gradient(self.quadratic.matrices(grad_chunk_states), v1c.transpose(-2, -1), phi_k)
+            quadratic = self.quadratic
+            grad_q = quadratic.gradient(quadratic.matrices_of_transposed(before_t), grad_out_t, phi_q)  # (N n, D, C)
+            a_k = quadratic.matrices_of_transposed(grad_chunk_states_t)
+            grad_k = quadratic.gradient(a_k, v1c.transpose(-2, -1), phi_k)
         else:
             grad_q = self._input_gradient(self.ws_q, torch.bmm(before, grad_out_t))
             grad_k = self._input_gradient(self.ws_k, torch.bmm(grad_chunk_states, v1c.transpose(-2, -1)))
