@@ -351,6 +351,7 @@ class _CausalBlock:
         self.ws_k = fm.workspace(bn, chunk, like, role="causal keys")
         self.mask = torch.ones(chunk, chunk, dtype=like.dtype, device=like.device).tril()
         self.prefix = self.mask.new_ones(chunks - 1, chunks - 1).tril().expand(batch, -1, -1)
+        self.suffix = self.mask.new_ones(chunks, chunks).triu(1).expand(batch, -1, -1)  # strictly later chunks
         self.v1c = like.new_empty(bn, chunk, dv1)
         self.v1c[..., value_dim] = 1.0  # the normaliser's column; a block with padding keys overwrites it
         self.ones = True
@@ -463,10 +464,11 @@ class _CausalBlock:
         grad_before = torch.bmm(grad_out_t, phi_q.transpose(-2, -1)).view(batch, self.n, dv1, m)
         grad_v1_t = torch.bmm(grad_out_t, weights)  # (N n, Dv + 1, C)
         # before_c = state + sum_{c' < c} S_c', state_out = state + sum_c S_c: dS_c = sum_{c' > c} dbefore_c'
-        # + dstate_out = (total - running_c) + dstate_out, with running the inclusive cumulative sum
-        running = grad_before.cumsum(1)
-        grad_state = running[:, -1] + grad_state_out  # every before_c holds the incoming state
-        grad_chunk_states_t = torch.sub(grad_state.unsqueeze(1), running).view(-1, dv1, m)
+        # + dstate_out: the suffix sums as one strictly-upper-triangular product (as the forward's prefix sums)
+        rows = grad_before.view(batch, self.n, -1)
+        grad_chunk_states_t = torch.baddbmm(grad_state_out.view(batch, 1, -1), self.suffix, rows)
+        grad_state = (grad_chunk_states_t[:, 0] + rows[:, 0]).view_as(grad_state_out)  # every before_c holds it
+        grad_chunk_states_t = grad_chunk_states_t.view(-1, dv1, m)
         grad_chunk_states = grad_chunk_states_t.transpose(-2, -1)  # (N n, M, Dv + 1) views
         # S_c = Phi(K_c) V1_c
         grad_v1_t.baddbmm_(grad_chunk_states_t, phi_k)
