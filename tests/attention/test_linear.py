@@ -60,6 +60,24 @@ def test_matches_naive_outputs_and_gradients(shape, causal, block_elements):
         torch.testing.assert_close(a, b_, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_any_output_gradient_layout(causal, layout, block_elements):
+    """The kernels return the output as a transposed view; an incoming gradient of either layout is read right
+    (a model's head merge, out.transpose(1, 2).reshape(...), sends back a gradient strided like the merge)."""
+    q, kk, v = _inputs(2, 45, 3, 8)
+    fm = TaylorFeatureMap(8, 3)
+    fast = linear_attention(q, kk, v, fm, causal=causal, chunk_size=8)
+    naive = naive_linear_attention(q, kk, v, fm, causal=causal)
+    torch.testing.assert_close(fast.contiguous().view(2, 3, -1), naive.reshape(2, 3, -1), rtol=1e-10, atol=1e-10)
+    g = torch.randn(2, 3, 45, 8, dtype=q.dtype, generator=torch.Generator().manual_seed(3))
+    if layout == "transposed":
+        g = g.transpose(1, 2).contiguous().transpose(1, 2)  # (B, L, H, Dv) storage
+        assert not g.is_contiguous()
+    for a, b_ in zip(torch.autograd.grad(fast, (q, kk, v), g), torch.autograd.grad(naive, (q, kk, v), g), strict=True):
+        torch.testing.assert_close(a, b_, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_outer_form_matches_naive(order, causal, block_elements):

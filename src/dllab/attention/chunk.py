@@ -236,7 +236,7 @@ class NonCausalTaylorAttention(torch.autograd.Function):
         if weights is not None:  # phi(q)^T S = u(q)^T (W S)
             state = state * weights
         state_t = state.transpose(-2, -1).contiguous()  # (N, Dv + 1, M)
-        out = q.new_empty(n, q.shape[-2], dv)
+        out_t = q.new_empty(n, dv, q.shape[-2])  # returned as its transposed view (see taylor_attention)
         normaliser = q.new_empty(n, q.shape[-2])
         buffers = {}  # per block length: MKL writes a contiguous buffer faster than a strided slice
         for block in _blocks(q.shape[-2], tokens):
@@ -246,7 +246,8 @@ class NonCausalTaylorAttention(torch.autograd.Function):
                 buffer = buffers[length] = q.new_empty(n, dv + 1, length)
             torch.bmm(state_t, workspace(block).features(qt[..., block]), out=buffer)  # numerators, normaliser
             normaliser[:, block] = buffer[:, dv]
-            torch.div(buffer[:, :dv], buffer[:, dv:], out=out[:, block].transpose(-2, -1))
+            torch.div(buffer[:, :dv], buffer[:, dv:], out=out_t[..., block])
+        out = out_t.transpose(-2, -1)
         ctx.save_for_backward(q, k, v, keep, kv, k_sum, out, normaliser)
         ctx.fm = fm
         return out, kv, k_sum
@@ -276,23 +277,25 @@ class NonCausalTaylorAttention(torch.autograd.Function):
             moments = quadratic is not None
             grad_state_u = q.new_zeros(q.shape[0], fm.num_features, dv if moments else dv + 1)
             g_den = q.new_empty(q.shape[0], q.shape[-2]) if moments else None
+            out_t, g_buffers = out.transpose(-2, -1), {}  # out is stored transposed (N, Dv, Lq)
             for block in _blocks(q.shape[-2], tokens):  # out = num / den: the gradients of num and den
                 length = block.stop - block.start
-                g = q.new_empty(q.shape[0], length, dv + 1)  # [g_num, g_den] (N, T, Dv + 1)
-                torch.div(grad_out[:, block], normaliser[:, block].unsqueeze(-1), out=g[..., :dv])
-                torch.sum(g[..., :dv] * out[:, block], dim=-1, out=g[..., dv])
-                g[..., dv].neg_()
+                g = g_buffers.get(length)
+                if g is None:  # [g_num, g_den] transposed, (N, Dv + 1, T)
+                    g = g_buffers[length] = q.new_empty(q.shape[0], dv + 1, length)
+                torch.div(grad_out[:, block].transpose(-2, -1), normaliser[:, None, block], out=g[:, :dv])
+                torch.sum(g[:, :dv] * out_t[..., block], dim=1, out=g[:, dv]).neg_()
                 ws = workspace(block)
                 phi = ws.features(qt[..., block])  # (N, M, T)
                 if moments:
-                    grad_state_u.baddbmm_(phi, g[..., :dv])
-                    g_den[:, block] = g[..., dv]
+                    grad_state_u.baddbmm_(phi, g[:, :dv].transpose(-2, -1))
+                    g_den[:, block] = g[:, dv]
                 else:
-                    grad_state_u.baddbmm_(phi, g)
+                    grad_state_u.baddbmm_(phi, g.transpose(-2, -1))
                 if quadratic:
-                    grad_q_t[..., block] = quadratic.gradient(a, g.transpose(-2, -1), phi)
+                    grad_q_t[..., block] = quadratic.gradient(a, g, phi)
                 else:
-                    grad_q_t[..., block] = ws.input_gradient(state @ g.transpose(-2, -1))  # via (N, M, T)
+                    grad_q_t[..., block] = ws.input_gradient(state @ g)  # via (N, M, T)
             if moments:
                 grad_kv_u, grad_k_sum_u = grad_state_u, _key_sums(fm, q, g_den)
             else:
@@ -543,7 +546,7 @@ class CausalTaylorAttention(torch.autograd.Function):
         qt, kt = q.transpose(-2, -1), k.transpose(-2, -1)  # (N, D, L) views
         tokens = block_tokens(n, m, chunk, padded)
         state = q.new_zeros(n, dv + 1, m)  # transposed, as the blocks keep it
-        out = q.new_empty(n, padded, dv)
+        out_t = q.new_empty(n, dv, padded)  # returned as its transposed view (see taylor_attention)
         normaliser = q.new_empty(n, padded)
         befores = []  # per block, the states before each chunk (the first is the state entering the block)
         for block in _blocks(padded, tokens):
@@ -557,9 +560,9 @@ class CausalTaylorAttention(torch.autograd.Function):
                 befores.append(before)
             block_out = block_out.view(n, chunks, dv + 1, chunk)  # numerators and normaliser per chunk
             normaliser[:, block].view(n, chunks, chunk).copy_(block_out[:, :, dv])
-            dest = out[:, block].view(n, chunks, chunk, dv).transpose(-2, -1)
+            dest = out_t[..., block].unflatten(-1, (chunks, chunk)).transpose(1, 2)  # (N, n, Dv, C)
             torch.div(block_out[:, :, :dv], block_out[:, :, dv:], out=dest)
-        out, normaliser = out[:, :length], normaliser[:, :length]
+        out, normaliser = out_t[..., :length].transpose(-2, -1), normaliser[:, :length]
         ctx.save_for_backward(qt, kt, v, keep, out, normaliser, *befores)
         ctx.fm, ctx.chunk, ctx.tokens, ctx.length = fm, chunk, tokens, length
         return out, state[:, :dv].transpose(-2, -1).contiguous(), state[:, dv].contiguous()
@@ -577,9 +580,9 @@ class CausalTaylorAttention(torch.autograd.Function):
             grad_state[:, dv] = grad_k_sum
         grad_out_t = qt.new_zeros(n, dv + 1, padded)  # gradients of the numerators and the normaliser
         if grad_out is not None:
-            g_num = grad_out / normaliser.unsqueeze(-1)  # (N, L, Dv)
-            grad_out_t[:, :dv, :length] = g_num.transpose(-2, -1)
-            grad_out_t[:, dv, :length] = -(g_num * out).sum(-1)
+            g_num_t = grad_out_t[:, :dv, :length]
+            torch.div(grad_out.transpose(-2, -1), normaliser.unsqueeze(1), out=g_num_t)
+            torch.sum(g_num_t * out.transpose(-2, -1), dim=1, out=grad_out_t[:, dv, :length]).neg_()
         grad_q_t = qt.new_empty(n, qt.shape[1], padded)
         grad_k_t = kt.new_empty(n, kt.shape[1], padded)
         grad_v_t = v.new_empty(n, dv, padded)
@@ -608,6 +611,10 @@ def taylor_attention(
     """Normalised output (..., Lq, Dv) and final state kv (..., M, Dv), k_sum (..., M), for any batch shape.
 
     keep: (B, Lk) float, 1 for real keys and 0 for padding, or None; q is then (B, ..., Lq, D).
+
+    The output is a transposed view of (..., Dv, Lq) storage, not contiguous: the blocks' products come out
+    as (Dv + 1, T), and dividing them by the normaliser into that layout took 20 us per block against 75-90
+    us for a strided (T, Dv) destination (a tenth of the non-causal forward at L = 16,384, 2026-12-03).
     """
     batch = q.shape[:-2]
     flat = [t.reshape(-1, *t.shape[-2:]) for t in (q, k, v)]
