@@ -46,6 +46,21 @@ def test_bench_results_and_targets(tiny_bench):
     assert crossover(tiny_bench, "forward") in (None, 32, 64, 128)
 
 
+def test_bench_gives_the_target_length_more_passes(monkeypatch):
+    import dllab.attention.bench as bench
+
+    monkeypatch.setattr(bench, "TARGET_L", 64)
+    setup = BenchSetup(
+        lengths=(32, 64), repeats=1, time_budget_s=600.0, memory_budget_gib=0.5, fit_from=32, matmul_size=128,
+        rounds=1, target_rounds=2,
+    )  # fmt: skip
+    result = run_bench(setup, log=lambda *_: None)
+    counts = {(r.method, r.mode, r.length): r.samples for r in result.results}
+    assert set(counts.values()) == {3, 5}  # warm-up + 1 repeat + 1 round, and 2 more passes at L = 64
+    assert all(n == (5 if length == 64 else 3) for (_, _, length), n in counts.items())
+    assert len(result.machine["matmul_gflops_samples"]) == 1 + 1 + 2 + 1  # start, each pass, end
+
+
 def test_bench_skips_what_exceeds_the_budget():
     setup = BenchSetup(
         lengths=(64, 512), repeats=1, time_budget_s=600.0, memory_budget_gib=0.002, fit_from=64, matmul_size=256
@@ -71,6 +86,7 @@ def test_bench_command_writes_json_and_figure(tmp_path, capsys):
         (["--lengths", "a,b"], "--lengths"),
         (["--repeats", "0"], "--repeats"),
         (["--rounds", "-1"], "--rounds"),
+        (["--target-rounds", "-1"], "--target-rounds"),
         (["--chunk-size", "0"], "--chunk-size"),
     ],
 )
