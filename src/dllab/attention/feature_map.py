@@ -305,6 +305,9 @@ class FeatureWorkspace:
         self.phi = like.new_empty(batch, fm.num_features, tokens)
         self.phi[:, 0] = 1.0
         self.x = self.phi[:, 1 : 1 + fm.dim]  # the scaled input lives in the degree-1 rows
+        # sqrt(scale) as a 0-dim tensor: a Python float made torch.mul wrap and convert it on every call
+        # (4.4-4.9 us against 1.7-2.5 us for a small block)
+        self.root = torch.tensor(fm._root_scale, dtype=like.dtype, device=like.device)
         self.compact = fm.form == "compact"
         self.degrees = []  # per degree n >= 2: (slice products, its rows, their weights)
         self.backward_steps: list | None = None  # built on the first input_gradient call
@@ -342,7 +345,7 @@ class FeatureWorkspace:
                 self.phi = fm.transposed(xt)
             return self.phi
         if fm.order >= 2:  # xt may be (N, D, T) or any view that splits N, e.g. (B, chunks, D, C)
-            torch.mul(xt, fm._root_scale, out=self.x.view(xt.shape))
+            torch.mul(xt, self.root, out=self.x.view(xt.shape))
         if self.halving:
             torch.mul(self.x, self.x, out=self.squares)
             if self.square_weight != 1.0:
