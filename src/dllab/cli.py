@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    from dllab.engine.allocator import keep_freed_memory
+
+    keep_freed_memory()  # freed tensors' pages stay for the next step (see dllab.engine.allocator)
     try:
         code = int(func(args) or 0)
         if "torch.distributed" in sys.modules:  # a no-op unless this process joined a torchrun group

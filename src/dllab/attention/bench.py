@@ -198,6 +198,7 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
 
     from dllab.attention.linear import DEFAULT_CHUNK_SIZE
     from dllab.attention.measure import load_average, matmul_gflops, shaped_matmul_gflops
+    from dllab.engine import allocator
 
     if setup.threads:
         torch.set_num_threads(setup.threads)
@@ -215,11 +216,13 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
         "matmul_gflops": matmul_gflops(setup.matmul_size),
         "taylor_matmul_gflops": shaped_matmul_gflops(setup.heads, m, 1024, setup.dim + 1),
         "chunk_size": chunk,
+        "allocator": allocator.describe(),
     }
     log(
         f"machine: {report.machine['threads']} threads, square matmul {report.machine['matmul_gflops']:.1f} "
         f"GFLOP/s, Taylor-shaped matmul ({m}x1024 @ 1024x{setup.dim + 1}) "
-        f"{report.machine['taylor_matmul_gflops']:.1f} GFLOP/s, load average {_load(report.machine['load_before'])}"
+        f"{report.machine['taylor_matmul_gflops']:.1f} GFLOP/s, load average {_load(report.machine['load_before'])}; "
+        f"{report.machine['allocator']}"
     )
     samples = [report.machine["matmul_gflops"]]
     for mode in MODES:  # one-time set-up (autograd engine, kernels' first use) is not what we measure
