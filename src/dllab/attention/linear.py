@@ -262,7 +262,9 @@ def linear_attention(
         chunk_size: C for the causal path (default DEFAULT_CHUNK_SIZE, chosen by measurement).
         return_state: also return the TaylorState after all keys, to continue with linear_attention_step.
     Returns:
-        (..., Lq, Dv), and the TaylorState when return_state.
+        (..., Lq, Dv), and the TaylorState when return_state. With a TaylorFeatureMap the output is a
+        transposed view of (..., Dv, Lq) storage, not contiguous (the kernels write it faster that way): use
+        `.reshape` or `.contiguous()` rather than `.view` on it.
     """
     _check_qkv(q, k, v, feature_map)
     _check_padding_mask(key_padding_mask, k)
