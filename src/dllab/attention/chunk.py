@@ -487,19 +487,23 @@ class _CausalBlock:
             grad_q = self._input_gradient(self.ws_q, torch.bmm(before, grad_out_t))
             grad_k = self._input_gradient(self.ws_k, torch.bmm(grad_chunk_states, v1c.transpose(-2, -1)))
         if fm.order >= 2:  # W = series(s) masked, s = x_q^T x_k with x = sqrt(scale) q
-            slope = self.scores  # d series / ds = sum_{n<K-1} s^n / n!, in place
-            c = [1.0 / math.factorial(n) for n in range(fm.order - 1)]
+            # the masked slope d series / ds = sum_{n<K-1} s^n / n!, in place of the scores
+            slope, mask = self.scores, self.mask
             if fm.order == 2:
-                slope.fill_(1.0)
+                slope = mask
+            elif fm.order == 3:  # (1 + s) masked in one pass
+                torch.addcmul(mask, slope, mask, out=slope)
             else:
+                c = [1.0 / math.factorial(n) for n in range(fm.order - 1)]
                 s = slope.clone()
                 slope.mul_(c[-1])
                 for n in range(fm.order - 3, -1, -1):
                     slope.add_(c[n])
                     if n:
                         slope.mul_(s)
+                slope.mul_(mask)
             grad_scores = torch.bmm(grad_out_t.transpose(-2, -1), v1c.transpose(-2, -1))  # (N n, C, C)
-            grad_scores.mul_(self.mask).mul_(slope)
+            grad_scores.mul_(slope)
             root = fm._root_scale
             grad_q.baddbmm_(self.x_k, grad_scores.transpose(-2, -1), alpha=root)
             grad_k.baddbmm_(self.x_q, grad_scores, alpha=root)
