@@ -430,15 +430,16 @@ class _CausalBlock:
         if fm.order >= 2:  # scores from the scaled inputs held in the features' degree-1 rows
             torch.bmm(self.x_q.transpose(-2, -1), x_k, out=self.scores)  # (N n, C, C)
             s, c = self.scores, [1.0 / math.factorial(n) for n in range(fm.order)]
-            if fm.order == 3:  # 1 + s + s^2 / 2 in two passes
-                torch.add(s, 1.0, out=weights).addcmul_(s, s, value=0.5)
+            if fm.order == 3:  # (1 + s + s^2 / 2) masked in two passes: mask + (s + s^2 / 2) mask
+                torch.addcmul(s, s, s, value=0.5, out=weights)
+                torch.addcmul(self.mask, weights, self.mask, out=weights)
             else:  # Horner: sum_{n<K} c_n s^n
                 torch.mul(s, c[-1], out=weights)
                 for n in range(fm.order - 2, -1, -1):
                     weights.add_(c[n])
                     if n:
                         weights.mul_(s)
-            weights.mul_(self.mask)
+                weights.mul_(self.mask)
         else:
             weights.copy_(self.mask.expand_as(weights))
 
