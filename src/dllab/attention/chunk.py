@@ -14,7 +14,7 @@ Inputs are flattened to (N, L, D) with N = batch x heads. Nothing of size L x M 
   (Dv = 16 columns rather than 17, features as the contiguous operand), and the multinomial weights of the
   features folded into the (M x Dv) states, so each block computes only the bare monomials;
 - causal: each block is cut into chunks of C tokens, processed all at once: per-chunk states (kept
-  transposed, (Dv + 1) x M, the layout MKL forms fastest), an exclusive cumulative sum (one lower-triangular
+  transposed, (Dv + 1) x M, the layout MKL forms fastest), an exclusive cumulative sum (one strictly-lower-triangular
   product) seeded with the state carried in from the previous blocks, a read of that prefix state and a
   masked C x C block scored from q k^T directly (the truncated series: O(C D) per query, not O(C M));
   forward and backward are hand-written too, every intermediate in buffers reused from block to block,
@@ -356,7 +356,7 @@ class _CausalBlock:
         self.ws_q = fm.workspace(bn, chunk, like, role="causal queries")
         self.ws_k = fm.workspace(bn, chunk, like, role="causal keys")
         self.mask = torch.ones(chunk, chunk, dtype=like.dtype, device=like.device).tril()
-        self.prefix = self.mask.new_ones(chunks - 1, chunks - 1).tril().expand(batch, -1, -1)
+        self.prefix = self.mask.new_ones(chunks, chunks).tril(-1).expand(batch, -1, -1)  # strictly earlier chunks
         self.suffix = self.mask.new_ones(chunks, chunks).triu(1).expand(batch, -1, -1)  # strictly later chunks
         self.v1c = like.new_empty(bn, chunk, dv1)
         self.v1c[..., value_dim] = 1.0  # the normaliser's column; a block with padding keys overwrites it
@@ -420,10 +420,10 @@ class _CausalBlock:
         if state is not None:
             torch.bmm(self.v1c.transpose(-2, -1), phi_k.transpose(-2, -1), out=self.chunk_states)
             chunk_states = self.chunk_states.view(self.batch, self.n, -1, m)
-            before[:, 0] = state  # the state before each chunk: the incoming one plus the earlier chunks
-            if self.n > 1:  # the exclusive cumulative sum as one (n-1 x n-1) lower-triangular product
-                flat, rows = before.view(self.batch, self.n, -1), chunk_states.view(self.batch, self.n, -1)
-                torch.baddbmm(state.view(self.batch, 1, -1), self.prefix, rows[:, :-1], out=flat[:, 1:])
+            # the state before each chunk, the incoming one plus the earlier chunks: the exclusive cumulative
+            # sum as one strictly-lower-triangular (n x n) product with the incoming state as its bias
+            flat, rows = before.view(self.batch, self.n, -1), chunk_states.view(self.batch, self.n, -1)
+            torch.baddbmm(state.view(self.batch, 1, -1), self.prefix, rows, out=flat)
             self.state_out = before[:, -1] + chunk_states[:, -1]
         self.phi_q, self.x_q = self._features(self.ws_q, qt)
         weights = self.weights
