@@ -14,8 +14,8 @@ Inputs are flattened to (N, L, D) with N = batch x heads. Nothing of size L x M 
   (Dv = 16 columns rather than 17, features as the contiguous operand), and the multinomial weights of the
   features folded into the (M x Dv) states, so each block computes only the bare monomials;
 - causal: each block is cut into chunks of C tokens, processed all at once: per-chunk states (kept
-  transposed, (Dv + 1) x M, the layout MKL forms fastest), an exclusive cumulative sum (one strictly-lower-triangular
-  product) seeded with the state carried in from the previous blocks, a read of that prefix state and a
+  transposed, (Dv + 1) x M, the layout MKL forms fastest), an exclusive cumulative sum (one strictly-lower-
+  triangular product) seeded with the state carried in from the previous blocks, a read of that prefix state and a
   masked C x C block scored from q k^T directly (the truncated series: O(C D) per query, not O(C M));
   forward and backward are hand-written too, every intermediate in buffers reused from block to block,
   V and the padding weights read straight into the chunk buffer (no [V, 1] copy of the sequence);
