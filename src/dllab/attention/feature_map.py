@@ -318,6 +318,7 @@ class FeatureWorkspace:
             d, off = fm.dim, 1 + fm.dim
             self.squares = self.phi[:, off : off + d]
             self.square_weight = 1.0 / math.sqrt(2.0) if weighted else 1.0
+            self.zero = torch.zeros((), dtype=like.dtype, device=like.device)
             pos, groups, half = off + d, 1, d // 2
             while half >= 1:
                 halves = self.x.view(batch, groups, 2, half, tokens)
@@ -347,9 +348,10 @@ class FeatureWorkspace:
         if fm.order >= 2:  # xt may be (N, D, T) or any view that splits N, e.g. (B, chunks, D, C)
             torch.mul(xt, self.root, out=self.x.view(xt.shape))
         if self.halving:
-            torch.mul(self.x, self.x, out=self.squares)
-            if self.square_weight != 1.0:
-                self.squares.mul_(self.square_weight)
+            if self.square_weight != 1.0:  # w x^2 in one pass: 0 + w x x
+                torch.addcmul(self.zero, self.x, self.x, value=self.square_weight, out=self.squares)
+            else:
+                torch.mul(self.x, self.x, out=self.squares)
             for left, right, dest in self.halving:
                 torch.mul(left, right, out=dest)
         for products, rows, factors in self.degrees:  # degree n is built from the weighted degree n - 1
