@@ -255,9 +255,10 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
     # a burst of load from other processes then spoils one pass of a configuration, not all of its calls.
     # The matmul rate is measured again in every pass, keeping its best too, so that the FLOP bound gets
     # the same chances of a quiet machine as the times it is compared with.
-    # The configurations at TARGET_L then get `target_rounds` more passes (about 0.2 s each here, Taylor's
-    # four): on a shared machine whose speed swings by 20-40% from minute to minute, ten samples left the
-    # targets that sit near their limits to chance, run to run; the rate gets a sample per pass as well.
+    # The configurations at TARGET_L then get `target_rounds` more passes (about 1 s each here: Taylor's
+    # four calls and SDPA's forward): on a shared machine whose speed swings by 20-40% from minute to minute,
+    # ten samples left the targets that sit near their limits to chance, run to run; the rate gets a sample
+    # per pass as well.
     fast = [r for r in report.results if r.seconds is not None and r.seconds < ROUND_LIMIT_S]
     at_target = [r for r in fast if r.length == TARGET_L]
     for passes in ([fast] * setup.rounds) + ([at_target] * (setup.target_rounds if at_target else 0)):
