@@ -1,13 +1,17 @@
 """`dllab attention ...`, `dllab bench attention` and the report section, on tiny settings."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 
 from dllab.attention import report
 from dllab.attention.bench import BenchSetup, crossover, from_json, run_bench, to_json
 from dllab.attention.experiment import tune_results
-from dllab.attention.measure import peak_memory
+from dllab.attention.measure import cpu_counters, cpu_shares, peak_memory
 from dllab.attention.theory import approximation_errors
 from dllab.cli import main
 from dllab.engine.checkpoint import atomic_write_json
@@ -76,6 +80,7 @@ def test_bench_command_writes_json_and_figure(tmp_path, capsys):
     assert main([*args, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "targets:" in text and "fitted slopes" in text and "GFLOP/s" in text
+    assert "CPU during the run: other processes used" in text or not os.path.exists("/proc/stat")
     assert json.loads(out.read_text())["setup"]["lengths"] == [32, 64]
     assert out.with_suffix(".png").stat().st_size > 1000
 
@@ -100,6 +105,25 @@ def test_peak_memory_sees_torch_allocations():
 
     grown = peak_memory(lambda: torch.ones(50_000_000 // 4))  # 50 MB
     assert grown is None or 45e6 < grown < 80e6
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat")
+def test_cpu_shares_count_other_processes_not_this_one():
+    def window(work):
+        start, began = cpu_counters(), time.perf_counter()
+        work()
+        return cpu_shares(start, time.perf_counter() - began, os.cpu_count() or 1)
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    own = window(lambda: spin(0.4))  # this process busy: not "others"
+    assert 0 <= own["others"] < 0.25 and 0 <= own["steal"] <= 1
+    child = "import time\nend = time.perf_counter() + 0.6\nwhile time.perf_counter() < end: pass"
+    other = window(lambda: subprocess.run([sys.executable, "-c", child], check=True))
+    assert other["others"] > 0.2 / (os.cpu_count() or 1)  # one CPU busy for most of the window
 
 
 def test_report_without_runs_names_the_commands(tmp_path):

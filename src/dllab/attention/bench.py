@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -197,8 +198,10 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
     import torch
 
     from dllab.attention.linear import DEFAULT_CHUNK_SIZE
-    from dllab.attention.measure import load_average, matmul_gflops, shaped_matmul_gflops
+    from dllab.attention.measure import cpu_counters, cpu_shares, load_average, matmul_gflops, shaped_matmul_gflops
     from dllab.engine import allocator
+
+    started, counters = time.perf_counter(), cpu_counters()
 
     if setup.threads:
         torch.set_num_threads(setup.threads)
@@ -270,6 +273,7 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
     report.machine["matmul_gflops"] = max(samples)
     report.machine["matmul_gflops_samples"] = samples  # their spread shows how steady the machine was
     report.machine["load_after"] = load_average()
+    report.machine["cpu_shares"] = cpu_shares(counters, time.perf_counter() - started, os.cpu_count() or 1)
     report.slopes = fit_slopes(report)
     report.targets = evaluate_targets(report)
     return report
@@ -482,13 +486,25 @@ def print_report(report: BenchReport) -> None:
             f"\nsquare matmul rate over the run: {min(samples):.0f} to {max(samples):.0f} GFLOP/s in {len(samples)} "
             "measurements; the FLOP bound uses the best (a wide spread means a busy or throttled machine)"
         )
+    shares = report.machine.get("cpu_shares")
     load = (report.machine.get("load_before"), report.machine.get("load_after"))
-    if any(x is not None and x > report.machine["threads"] for x in load):
+    if shares:  # measured from /proc/stat: what else ran on this machine's CPUs during the run
+        print("\n" + cpu_line(shares))
+    elif any(x is not None and x > report.machine["threads"] for x in load):  # older reports: load average only
         print(
             f"\nnote: load average {_load(load[0])} before / {_load(load[1])} after on "
             f"{report.machine['threads']} threads: other processes shared the CPU, so times are pessimistic "
             "(each is the best of several calls)."
         )
+
+
+def cpu_line(shares: dict) -> str:
+    busy = shares["others"] > 0.05 or shares["steal"] > 0.05
+    return (
+        f"CPU during the run: other processes used {shares['others']:.0%} of the machine's CPUs and the hypervisor "
+        f"took {shares['steal']:.0%} (steal)"
+        + (", so times are pessimistic (each is the best of several calls)." if busy else ".")
+    )
 
 
 def add_bench(sub) -> None:

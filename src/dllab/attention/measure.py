@@ -92,3 +92,30 @@ def load_average() -> float | None:
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+def cpu_counters() -> tuple[float, float, float] | None:
+    """(busy, stolen, own) CPU seconds so far: all CPUs' busy time and the hypervisor's steal from
+    /proc/stat, and this process's own CPU time (all threads). None off Linux."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    times = os.times()
+    return (user + nice + system + irq + softirq) / tick, steal / tick, times.user + times.system
+
+
+def cpu_shares(start: tuple[float, float, float] | None, seconds: float, cpus: int) -> dict | None:
+    """Between `start` (cpu_counters()) and now, over `seconds` of wall time on `cpus` CPUs: the share of
+    the CPUs that other processes used and the share the hypervisor took (steal). Contention hidden from
+    the guest (another VM on the same cores' hyperthreads) shows in neither."""
+    end = cpu_counters()
+    if start is None or end is None or seconds <= 0:
+        return None
+    capacity = seconds * cpus
+    others = (end[0] - start[0]) - (end[2] - start[2])
+    return {"others": max(0.0, others) / capacity, "steal": max(0.0, end[1] - start[1]) / capacity}
+

@@ -208,12 +208,15 @@ def _error_section(ctx: ReportContext, data: dict) -> Section:
 
 
 def _bench_section(ctx: ReportContext, data: dict, name: str) -> Section:
-    from dllab.attention.bench import MODES, from_json, memory_rows, skipped_lines, table_rows
+    from dllab.attention.bench import MODES, cpu_line, from_json, memory_rows, skipped_lines, table_rows
     from dllab.attention.plots import bench_figure
 
     report = from_json(data)
     m = report.machine
     stem = name.removesuffix(".json")
+    # what else ran on the CPUs, and how freed memory was handled (both recorded since 2026-12-03)
+    notes = [cpu_line(m["cpu_shares"])] if m.get("cpu_shares") else []
+    notes += [f"Allocator: {m['allocator']}."] if m.get("allocator") else []
     sub = Section(f"Speed and memory against L ({name}, {report.machine['threads']} threads)")
     sub.add(
         Paragraph(
@@ -223,7 +226,8 @@ def _bench_section(ctx: ReportContext, data: dict, name: str) -> Section:
             f"{m['matmul_gflops']:.1f} GFLOP/s (a Taylor-shaped (153 x 1024)(1024 x 17) product: "
             f"{m['taylor_matmul_gflops']:.1f} GFLOP/s); load average {_load(m.get('load_before'))} before, "
             f"{_load(m.get('load_after'))} after (other processes share this CPU; the `load` column gives it "
-            "per row). Time: best of several calls, interleaved in rounds. Peak memory: growth of the process's "
+            "per row). " + "".join(f"{note} " for note in notes) + "Time: best of several calls, interleaved "
+            "in rounds. Peak memory: growth of the process's "
             "peak resident set during one call (VmHWM after a reset through /proc/self/clear_refs, the heap "
             "trimmed first), which counts torch's allocations and every library buffer, not the inputs."
         )
