@@ -490,7 +490,7 @@ def print_report(report: BenchReport) -> None:
     load = (report.machine.get("load_before"), report.machine.get("load_after"))
     if shares:  # measured from /proc/stat: what else ran on this machine's CPUs during the run
         print("\n" + cpu_line(shares))
-    elif any(x is not None and x > report.machine["threads"] for x in load):  # older reports: load average only
+    elif any(x is not None and x > report.machine["threads"] for x in load):  # no /proc/stat: the load average
         print(
             f"\nnote: load average {_load(load[0])} before / {_load(load[1])} after on "
             f"{report.machine['threads']} threads: other processes shared the CPU, so times are pessimistic "

@@ -89,10 +89,11 @@ def _cached(fm: TaylorFeatureMap, key: tuple, build):
     return entry
 
 
-def _quadratic(fm: TaylorFeatureMap, like: Tensor, weighted: bool = False) -> QuadraticGradient | None:
+def _quadratic(fm: TaylorFeatureMap, like: Tensor) -> QuadraticGradient | None:
+    """The non-causal kernel's cached QuadraticGradient (bare monomials), or None when it does not apply."""
     if not QuadraticGradient.applies(fm):
         return None
-    return _cached(fm, ("quadratic", weighted, like.dtype, like.device), lambda: QuadraticGradient(fm, like, weighted))
+    return _cached(fm, ("quadratic", like.dtype, like.device), lambda: QuadraticGradient(fm, like))
 
 
 class _Workspaces:
