@@ -10,14 +10,14 @@ before the call. It needs Linux; elsewhere it returns None.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import os
 import time
 from collections.abc import Callable
 
 import torch
+
+from dllab.engine.allocator import libc
 
 
 def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -43,17 +43,11 @@ def _status_bytes(key: str) -> int | None:
     return None
 
 
-_LIBC = None
-
-
 def _trim_heap() -> None:
-    global _LIBC
     gc.collect()
-    if _LIBC is None:
-        name = ctypes.util.find_library("c")
-        _LIBC = ctypes.CDLL(name) if name else False
-    if _LIBC and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
+    c = libc()
+    if c is not None and hasattr(c, "malloc_trim"):
+        c.malloc_trim(0)
 
 
 def peak_memory(fn: Callable[[], object]) -> int | None:

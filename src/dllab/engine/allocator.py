@@ -28,6 +28,16 @@ TRIM_THRESHOLD = 256 << 20
 MMAP_THRESHOLD = 32 << 20  # glibc's upper limit for M_MMAP_THRESHOLD on 64-bit
 
 _applied: str | None = None  # what keep_freed_memory set, for the benchmarks' machine line
+_LIBC: ctypes.CDLL | None | bool = None  # loaded on first use; False where there is none to load
+
+
+def libc() -> ctypes.CDLL | None:
+    """The C library (for mallopt here, malloc_trim in the peak-memory measurement), or None."""
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        _LIBC = ctypes.CDLL(name) if name else False
+    return _LIBC or None
 
 
 def keep_freed_memory(trim_threshold: int = TRIM_THRESHOLD, mmap_threshold: int = MMAP_THRESHOLD) -> bool:
@@ -42,11 +52,7 @@ def keep_freed_memory(trim_threshold: int = TRIM_THRESHOLD, mmap_threshold: int 
         return False  # the user tuned glibc already
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    libc = ctypes.CDLL(name)
-    mallopt = getattr(libc, "mallopt", None)
+    mallopt = getattr(libc(), "mallopt", None)
     if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
