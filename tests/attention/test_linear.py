@@ -12,6 +12,7 @@ from dllab.attention import (
     linear_attention,
     linear_attention_step,
     naive_linear_attention,
+    native,
     recurrent_linear_attention,
     softmax_attention,
 )
@@ -47,9 +48,22 @@ def block_elements(request, monkeypatch):
     return elements
 
 
+@pytest.fixture(params=["native", "pytorch"])
+def kernel_path(request, monkeypatch):
+    """Run with the compiled input-gradient kernel (dllab.attention.native) and with its PyTorch twin."""
+    if request.param == "native" and native.library() is None:
+        pytest.skip(native.status())
+    if request.param == "pytorch":
+        native.library()  # settle its status, then hide the library
+        monkeypatch.setattr(native, "_loaded", None)
+    chunk_module.clear_buffers()  # cached kernels chose their path when built
+    yield request.param
+    chunk_module.clear_buffers()
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_matches_naive_outputs_and_gradients(shape, causal, block_elements):
+def test_matches_naive_outputs_and_gradients(shape, causal, block_elements, kernel_path):
     b, l, h, d, k = shape
     q, kk, v = _inputs(b, l, h, d)
     fm = TaylorFeatureMap(d, k)
@@ -62,7 +76,7 @@ def test_matches_naive_outputs_and_gradients(shape, causal, block_elements):
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("layout", ["contiguous", "transposed"])
-def test_any_output_gradient_layout(causal, layout, block_elements):
+def test_any_output_gradient_layout(causal, layout, block_elements, kernel_path):
     """The kernels return the output as a transposed view; an incoming gradient of either layout is read right
     (a model's head merge, out.transpose(1, 2).reshape(...), sends back a gradient strided like the merge)."""
     q, kk, v = _inputs(2, 45, 3, 8)
@@ -204,7 +218,7 @@ def test_state_from_memory_reads_like_cross_attention():
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_gradcheck_float64(causal, block_elements):
+def test_gradcheck_float64(causal, block_elements, kernel_path):
     q, k, v = _inputs(2, 11, 2, 3)
     fm = TaylorFeatureMap(3, 3)
     mask = torch.zeros(2, 11, dtype=torch.bool)

@@ -197,6 +197,7 @@ def measure_one(method: str, mode: str, length: int, setup: BenchSetup, chunk: i
 def run_bench(setup: BenchSetup, log=print) -> BenchReport:
     import torch
 
+    from dllab.attention import native
     from dllab.attention.linear import DEFAULT_CHUNK_SIZE
     from dllab.attention.measure import cpu_counters, cpu_shares, load_average, matmul_gflops, shaped_matmul_gflops
     from dllab.engine import allocator
@@ -220,12 +221,13 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
         "taylor_matmul_gflops": shaped_matmul_gflops(setup.heads, m, 1024, setup.dim + 1),
         "chunk_size": chunk,
         "allocator": allocator.describe(),
+        "native": native.status(),  # builds the compiled kernel now, not inside a timed call
     }
     log(
         f"machine: {report.machine['threads']} threads, square matmul {report.machine['matmul_gflops']:.1f} "
         f"GFLOP/s, Taylor-shaped matmul ({m}x1024 @ 1024x{setup.dim + 1}) "
         f"{report.machine['taylor_matmul_gflops']:.1f} GFLOP/s, load average {_load(report.machine['load_before'])}; "
-        f"{report.machine['allocator']}"
+        f"{report.machine['allocator']}; {report.machine['native']}"
     )
     samples = [report.machine["matmul_gflops"]]
     for mode in MODES:  # one-time set-up (autograd engine, kernels' first use) is not what we measure

@@ -214,9 +214,11 @@ def _bench_section(ctx: ReportContext, data: dict, name: str) -> Section:
     report = from_json(data)
     m = report.machine
     stem = name.removesuffix(".json")
-    # what else ran on the CPUs, and how freed memory was handled (both recorded since 2026-12-03)
+    # what else ran on the CPUs, how freed memory was handled, whether the compiled kernel ran (recorded since
+    # 2026-12-03: older JSON files lack them)
     notes = [cpu_line(m["cpu_shares"])] if m.get("cpu_shares") else []
     notes += [f"Allocator: {m['allocator']}."] if m.get("allocator") else []
+    notes += [f"The {m['native']}."] if m.get("native") else []
     sub = Section(f"Speed and memory against L ({name}, {report.machine['threads']} threads)")
     sub.add(
         Paragraph(

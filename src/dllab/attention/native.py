@@ -1,0 +1,173 @@
+"""The compiled kernel of `native.c`, built with the system's C compiler on first use and called via ctypes.
+
+Why: the Taylor attention's backward spends most of its time on the input gradient of the degree-2
+features. In PyTorch that is a (D (D + 1) x Dv + 1) product per block followed by a weighted sum, and the
+(B, D (D + 1), T) intermediate between them (3-4 MiB a block) leaves the 1 MiB L2 cache: 300-400 us per
+non-causal block of 856 tokens x 4 heads. The fused C loop reads each tile of tokens once, keeps it in
+registers and L1, and needs fewer multiplications (the 153 distinct features, not D (D + 1) rows): 140-180
+us (2 threads, float32, 2026-12-03).
+
+How: `cc -O3 -march=native -fopenmp -shared` (the compiler from $CC, else cc or gcc) writes a library into
+the user's cache ($DLLAB_CACHE_DIR, else $XDG_CACHE_HOME/dllab or ~/.cache/dllab), under a name that hashes
+the source, the compiler, the flags and the CPU, so an edit or another machine sharing the home directory
+builds its own. It is compiled to a temporary name and renamed, so processes building at once never load a
+half-written file. OpenMP is libgomp.so.1, the runtime torch's CPU wheel has already loaded: the kernel
+runs on torch's threads, as many as `torch.get_num_threads()`.
+
+Without a compiler, when the build fails, off Linux, or with DLLAB_NATIVE=0, `library()` returns None,
+`status()` says why, and the callers keep their PyTorch path (same results, tested against each other).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("native.c")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared")
+_FUNCTIONS = {torch.float32: "dllab_quadratic_gradient_f32", torch.float64: "dllab_quadratic_gradient_f64"}
+
+_lock = threading.Lock()
+_loaded: ctypes.CDLL | None = None
+_status: str | None = None  # None until the first library() call
+
+
+def cache_dir() -> Path:
+    """Where built libraries go: $DLLAB_CACHE_DIR, else $XDG_CACHE_HOME/dllab, else ~/.cache/dllab."""
+    if os.environ.get("DLLAB_CACHE_DIR"):
+        return Path(os.environ["DLLAB_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dllab"
+
+
+def find_compiler() -> str | None:
+    """$CC, else cc, else gcc: the path of a C compiler, or None."""
+    for name in (os.environ.get("CC"), "cc", "gcc"):
+        if name:
+            path = shutil.which(name)
+            if path:
+                return path
+    return None
+
+
+def _cpu() -> str:
+    """The CPU's model and feature flags (-march=native builds for exactly these)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            lines = [line for line in fh if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def build(compiler: str, directory: Path) -> Path:
+    """Compile native.c with `compiler` into `directory` (unless that build exists) and return its path.
+
+    Raises RuntimeError with the compiler's message when the build fails."""
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(), _cpu().encode()]))
+    target = directory / f"dllab-native-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".build-", suffix=".so")
+    os.close(fd)
+    try:
+        result = subprocess.run(
+            [compiler, *FLAGS, "-o", temporary, str(SOURCE)], capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            message = (result.stderr or result.stdout).strip().splitlines()
+            raise RuntimeError(f"{compiler} failed on {SOURCE.name}: {' / '.join(message[-3:]) or 'no message'}")
+        os.replace(temporary, target)  # atomic: another process sees the whole library or none
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return target
+
+
+def load(compiler: str | None, directory: Path) -> tuple[ctypes.CDLL | None, str]:
+    """Build (if needed) and load the library: (library or None, a line saying what happened)."""
+    if platform.system() != "Linux":
+        return None, f"off: the native kernel is built for Linux only, this is {platform.system()}"
+    if compiler is None:
+        return None, "off: no C compiler found ($CC, cc, gcc); the PyTorch path runs instead"
+    try:
+        path = build(compiler, directory)
+        library = ctypes.CDLL(str(path))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        return None, f"off: {err}; the PyTorch path runs instead"
+    for name in _FUNCTIONS.values():
+        function = getattr(library, name)
+        function.restype = ctypes.c_int
+    return library, f"on ({Path(compiler).name} {' '.join(FLAGS[:3])}, {path.name})"
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded library, built on the first call; None when it is off or could not be built."""
+    global _loaded, _status
+    if _status is None:
+        with _lock:
+            if _status is None:
+                if os.environ.get("DLLAB_NATIVE", "1") == "0":
+                    _loaded, _status = None, "off (DLLAB_NATIVE=0)"
+                else:
+                    _loaded, _status = load(find_compiler(), cache_dir())
+    return _loaded
+
+
+def status() -> str:
+    """One line for a benchmark's machine description: whether the native kernel runs, and why not."""
+    library()
+    return f"native attention kernel: {_status}"
+
+
+def supports(t: Tensor) -> bool:
+    """Whether the kernel can take tensors like t (on the CPU, float32 or float64) and is available."""
+    return t.device.type == "cpu" and t.dtype in _FUNCTIONS and library() is not None
+
+
+def _pointer_and_strides(t: Tensor) -> list:
+    return [ctypes.c_void_p(t.data_ptr()), *(ctypes.c_int64(s) for s in t.stride())]
+
+
+def quadratic_gradient(
+    state: Tensor, g: Tensor, x: Tensor, out: Tensor, start: Tensor, rows: Tensor, partners: Tensor, factors: Tensor
+) -> Tensor:
+    """out (B, D, T) = the terms' sum (see native.c) for a state (B, M, C), g (B, C, T), x (B, D, T).
+
+    Any strides; `start` (D + 1,) int64 group offsets, `rows` (P,) int64, `partners` (P,) int32 (-1: a linear
+    term), `factors` (P,) of the tensors' dtype. The caller checks `supports` first."""
+    batch, channels, tokens = g.shape
+    if any(t.dtype != state.dtype for t in (g, x, out, factors)):
+        raise ValueError(f"quadratic_gradient: state, g, x, out and factors must share a dtype ({state.dtype})")
+    if not (state.shape[0] == x.shape[0] == out.shape[0] == batch and state.shape[2] == channels):
+        raise ValueError(
+            f"quadratic_gradient: shapes do not fit: state {tuple(state.shape)}, g {tuple(g.shape)}, "
+            f"x {tuple(x.shape)}, out {tuple(out.shape)}"
+        )
+    if not (x.shape[2] == out.shape[2] == tokens and x.shape[1] == out.shape[1] == start.shape[0] - 1):
+        raise ValueError(f"quadratic_gradient: x {tuple(x.shape)} and out {tuple(out.shape)} must match g's tokens")
+    if tokens == 0 or batch == 0:
+        return out
+    function = getattr(library(), _FUNCTIONS[state.dtype])
+    failed = function(
+        ctypes.c_int64(torch.get_num_threads()), ctypes.c_int64(batch), ctypes.c_int64(tokens),
+        ctypes.c_int64(channels), ctypes.c_int64(x.shape[1]),
+        *_pointer_and_strides(state), *_pointer_and_strides(g), *_pointer_and_strides(x), *_pointer_and_strides(out),
+        ctypes.c_void_p(start.data_ptr()), ctypes.c_void_p(rows.data_ptr()), ctypes.c_void_p(partners.data_ptr()),
+        ctypes.c_void_p(factors.data_ptr()),
+    )  # fmt: skip
+    if failed:
+        raise MemoryError("quadratic_gradient: the native kernel could not allocate its per-thread buffers")
+    return out
