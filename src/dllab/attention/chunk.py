@@ -170,6 +170,7 @@ class QuadraticGradient:
             )
         self.rows = rows.flatten().to(like.device)
         self.factors = factors.flatten().to(like).unsqueeze(-1)
+        self.root = fm._root_scale
         self.buffers: dict[tuple[int, ...], Tensor] = {}  # the (B, D x width, T) products, per shape
 
     @staticmethod
@@ -190,14 +191,18 @@ class QuadraticGradient:
         a_t = state_t.reshape(-1, m).index_select(1, self.rows).view(batch, channels, -1)
         return a_t.mul_(self.factors.T).transpose(-2, -1)
 
-    def gradient(self, a: Tensor, g: Tensor, phi: Tensor, out: Tensor | None = None) -> Tensor:
+    def gradient(
+        self, a: Tensor, g: Tensor, phi: Tensor | None, out: Tensor | None = None, inputs: Tensor | None = None
+    ) -> Tensor:
         """`prepare`d state a, g (B, C, T), features phi (B, M, T) of x -> dL/d(raw input) (B, D, T), a new
         tensor or written into `out` (any strides: the sum writes a slice of the whole sequence's gradient
-        directly, 60 us against 100 us for a sum and a copy, L = 16,384 blocks)."""
+        directly, 60 us against 100 us for a sum and a copy, L = 16,384 blocks). The compiled kernel needs
+        only x: `inputs` (B, D, T), the raw inputs, may replace phi (then None)."""
         batch, tokens = g.shape[0], g.shape[-1]
         if self.native:
             out = g.new_empty(batch, self.dim, tokens) if out is None else out
-            return native.quadratic_gradient(a, g, phi[:, 1 : 1 + self.dim], out, *self.terms)
+            x, scale = (phi[:, 1 : 1 + self.dim], 1.0) if inputs is None else (inputs, self.root)
+            return native.quadratic_gradient(a, g, x, scale, out, *self.terms)
         shape = (batch, a.shape[1], tokens)
         h = self.buffers.get(shape)
         if h is None:
@@ -209,6 +214,37 @@ class QuadraticGradient:
             return h.squeeze(2).clone() if out is None else out.copy_(h.squeeze(2))
         h.mul_(phi[:, None, : self.width])
         return torch.sum(h, dim=2, out=out)
+
+
+class FeatureRead:
+    """A u(x) for a (B, C, M) matrix A and the bare monomials u (B, M, T) of x = sqrt(scale) xt, without
+    forming u: the compiled kernel of `dllab.attention.native` (compact map, K <= 3, CPU, float32 / float64).
+
+    Where it does not apply (`_reader` gives None) the kernels build the features and multiply, A @ u, which
+    is its twin in the tests. It replaces a feature build and a product wherever the features are only read
+    (the queries in the forward, the keys in the backward); where they are summed over tokens (the states and
+    their gradients) MKL's product with the built features stays.
+    """
+
+    def __init__(self, fm: TaylorFeatureMap, like: Tensor, weighted: bool):
+        """weighted: A multiplies the weighted features phi = W u (the causal kernel's states), not u."""
+        monomials = fm.monomials()
+        self.first = torch.tensor([m[0] if len(m) == 2 else 0 for m in monomials], dtype=torch.int32)
+        self.second = torch.tensor([m[1] if len(m) == 2 else 0 for m in monomials], dtype=torch.int32)
+        self.weights = fm.feature_weights(like).contiguous() if weighted else None
+        self.root = fm._root_scale
+
+    def __call__(self, a: Tensor, xt: Tensor, out: Tensor, scaled: bool = False) -> Tensor:
+        """a (B, C, M), xt (B, D, T) raw inputs (or already scaled: `scaled`), out (B, C, T): any strides."""
+        scale = 1.0 if scaled else self.root
+        return native.feature_read(a, xt, scale, out, self.first, self.second, self.weights)
+
+
+def _reader(fm: TaylorFeatureMap, like: Tensor, weighted: bool) -> FeatureRead | None:
+    """The cached FeatureRead for fm, or None where the compiled kernel does not apply."""
+    if not (QuadraticGradient.applies(fm) and native.supports(like)):
+        return None
+    return _cached(fm, ("read", weighted, like.dtype, like.device), lambda: FeatureRead(fm, like, weighted))
 
 
 def _key_sums(fm: TaylorFeatureMap, k: Tensor, keep: Tensor | None) -> Tensor | None:
@@ -270,12 +306,16 @@ class NonCausalTaylorAttention(torch.autograd.Function):
         out_t = q.new_empty(n, dv, q.shape[-2])  # returned as its transposed view (see taylor_attention)
         normaliser = q.new_empty(n, q.shape[-2])
         buffers = {}  # per block length: MKL writes a contiguous buffer faster than a strided slice
+        reader = _reader(fm, q, weighted=False)  # the queries' features are only read: never built, if it applies
         for block in _blocks(q.shape[-2], tokens):
             length = block.stop - block.start
             buffer = buffers.get(length)
             if buffer is None:
                 buffer = buffers[length] = q.new_empty(n, dv + 1, length)
-            torch.bmm(state_t, workspace(block).features(qt[..., block]), out=buffer)  # numerators, normaliser
+            if reader:  # numerators, normaliser
+                reader(state_t, qt[..., block], out=buffer)
+            else:
+                torch.bmm(state_t, workspace(block).features(qt[..., block]), out=buffer)
             normaliser[:, block] = buffer[:, dv]
             torch.div(buffer[:, :dv], buffer[:, dv:], out=out_t[..., block])
         out = out_t.transpose(-2, -1)
@@ -347,7 +387,16 @@ class NonCausalTaylorAttention(torch.autograd.Function):
         quadratic = _quadratic(fm, k)
         a = quadratic.prepare(grad_state) if quadratic else None
         buffers = {}  # per block length: MKL writes a contiguous buffer faster than a strided slice
+        # the keys' features are only read here: with the compiled kernels they are never built
+        reader = _reader(fm, k, weighted=False) if quadratic and quadratic.native else None
         for block in _blocks(k.shape[-2], tokens):  # kv = sum Phi(K)^T V, k_sum = sum Phi(K)^T 1
+            g = v1[:, block].transpose(-2, -1)  # (N, Dv + 1, T)
+            if reader:
+                reader(grad_kv_t, kt[..., block], out=grad_v_t[..., block])
+                quadratic.gradient(a, g, None, out=grad_k_t[..., block], inputs=kt[..., block])
+                if keep is not None:
+                    grad_v_t[..., block] *= keep[:, None, block]
+                continue
             ws = workspace(block)
             phi = ws.features(kt[..., block])
             length = block.stop - block.start
@@ -357,7 +406,6 @@ class NonCausalTaylorAttention(torch.autograd.Function):
             grad_v_t[..., block] = torch.bmm(grad_kv_t, phi, out=buffer)
             if keep is not None:
                 grad_v_t[..., block] *= keep[:, None, block]
-            g = v1[:, block].transpose(-2, -1)  # (N, Dv + 1, T)
             if quadratic:
                 quadratic.gradient(a, g, phi, out=grad_k_t[..., block])
             else:
@@ -395,6 +443,8 @@ class _CausalBlock:
         self.weights = like.new_empty(bn, chunk, chunk)
         self.out_t = like.new_empty(bn, dv1, chunk)
         self.quadratic = QuadraticGradient(fm, like, weighted=True) if QuadraticGradient.applies(fm) else None
+        # features that are only read (the queries' in the forward, the keys' in the backward) are never built
+        self.reader = _reader(fm, like, weighted=True) if self.quadratic and self.quadratic.native else None
 
     def scratch_before(self) -> Tensor:
         """A (N, n, Dv + 1, M) buffer for the states before each chunk when nothing needs to keep them."""
@@ -406,12 +456,14 @@ class _CausalBlock:
         """(N, X, T) transposed block -> (N, n, X, C), its chunks (a view)."""
         return t.unflatten(-1, (self.n, self.c)).transpose(1, 2)
 
-    def _features(self, ws, xt: Tensor) -> tuple[Tensor, Tensor]:
-        """xt (N, D, T) block -> its features and scaled inputs per chunk, (N n, M, C) and (N n, D, C).
+    def _features(self, ws, xt: Tensor, read_only: bool = False) -> tuple[Tensor, Tensor]:
+        """xt (N, D, T) block -> its features and scaled inputs per chunk, (N n, M, C) and (N n, D, C); with
+        `read_only` (for `self.reader`) only the inputs, in the features' degree-1 rows.
 
         (Tried: features built as (M, N T) rows and read through strided chunk views. 30% faster
         elementwise products, but 20% slower blocks on 2 threads, 2026-12-03.)"""
-        phi = ws.features(self._chunked(xt))  # compact: the (N n, M, C) buffer; outer: a new (N, n, M, C)
+        chunked = self._chunked(xt)
+        phi = ws.inputs(chunked) if read_only else ws.features(chunked)  # compact: the (N n, M, C) buffer
         phi = phi.reshape(-1, *phi.shape[-2:])
         return phi, phi[:, 1 : 1 + self.fm.dim]
 
@@ -443,7 +495,10 @@ class _CausalBlock:
         empty `before` to fill (and gets `state_out`); the backward passes state=None and the `before` that
         the forward filled."""
         fm, m = self.fm, self.fm.num_features
-        self.phi_k, self.x_k = phi_k, x_k = self._features(self.ws_k, kt)  # (N n, M, C), (N n, D, C)
+        # with the compiled reader, features that are only read are never built: the queries' in the forward,
+        # the keys' in the backward (the other side's are summed over tokens, by MKL's products)
+        read_q, read_k = self.reader is not None and state is not None, self.reader is not None and state is None
+        self.phi_k, self.x_k = phi_k, x_k = self._features(self.ws_k, kt, read_k)  # (N n, M, C), (N n, D, C)
         self._values(v, keep)
         if state is not None:
             torch.bmm(self.v1c.transpose(-2, -1), phi_k.transpose(-2, -1), out=self.chunk_states)
@@ -453,7 +508,7 @@ class _CausalBlock:
             flat, rows = before.view(self.batch, self.n, -1), chunk_states.view(self.batch, self.n, -1)
             torch.baddbmm(state.view(self.batch, 1, -1), self.prefix, rows, out=flat)
             self.state_out = before[:, -1] + chunk_states[:, -1]
-        self.phi_q, self.x_q = self._features(self.ws_q, qt)
+        self.phi_q, self.x_q = self._features(self.ws_q, qt, read_q)
         weights = self.weights
         if fm.order >= 2:  # scores from the scaled inputs held in the features' degree-1 rows
             torch.bmm(self.x_q.transpose(-2, -1), x_k, out=self.scores)  # (N n, C, C)
@@ -479,7 +534,10 @@ class _CausalBlock:
         """
         self._recompute(qt, kt, v, keep, state, before)
         m = self.fm.num_features
-        torch.bmm(before.view(-1, before.shape[-2], m), self.phi_q, out=self.out_t)  # (N n, Dv + 1, C)
+        if self.reader:  # (N n, Dv + 1, C)
+            self.reader(before.view(-1, before.shape[-2], m), self.x_q, out=self.out_t, scaled=True)
+        else:
+            torch.bmm(before.view(-1, before.shape[-2], m), self.phi_q, out=self.out_t)
         self.out_t.baddbmm_(self.v1c.transpose(-2, -1), self.weights.transpose(-2, -1))  # the masked C x C block
         self._release()
         return self.out_t, self.state_out
@@ -497,7 +555,6 @@ class _CausalBlock:
         before = before_t.transpose(-2, -1)  # (N n, M, Dv + 1) views
         # out_t = before^T Phi(Q_c) + V1_c^T W^T
         grad_before = torch.bmm(grad_out_t, phi_q.transpose(-2, -1)).view(batch, self.n, dv1, m)
-        grad_v1_t = torch.bmm(grad_out_t, weights)  # (N n, Dv + 1, C)
         # before_c = state + sum_{c' < c} S_c', state_out = state + sum_c S_c: dS_c = sum_{c' > c} dbefore_c'
         # + dstate_out: the suffix sums as one strictly-upper-triangular product (as the forward's prefix sums)
         rows = grad_before.view(batch, self.n, -1)
@@ -505,8 +562,12 @@ class _CausalBlock:
         grad_state = (grad_chunk_states_t[:, 0] + rows[:, 0]).view_as(grad_state_out)  # every before_c holds it
         grad_chunk_states_t = grad_chunk_states_t.view(-1, dv1, m)
         grad_chunk_states = grad_chunk_states_t.transpose(-2, -1)  # (N n, M, Dv + 1) views
-        # S_c = Phi(K_c) V1_c
-        grad_v1_t.baddbmm_(grad_chunk_states_t, phi_k)
+        # S_c = Phi(K_c) V1_c and the masked C x C block: the gradient of V1 (N n, Dv + 1, C)
+        if self.reader:
+            grad_v1_t = self.reader(grad_chunk_states_t, self.x_k, out=torch.empty_like(grad_out_t), scaled=True)
+            grad_v1_t.baddbmm_(grad_out_t, weights)
+        else:
+            grad_v1_t = torch.bmm(grad_out_t, weights).baddbmm_(grad_chunk_states_t, phi_k)
         if self.quadratic:  # grad_phi_q = before grad_out_t, grad_phi_k = grad_chunk_states v1c^T, never formed
             quadratic = self.quadratic
             grad_q = quadratic.gradient(quadratic.prepare_transposed(before_t), grad_out_t, phi_q)  # (N n, D, C)

@@ -361,6 +361,15 @@ class FeatureWorkspace:
                 rows.mul_(factors)
         return self.phi
 
+    def inputs(self, xt: Tensor) -> Tensor:
+        """Only the scaled inputs x = sqrt(scale) xt, in the buffer's degree-1 rows (row 0 holds the constant 1),
+        for a kernel that builds the higher degrees itself (`dllab.attention.chunk.FeatureRead`): compact form,
+        K >= 2. Returns the buffer, whose rows beyond 1 + D are stale."""
+        if not self.compact or self.fm.order < 2:
+            raise ValueError("inputs() needs the compact form with K >= 2")
+        torch.mul(xt, self.root, out=self.x.view(xt.shape))
+        return self.phi
+
     def _quadratic_gradient(self, grad_phi: Tensor) -> Tensor:
         """K = 3: dL/dx_a = g_a + sum_b c_ab g_(ab) x_b, with g_(ab) the gradient of the feature x_min x_max and
         c_ab its weight (times 2 on the diagonal, d x_a^2 / dx_a = 2 x_a): a gather, two products and a sum."""

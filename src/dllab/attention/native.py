@@ -35,7 +35,8 @@ from torch import Tensor
 
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared")
-_FUNCTIONS = {torch.float32: "dllab_quadratic_gradient_f32", torch.float64: "dllab_quadratic_gradient_f64"}
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_KERNELS = ("dllab_quadratic_gradient", "dllab_feature_read")
 
 _lock = threading.Lock()
 _loaded: ctypes.CDLL | None = None
@@ -107,9 +108,9 @@ def load(compiler: str | None, directory: Path) -> tuple[ctypes.CDLL | None, str
         library = ctypes.CDLL(str(path))
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
         return None, f"off: {err}; the PyTorch path runs instead"
-    for name in _FUNCTIONS.values():
-        function = getattr(library, name)
-        function.restype = ctypes.c_int
+    for kernel in _KERNELS:
+        for suffix in _SUFFIX.values():
+            getattr(library, f"{kernel}_{suffix}").restype = ctypes.c_int
     return library, f"on ({Path(compiler).name} {' '.join(FLAGS[:3])}, {path.name})"
 
 
@@ -134,17 +135,30 @@ def status() -> str:
 
 def supports(t: Tensor) -> bool:
     """Whether the kernel can take tensors like t (on the CPU, float32 or float64) and is available."""
-    return t.device.type == "cpu" and t.dtype in _FUNCTIONS and library() is not None
+    return t.device.type == "cpu" and t.dtype in _SUFFIX and library() is not None
 
 
 def _pointer_and_strides(t: Tensor) -> list:
     return [ctypes.c_void_p(t.data_ptr()), *(ctypes.c_int64(s) for s in t.stride())]
 
 
+def _scalar(value: float, like: Tensor):
+    return (ctypes.c_float if like.dtype == torch.float32 else ctypes.c_double)(value)
+
+
 def quadratic_gradient(
-    state: Tensor, g: Tensor, x: Tensor, out: Tensor, start: Tensor, rows: Tensor, partners: Tensor, factors: Tensor
+    state: Tensor,
+    g: Tensor,
+    x: Tensor,
+    x_scale: float,
+    out: Tensor,
+    start: Tensor,
+    rows: Tensor,
+    partners: Tensor,
+    factors: Tensor,
 ) -> Tensor:
-    """out (B, D, T) = the terms' sum (see native.c) for a state (B, M, C), g (B, C, T), x (B, D, T).
+    """out (B, D, T) = the terms' sum (see native.c) for a state (B, M, C), g (B, C, T) and the inputs
+    x_scale * x (B, D, T).
 
     Any strides; `start` (D + 1,) int64 group offsets, `rows` (P,) int64, `partners` (P,) int32 (-1: a linear
     term), `factors` (P,) of the tensors' dtype. The caller checks `supports` first."""
@@ -160,14 +174,46 @@ def quadratic_gradient(
         raise ValueError(f"quadratic_gradient: x {tuple(x.shape)} and out {tuple(out.shape)} must match g's tokens")
     if tokens == 0 or batch == 0:
         return out
-    function = getattr(library(), _FUNCTIONS[state.dtype])
+    function = getattr(library(), f"dllab_quadratic_gradient_{_SUFFIX[state.dtype]}")
     failed = function(
         ctypes.c_int64(torch.get_num_threads()), ctypes.c_int64(batch), ctypes.c_int64(tokens),
         ctypes.c_int64(channels), ctypes.c_int64(x.shape[1]),
-        *_pointer_and_strides(state), *_pointer_and_strides(g), *_pointer_and_strides(x), *_pointer_and_strides(out),
+        *_pointer_and_strides(state), *_pointer_and_strides(g), *_pointer_and_strides(x), _scalar(x_scale, x),
+        *_pointer_and_strides(out),
         ctypes.c_void_p(start.data_ptr()), ctypes.c_void_p(rows.data_ptr()), ctypes.c_void_p(partners.data_ptr()),
         ctypes.c_void_p(factors.data_ptr()),
     )  # fmt: skip
     if failed:
         raise MemoryError("quadratic_gradient: the native kernel could not allocate its per-thread buffers")
+    return out
+
+
+def feature_read(
+    a: Tensor, x: Tensor, x_scale: float, out: Tensor, first: Tensor, second: Tensor, weights: Tensor | None = None
+) -> Tensor:
+    """out (B, C, T) = A (B, C, M) times diag(weights) times the bare monomials u (B, M, T) of x_scale * x
+    (B, D, T), u = [1, x, x_first[m] x_second[m] for m > D], without forming u (see native.c).
+
+    Any strides; `first`, `second` (M,) int32; weights (M,) or None for ones. The caller checks `supports`."""
+    batch, channels, m = a.shape
+    if any(t.dtype != a.dtype for t in (x, out, *(() if weights is None else (weights,)))):
+        raise ValueError(f"feature_read: a, x, out and weights must share a dtype ({a.dtype})")
+    if not (x.shape[0] == out.shape[0] == batch and out.shape[1] == channels and x.shape[2] == out.shape[2]):
+        raise ValueError(
+            f"feature_read: shapes do not fit: a {tuple(a.shape)}, x {tuple(x.shape)}, out {tuple(out.shape)}"
+        )
+    if not (first.shape == second.shape == (m,)) or m < 1 + x.shape[1]:
+        raise ValueError(f"feature_read: {m} features do not fit inputs of dimension {x.shape[1]}")
+    if batch == 0 or x.shape[2] == 0:
+        return out
+    function = getattr(library(), f"dllab_feature_read_{_SUFFIX[a.dtype]}")
+    failed = function(
+        ctypes.c_int64(torch.get_num_threads()), ctypes.c_int64(batch), ctypes.c_int64(x.shape[2]),
+        ctypes.c_int64(channels), ctypes.c_int64(x.shape[1]), ctypes.c_int64(m),
+        *_pointer_and_strides(a), *_pointer_and_strides(x), _scalar(x_scale, x), *_pointer_and_strides(out),
+        ctypes.c_void_p(first.data_ptr()), ctypes.c_void_p(second.data_ptr()),
+        ctypes.c_void_p(None if weights is None else weights.data_ptr()),
+    )  # fmt: skip
+    if failed:
+        raise MemoryError("feature_read: the native kernel could not allocate its per-thread buffers")
     return out
