@@ -216,35 +216,44 @@ class QuadraticGradient:
         return torch.sum(h, dim=2, out=out)
 
 
-class FeatureRead:
-    """A u(x) for a (B, C, M) matrix A and the bare monomials u (B, M, T) of x = sqrt(scale) xt, without
-    forming u: the compiled kernel of `dllab.attention.native` (compact map, K <= 3, CPU, float32 / float64).
+class FeatureProducts:
+    """Products with the bare monomials u (B, M, T) of x = sqrt(scale) xt, without forming u: the compiled
+    kernels of `dllab.attention.native` (compact map, K <= 3, CPU, float32 / float64).
 
-    Where it does not apply (`_reader` gives None) the kernels build the features and multiply, A @ u, which
-    is its twin in the tests. It replaces a feature build and a product wherever the features are only read
-    (the queries in the forward, the keys in the backward); where they are summed over tokens (the states and
-    their gradients) MKL's product with the built features stays.
+    - `read(A, xt)`: A u, for A (B, C, M): what the queries' features are for (a state read), and the keys'
+      in the backward (the gradient of V);
+    - `sum(G, xt)`: G u^T, for G (B, C, T): a state sum_t u_t g_t^T kept transposed, or its gradient.
+
+    Where they do not apply (`_products` gives None) the kernels build the features in a `FeatureWorkspace`
+    and multiply, `A @ u` and `G @ u^T`: the twins the tests compare them with. With both, the Taylor
+    kernels build no features at all.
     """
 
     def __init__(self, fm: TaylorFeatureMap, like: Tensor, weighted: bool):
-        """weighted: A multiplies the weighted features phi = W u (the causal kernel's states), not u."""
+        """weighted: the products are with the weighted features phi = W u (the causal kernel's), not u."""
         monomials = fm.monomials()
         self.first = torch.tensor([m[0] if len(m) == 2 else 0 for m in monomials], dtype=torch.int32)
         self.second = torch.tensor([m[1] if len(m) == 2 else 0 for m in monomials], dtype=torch.int32)
         self.weights = fm.feature_weights(like).contiguous() if weighted else None
         self.root = fm._root_scale
 
-    def __call__(self, a: Tensor, xt: Tensor, out: Tensor, scaled: bool = False) -> Tensor:
-        """a (B, C, M), xt (B, D, T) raw inputs (or already scaled: `scaled`), out (B, C, T): any strides."""
+    def read(self, a: Tensor, xt: Tensor, out: Tensor, scaled: bool = False) -> Tensor:
+        """a (B, C, M), xt (B, D, T) raw inputs (or already scaled: `scaled`) -> out (B, C, T); any strides."""
         scale = 1.0 if scaled else self.root
         return native.feature_read(a, xt, scale, out, self.first, self.second, self.weights)
 
+    def sum(self, g: Tensor, xt: Tensor, out: Tensor, add: bool = False) -> Tensor:
+        """g (B, C, T), raw inputs xt (B, D, T) -> out (B, C, M) (`add`: out += it); or all three with two batch
+        levels, (B1, B2, ...), for chunks read in place; any strides."""
+        return native.feature_sum(g, xt, self.root, out, self.first, self.second, self.weights, add)
 
-def _reader(fm: TaylorFeatureMap, like: Tensor, weighted: bool) -> FeatureRead | None:
-    """The cached FeatureRead for fm, or None where the compiled kernel does not apply."""
+
+def _products(fm: TaylorFeatureMap, like: Tensor, weighted: bool) -> FeatureProducts | None:
+    """The cached FeatureProducts for fm, or None where the compiled kernels do not apply."""
     if not (QuadraticGradient.applies(fm) and native.supports(like)):
         return None
-    return _cached(fm, ("read", weighted, like.dtype, like.device), lambda: FeatureRead(fm, like, weighted))
+    key = ("products", weighted, like.dtype, like.device)
+    return _cached(fm, key, lambda: FeatureProducts(fm, like, weighted))
 
 
 def _key_sums(fm: TaylorFeatureMap, k: Tensor, keep: Tensor | None) -> Tensor | None:
@@ -286,7 +295,12 @@ class NonCausalTaylorAttention(torch.autograd.Function):
         summed = k_sum is None
         if summed:
             k_sum = q.new_zeros(n, m)
+        products = _products(fm, q, weighted=False)  # with them, no block of features is built
         for block in _blocks(k.shape[-2], tokens):
+            if products:  # k_sum came from the moments (the kernels apply for K <= 3 only)
+                vb = v[:, block] if keep is None else v[:, block] * keep[:, block, None]
+                products.sum(vb.transpose(-2, -1), kt[..., block], out=kv.transpose(-2, -1), add=True)
+                continue
             phi = workspace(block).features(kt[..., block])  # (N, M, T)
             if keep is None:
                 kv.baddbmm_(phi, v[:, block])
@@ -306,14 +320,13 @@ class NonCausalTaylorAttention(torch.autograd.Function):
         out_t = q.new_empty(n, dv, q.shape[-2])  # returned as its transposed view (see taylor_attention)
         normaliser = q.new_empty(n, q.shape[-2])
         buffers = {}  # per block length: MKL writes a contiguous buffer faster than a strided slice
-        reader = _reader(fm, q, weighted=False)  # the queries' features are only read: never built, if it applies
         for block in _blocks(q.shape[-2], tokens):
             length = block.stop - block.start
             buffer = buffers.get(length)
             if buffer is None:
                 buffer = buffers[length] = q.new_empty(n, dv + 1, length)
-            if reader:  # numerators, normaliser
-                reader(state_t, qt[..., block], out=buffer)
+            if products:  # numerators, normaliser
+                products.read(state_t, qt[..., block], out=buffer)
             else:
                 torch.bmm(state_t, workspace(block).features(qt[..., block]), out=buffer)
             normaliser[:, block] = buffer[:, dv]
@@ -343,6 +356,7 @@ class NonCausalTaylorAttention(torch.autograd.Function):
                 state = state * weights
             quadratic = _quadratic(fm, q)
             a = quadratic.prepare(state) if quadratic else None
+            products = _products(fm, q, weighted=False) if quadratic and quadratic.native else None
             # [grad kv, grad k_sum] before W; for K <= 3 grad k_sum = sum_t g_den,t u(q_t) comes from the
             # moments of q afterwards, and the blocks' product has Dv columns (MKL: 16 run faster than 17)
             moments = quadratic is not None
@@ -356,13 +370,15 @@ class NonCausalTaylorAttention(torch.autograd.Function):
                     g = g_buffers[length] = q.new_empty(q.shape[0], dv + 1, length)
                 torch.div(grad_out[:, block].transpose(-2, -1), normaliser[:, None, block], out=g[:, :dv])
                 torch.sum(g[:, :dv] * out_t[..., block], dim=1, out=g[:, dv]).neg_()
+                if moments:
+                    g_den[:, block] = g[:, dv]
+                if products:
+                    products.sum(g[:, :dv], qt[..., block], out=grad_state_u.transpose(-2, -1), add=True)
+                    quadratic.gradient(a, g, None, out=grad_q_t[..., block], inputs=qt[..., block])
+                    continue
                 ws = workspace(block)
                 phi = ws.features(qt[..., block])  # (N, M, T)
-                if moments:
-                    grad_state_u.baddbmm_(phi, g[:, :dv].transpose(-2, -1))
-                    g_den[:, block] = g[:, dv]
-                else:
-                    grad_state_u.baddbmm_(phi, g.transpose(-2, -1))
+                grad_state_u.baddbmm_(phi, (g[:, :dv] if moments else g).transpose(-2, -1))
                 if quadratic:
                     quadratic.gradient(a, g, phi, out=grad_q_t[..., block])
                 else:
@@ -387,12 +403,11 @@ class NonCausalTaylorAttention(torch.autograd.Function):
         quadratic = _quadratic(fm, k)
         a = quadratic.prepare(grad_state) if quadratic else None
         buffers = {}  # per block length: MKL writes a contiguous buffer faster than a strided slice
-        # the keys' features are only read here: with the compiled kernels they are never built
-        reader = _reader(fm, k, weighted=False) if quadratic and quadratic.native else None
+        products = _products(fm, k, weighted=False) if quadratic and quadratic.native else None
         for block in _blocks(k.shape[-2], tokens):  # kv = sum Phi(K)^T V, k_sum = sum Phi(K)^T 1
             g = v1[:, block].transpose(-2, -1)  # (N, Dv + 1, T)
-            if reader:
-                reader(grad_kv_t, kt[..., block], out=grad_v_t[..., block])
+            if products:
+                products.read(grad_kv_t, kt[..., block], out=grad_v_t[..., block])
                 quadratic.gradient(a, g, None, out=grad_k_t[..., block], inputs=kt[..., block])
                 if keep is not None:
                     grad_v_t[..., block] *= keep[:, None, block]
@@ -443,8 +458,8 @@ class _CausalBlock:
         self.weights = like.new_empty(bn, chunk, chunk)
         self.out_t = like.new_empty(bn, dv1, chunk)
         self.quadratic = QuadraticGradient(fm, like, weighted=True) if QuadraticGradient.applies(fm) else None
-        # features that are only read (the queries' in the forward, the keys' in the backward) are never built
-        self.reader = _reader(fm, like, weighted=True) if self.quadratic and self.quadratic.native else None
+        # with the compiled kernels no features are built: only the scaled inputs, for the C x C scores
+        self.products = _products(fm, like, weighted=True) if self.quadratic and self.quadratic.native else None
 
     def scratch_before(self) -> Tensor:
         """A (N, n, Dv + 1, M) buffer for the states before each chunk when nothing needs to keep them."""
@@ -456,14 +471,14 @@ class _CausalBlock:
         """(N, X, T) transposed block -> (N, n, X, C), its chunks (a view)."""
         return t.unflatten(-1, (self.n, self.c)).transpose(1, 2)
 
-    def _features(self, ws, xt: Tensor, read_only: bool = False) -> tuple[Tensor, Tensor]:
+    def _features(self, ws, xt: Tensor) -> tuple[Tensor, Tensor]:
         """xt (N, D, T) block -> its features and scaled inputs per chunk, (N n, M, C) and (N n, D, C); with
-        `read_only` (for `self.reader`) only the inputs, in the features' degree-1 rows.
+        `self.products` only the inputs, in the features' degree-1 rows.
 
         (Tried: features built as (M, N T) rows and read through strided chunk views. 30% faster
         elementwise products, but 20% slower blocks on 2 threads, 2026-12-03.)"""
         chunked = self._chunked(xt)
-        phi = ws.inputs(chunked) if read_only else ws.features(chunked)  # compact: the (N n, M, C) buffer
+        phi = ws.inputs(chunked) if self.products else ws.features(chunked)  # compact: the (N n, M, C) buffer
         phi = phi.reshape(-1, *phi.shape[-2:])
         return phi, phi[:, 1 : 1 + self.fm.dim]
 
@@ -495,20 +510,22 @@ class _CausalBlock:
         empty `before` to fill (and gets `state_out`); the backward passes state=None and the `before` that
         the forward filled."""
         fm, m = self.fm, self.fm.num_features
-        # with the compiled reader, features that are only read are never built: the queries' in the forward,
-        # the keys' in the backward (the other side's are summed over tokens, by MKL's products)
-        read_q, read_k = self.reader is not None and state is not None, self.reader is not None and state is None
-        self.phi_k, self.x_k = phi_k, x_k = self._features(self.ws_k, kt, read_k)  # (N n, M, C), (N n, D, C)
+        self.phi_k, self.x_k = phi_k, x_k = self._features(self.ws_k, kt)  # (N n, M, C), (N n, D, C)
         self._values(v, keep)
         if state is not None:
-            torch.bmm(self.v1c.transpose(-2, -1), phi_k.transpose(-2, -1), out=self.chunk_states)
             chunk_states = self.chunk_states.view(self.batch, self.n, -1, m)
+            if self.products:  # the keys read in place, chunk by chunk
+                v1c_t = self.v1c.transpose(-2, -1).view(self.batch, self.n, -1, self.c)
+                self.products.sum(v1c_t, self._chunked(kt), out=chunk_states)
+            else:
+                torch.bmm(self.v1c.transpose(-2, -1), phi_k.transpose(-2, -1), out=self.chunk_states)
             # the state before each chunk, the incoming one plus the earlier chunks: the exclusive cumulative
             # sum as one strictly-lower-triangular (n x n) product with the incoming state as its bias
             flat, rows = before.view(self.batch, self.n, -1), chunk_states.view(self.batch, self.n, -1)
             torch.baddbmm(state.view(self.batch, 1, -1), self.prefix, rows, out=flat)
             self.state_out = before[:, -1] + chunk_states[:, -1]
-        self.phi_q, self.x_q = self._features(self.ws_q, qt, read_q)
+        self.phi_q, self.x_q = self._features(self.ws_q, qt)
+        self.qt, self.kt = qt, kt  # the raw inputs, for self.products (dropped by _release)
         weights = self.weights
         if fm.order >= 2:  # scores from the scaled inputs held in the features' degree-1 rows
             torch.bmm(self.x_q.transpose(-2, -1), x_k, out=self.scores)  # (N n, C, C)
@@ -534,8 +551,8 @@ class _CausalBlock:
         """
         self._recompute(qt, kt, v, keep, state, before)
         m = self.fm.num_features
-        if self.reader:  # (N n, Dv + 1, C)
-            self.reader(before.view(-1, before.shape[-2], m), self.x_q, out=self.out_t, scaled=True)
+        if self.products:  # (N n, Dv + 1, C)
+            self.products.read(before.view(-1, before.shape[-2], m), self.x_q, out=self.out_t, scaled=True)
         else:
             torch.bmm(before.view(-1, before.shape[-2], m), self.phi_q, out=self.out_t)
         self.out_t.baddbmm_(self.v1c.transpose(-2, -1), self.weights.transpose(-2, -1))  # the masked C x C block
@@ -554,7 +571,11 @@ class _CausalBlock:
         before_t = before.view(-1, dv1, m)
         before = before_t.transpose(-2, -1)  # (N n, M, Dv + 1) views
         # out_t = before^T Phi(Q_c) + V1_c^T W^T
-        grad_before = torch.bmm(grad_out_t, phi_q.transpose(-2, -1)).view(batch, self.n, dv1, m)
+        if self.products:  # the queries read in place, chunk by chunk
+            grad_before = grad_out_t.new_empty(batch, self.n, dv1, m)
+            self.products.sum(grad_out_t.view(batch, self.n, dv1, -1), self._chunked(self.qt), out=grad_before)
+        else:
+            grad_before = torch.bmm(grad_out_t, phi_q.transpose(-2, -1)).view(batch, self.n, dv1, m)
         # before_c = state + sum_{c' < c} S_c', state_out = state + sum_c S_c: dS_c = sum_{c' > c} dbefore_c'
         # + dstate_out: the suffix sums as one strictly-upper-triangular product (as the forward's prefix sums)
         rows = grad_before.view(batch, self.n, -1)
@@ -563,8 +584,9 @@ class _CausalBlock:
         grad_chunk_states_t = grad_chunk_states_t.view(-1, dv1, m)
         grad_chunk_states = grad_chunk_states_t.transpose(-2, -1)  # (N n, M, Dv + 1) views
         # S_c = Phi(K_c) V1_c and the masked C x C block: the gradient of V1 (N n, Dv + 1, C)
-        if self.reader:
-            grad_v1_t = self.reader(grad_chunk_states_t, self.x_k, out=torch.empty_like(grad_out_t), scaled=True)
+        if self.products:
+            grad_v1_t = torch.empty_like(grad_out_t)
+            self.products.read(grad_chunk_states_t, self.x_k, out=grad_v1_t, scaled=True)
             grad_v1_t.baddbmm_(grad_out_t, weights)
         else:
             grad_v1_t = torch.bmm(grad_out_t, weights).baddbmm_(grad_chunk_states_t, phi_k)
@@ -603,7 +625,7 @@ class _CausalBlock:
     def _release(self) -> None:
         """Drop what refers to this call's tensors (the generic feature path's inputs and features): a
         cached block keeps only its own buffers."""
-        self.phi_q = self.phi_k = self.x_q = self.x_k = None
+        self.phi_q = self.phi_k = self.x_q = self.x_k = self.qt = self.kt = None
         for ws in (self.ws_q, self.ws_k):
             if not ws.compact:
                 ws.xt = ws.phi = None

@@ -46,16 +46,17 @@
         T buf_[W] __attribute__((aligned(VEC))) = {0};                                                  \
         for (int64_t t_ = 0; t_ < (n); t_++) buf_[t_] = (src)[t_ * (stride)];                           \
         for (int r_ = 0; r_ < (R); r_++) {                                                              \
-            memcpy(&(dst)[r_], buf_ + r_ * (VEC / sizeof(T)), VEC);                                     \
+            (dst)[r_] = *(const VT *)(buf_ + r_ * (VEC / sizeof(T)));                                   \
             (dst)[r_] *= (scale);                                                                       \
         }                                                                                               \
     } while (0)
 
-/* Scatter the first n of R vectors to dst[t * stride]. */
-#define STORE(T, R, W, dst, stride, src, n)                                                             \
+/* Scatter the first n of R vectors to dst[t * stride]. (Vectors are moved by assignment, never memcpy: a
+   vector whose address is taken is kept in memory, not in a register.) */
+#define STORE(VT, T, R, W, dst, stride, src, n)                                                         \
     do {                                                                                                \
         T buf_[W] __attribute__((aligned(VEC)));                                                        \
-        for (int r_ = 0; r_ < (R); r_++) memcpy(buf_ + r_ * (VEC / sizeof(T)), &(src)[r_], VEC);        \
+        for (int r_ = 0; r_ < (R); r_++) *(VT *)(buf_ + r_ * (VEC / sizeof(T))) = (src)[r_];            \
         for (int64_t t_ = 0; t_ < (n); t_++) (dst)[t_ * (stride)] = buf_[t_];                           \
     } while (0)
 
@@ -94,7 +95,7 @@
             }                                                                                           \
             for (int r = 0; r < (R); r++) acc[i * (R) + r] += own[r];                                   \
         }                                                                                               \
-        for (int64_t d = 0; d < D; d++) STORE(T, R, NAME##_W, out + d * o_d, o_t, acc + d * (R), n);    \
+        for (int64_t d = 0; d < D; d++) STORE(NAME##_vec, T, R, NAME##_W, out + d * o_d, o_t, acc + d * (R), n);    \
     }                                                                                                   \
                                                                                                         \
     int NAME(int64_t threads, int64_t B, int64_t tokens, int64_t C, int64_t D,                          \
@@ -157,7 +158,7 @@ KERNEL(dllab_quadratic_gradient_f64, double, QUADRATIC_VECTORS)
         for (int64_t m = 0; m < M; m++)                                                                 \
             for (int k = 0; k < K; k++)                                                                 \
                 for (int r = 0; r < (R); r++) acc[k][r] += u[m * (R) + r] * s[k * a_c + m * a_m];       \
-        for (int k = 0; k < K; k++) STORE(T, R, NAME##_W, out + (c0 + k) * o_c, o_t, acc[k], n);        \
+        for (int k = 0; k < K; k++) STORE(NAME##_vec, T, R, NAME##_W, out + (c0 + k) * o_c, o_t, acc[k], n);        \
     }                                                                                                   \
                                                                                                         \
     int NAME(int64_t threads, int64_t B, int64_t tokens, int64_t C, int64_t D, int64_t M,              \
@@ -209,3 +210,126 @@ KERNEL(dllab_quadratic_gradient_f64, double, QUADRATIC_VECTORS)
 
 READ(dllab_feature_read_f32, float, READ_VECTORS)
 READ(dllab_feature_read_f64, double, READ_VECTORS)
+
+/* The sum over tokens of outer products with the features: for g (B, C, T) and inputs x (B, D, T) scaled
+ * by x_scale,
+ *
+ *     out[c, m] (+)= sum_t g[c, t] w_m u_m(x_t)       (w: the features' weights, or NULL for 1)
+ *
+ * the product G u(X)^T, that is a state sum_t u(x_t) g_t^T kept transposed (C, M), or its gradient,
+ * without forming u (B, M, T). Features are laid along the vector lanes here (the sum runs over tokens):
+ * each token's block of features is two lane permutations of [x, 1] and a product, which needs D to fit
+ * one vector (D <= 16 float32 / 8 float64 with AVX-512); otherwise the block is gathered lane by lane.
+ * The C running sums stay in registers over all tokens; jobs are (batch, block of features) pairs.
+ *
+ * Batches have two levels, b = (b1, b2) with b2 < inner, so that a block of chunks can be read in place
+ * from a (B1, L, D) sequence: each tensor gives a stride for both.
+ */
+#define ACCUMULATE(NAME, T, I)                                                                          \
+    typedef T NAME##_vec __attribute__((vector_size(VEC)));                                             \
+    typedef T NAME##_uvec __attribute__((vector_size(VEC), aligned(sizeof(T)), may_alias));           \
+    typedef I NAME##_idx __attribute__((vector_size(VEC)));                                             \
+    enum { NAME##_L = VEC / sizeof(T) };                                                                \
+                                                                                                        \
+    /* channels c0 .. c0 + K - 1 (K <= 17: the running sums, a fixed array, stay in registers) */       \
+    static inline __attribute__((always_inline)) void NAME##_job(                                      \
+        int64_t K, int64_t tokens, int64_t D, int64_t count, const T *g, int64_t g_c, int64_t g_t,     \
+        const T *x, int64_t x_d, int64_t x_t, NAME##_idx ia, NAME##_idx ib, NAME##_vec w,              \
+        const int64_t *fa, const int64_t *fb, T *out, int64_t o_c, int64_t o_m, int add)               \
+    {                                                                                                   \
+        NAME##_vec acc[17], ones = (NAME##_vec){0} + 1;                                                 \
+        _Pragma("GCC unroll 17") /* every loop over acc: one left rolled indexes acc in memory */     \
+        for (int64_t c = 0; c < 17; c++) acc[c] = (NAME##_vec){0};                                      \
+        const int whole = D == NAME##_L && x_d == 1, fits = D < NAME##_L && x_d == 1;                   \
+        for (int64_t t = 0; t < tokens; t++) {                                                          \
+            const T *xt = x + t * x_t;                                                                  \
+            NAME##_vec u, xv;                                                                           \
+            if (whole || fits) {                                                                        \
+                if (whole) {                                                                            \
+                    xv = *(const NAME##_uvec *)xt;                                                      \
+                } else {                                                                                \
+                    T buf[NAME##_L] __attribute__((aligned(VEC))) = {0};                                \
+                    memcpy(buf, xt, D * sizeof(T));                                                     \
+                    xv = *(const NAME##_vec *)buf;                                                      \
+                }                                                                                       \
+                u = __builtin_shuffle(xv, ones, ia) * __builtin_shuffle(xv, ones, ib);                  \
+            } else {                                                                                    \
+                T buf[NAME##_L] __attribute__((aligned(VEC))) = {0};                                    \
+                for (int64_t i = 0; i < count; i++)                                                     \
+                    buf[i] = (fa[i] < 0 ? 1 : xt[fa[i] * x_d]) * (fb[i] < 0 ? 1 : xt[fb[i] * x_d]);     \
+                u = *(const NAME##_vec *)buf;                                                           \
+            }                                                                                           \
+            const T *gt = g + t * g_t;                                                                  \
+            _Pragma("GCC unroll 17")                                                                    \
+            for (int64_t c = 0; c < K; c++) acc[c] += u * gt[c * g_c];                                  \
+        }                                                                                               \
+        _Pragma("GCC unroll 17")                                                                        \
+        for (int64_t c = 0; c < K; c++) {                                                               \
+            T buf[NAME##_L] __attribute__((aligned(VEC)));                                              \
+            *(NAME##_vec *)buf = acc[c] * w;                                                            \
+            for (int64_t i = 0; i < count; i++) {                                                       \
+                T *o = out + c * o_c + i * o_m;                                                         \
+                *o = add ? *o + buf[i] : buf[i];                                                        \
+            }                                                                                           \
+        }                                                                                               \
+    }                                                                                                   \
+                                                                                                        \
+    int NAME(int64_t threads, int64_t B, int64_t inner, int64_t tokens, int64_t C, int64_t D,           \
+             int64_t M, const T *g, int64_t g_b1, int64_t g_b2, int64_t g_c, int64_t g_t,               \
+             const T *x, int64_t x_b1, int64_t x_b2, int64_t x_d, int64_t x_t, T x_scale,               \
+             T *out, int64_t o_b1, int64_t o_b2, int64_t o_c, int64_t o_m, int add,                     \
+             const int32_t *first, const int32_t *second, const T *weights)                             \
+    {                                                                                                   \
+        const int64_t L = NAME##_L, blocks = (M + L - 1) / L;                                           \
+        int failed = 0;                                                                                 \
+        /* per feature: its two factors as indices into x (-1: the constant 1), and its scale: the      \
+           weight times x_scale to its degree (the products take the raw inputs) */                    \
+        int64_t *fa = malloc(sizeof(int64_t) * blocks * L * 2), *fb = fa ? fa + blocks * L : NULL;     \
+        T *scale = malloc(sizeof(T) * blocks * L);                                                      \
+        if (!fa || !scale) {                                                                            \
+            free(fa);                                                                                   \
+            free(scale);                                                                                \
+            return 1;                                                                                   \
+        }                                                                                               \
+        for (int64_t m = 0; m < blocks * L; m++) {                                                      \
+            int64_t a = -1, b = -1;                                                                     \
+            if (m >= 1 && m <= D) a = m - 1;                                                            \
+            else if (m > D && m < M) a = first[m], b = second[m];                                       \
+            fa[m] = a, fb[m] = b;                                                                       \
+            scale[m] = m < M ? (weights ? weights[m] : 1) * (a < 0 ? 1 : x_scale) * (b < 0 ? 1 : x_scale) : 0; \
+        }                                                                                               \
+        _Pragma("omp parallel for num_threads(threads) schedule(static)")                               \
+        for (int64_t job = 0; job < B * blocks; job++) {                                                \
+            int64_t b = job / blocks, m0 = (job % blocks) * L, count = M - m0 < L ? M - m0 : L;         \
+            int64_t b1 = b / inner, b2 = b % inner;                                                     \
+            NAME##_idx ia, ib;                                                                          \
+            NAME##_vec w;                                                                               \
+            for (int64_t i = 0; i < L; i++) {                                                           \
+                ia[i] = fa[m0 + i] < 0 ? L : fa[m0 + i];                                                \
+                ib[i] = fb[m0 + i] < 0 ? L : fb[m0 + i];                                                \
+            }                                                                                           \
+            w = *(const NAME##_uvec *)(scale + m0);                                                     \
+            const T *gb = g + b1 * g_b1 + b2 * g_b2, *xb = x + b1 * x_b1 + b2 * x_b2;                   \
+            T *ob = out + b1 * o_b1 + b2 * o_b2 + m0 * o_m;                                             \
+            for (int64_t c0 = 0; c0 < C; c0 += 17) {                                                    \
+                const T *gc = gb + c0 * g_c;                                                            \
+                T *oc = ob + c0 * o_c;                                                                  \
+                int64_t K = C - c0 < 17 ? C - c0 : 17;                                                  \
+                if (K == 17)                                                                            \
+                    NAME##_job(17, tokens, D, count, gc, g_c, g_t, xb, x_d, x_t, ia, ib, w, fa + m0,    \
+                               fb + m0, oc, o_c, o_m, add);                                             \
+                else if (K == 16)                                                                       \
+                    NAME##_job(16, tokens, D, count, gc, g_c, g_t, xb, x_d, x_t, ia, ib, w, fa + m0,    \
+                               fb + m0, oc, o_c, o_m, add);                                             \
+                else                                                                                    \
+                    NAME##_job(K, tokens, D, count, gc, g_c, g_t, xb, x_d, x_t, ia, ib, w, fa + m0,     \
+                               fb + m0, oc, o_c, o_m, add);                                             \
+            }                                                                                           \
+        }                                                                                               \
+        free(fa);                                                                                       \
+        free(scale);                                                                                    \
+        return failed;                                                                                  \
+    }
+
+ACCUMULATE(dllab_feature_sum_f32, float, int32_t)
+ACCUMULATE(dllab_feature_sum_f64, double, int64_t)

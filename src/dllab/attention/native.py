@@ -36,7 +36,7 @@ from torch import Tensor
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared")
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
-_KERNELS = ("dllab_quadratic_gradient", "dllab_feature_read")
+_KERNELS = ("dllab_quadratic_gradient", "dllab_feature_read", "dllab_feature_sum")
 
 _lock = threading.Lock()
 _loaded: ctypes.CDLL | None = None
@@ -216,4 +216,54 @@ def feature_read(
     )  # fmt: skip
     if failed:
         raise MemoryError("feature_read: the native kernel could not allocate its per-thread buffers")
+    return out
+
+
+def _two_level(t: Tensor, name: str) -> Tensor:
+    """A (B, X, Y) tensor as (B, 1, X, Y); a (B1, B2, X, Y) one as it is."""
+    if t.dim() == 3:
+        return t.unsqueeze(1)
+    if t.dim() != 4:
+        raise ValueError(f"feature_sum: {name} must be (B, X, Y) or (B1, B2, X, Y), got {tuple(t.shape)}")
+    return t
+
+
+def feature_sum(
+    g: Tensor,
+    x: Tensor,
+    x_scale: float,
+    out: Tensor,
+    first: Tensor,
+    second: Tensor,
+    weights: Tensor | None = None,
+    add: bool = False,
+) -> Tensor:
+    """out (B, C, M) = G (B, C, T) times the weighted bare monomials of x_scale * x (B, D, T), transposed:
+    sum_t g_t (w u(x_t))^T, without forming u; `add` adds it to out instead (see native.c).
+
+    Batches may be two-level, (B1, B2, ...) for all three tensors (blocks of chunks read in place). Any strides;
+    `first`, `second` (M,) int32; weights (M,) or None. The caller checks `supports`."""
+    g4, x4, out4 = _two_level(g, "g"), _two_level(x, "x"), _two_level(out, "out")
+    b1, b2, channels, tokens = g4.shape
+    m = out4.shape[-1]
+    if any(t.dtype != g.dtype for t in (x, out, *(() if weights is None else (weights,)))):
+        raise ValueError(f"feature_sum: g, x, out and weights must share a dtype ({g.dtype})")
+    if x4.shape[:2] != (b1, b2) or out4.shape[:3] != (b1, b2, channels) or x4.shape[-1] != tokens:
+        raise ValueError(
+            f"feature_sum: shapes do not fit: g {tuple(g.shape)}, x {tuple(x.shape)}, out {tuple(out.shape)}"
+        )
+    if not (first.shape == second.shape == (m,)) or m < 1 + x4.shape[2]:
+        raise ValueError(f"feature_sum: {m} features do not fit inputs of dimension {x4.shape[2]}")
+    if b1 * b2 == 0:
+        return out
+    function = getattr(library(), f"dllab_feature_sum_{_SUFFIX[g.dtype]}")
+    failed = function(
+        ctypes.c_int64(torch.get_num_threads()), ctypes.c_int64(b1 * b2), ctypes.c_int64(b2),
+        ctypes.c_int64(tokens), ctypes.c_int64(channels), ctypes.c_int64(x4.shape[2]), ctypes.c_int64(m),
+        *_pointer_and_strides(g4), *_pointer_and_strides(x4), _scalar(x_scale, g), *_pointer_and_strides(out4),
+        ctypes.c_int(int(add)), ctypes.c_void_p(first.data_ptr()), ctypes.c_void_p(second.data_ptr()),
+        ctypes.c_void_p(None if weights is None else weights.data_ptr()),
+    )  # fmt: skip
+    if failed:
+        raise MemoryError("feature_sum: the native kernel could not allocate its buffers")
     return out
