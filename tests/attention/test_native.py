@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dllab.attention import TaylorFeatureMap, native
-from dllab.attention.chunk import QuadraticGradient
+from dllab.attention.chunk import FeatureProducts, QuadraticGradient
 
 needs_native = pytest.mark.skipif(native.library() is None, reason=native.status())
 
@@ -109,3 +109,73 @@ def test_environment_turns_it_off():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "off (DLLAB_NATIVE=0)" in result.stdout
+
+
+def _features(fm, xt, weighted):
+    """The twin: features built by a workspace, (B, M, T)."""
+    return fm.workspace(xt.shape[0], xt.shape[-1], xt, weighted=weighted).features(xt).clone()
+
+
+GRID = [(1, 3), (3, 3), (6, 3), (16, 3), (20, 3), (8, 2)]
+GRID_IDS = ["D1-K3", "D3-K3", "D6-K3", "D16-K3", "D20-K3", "D8-K2"]
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d, order", GRID, ids=GRID_IDS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["bare", "weighted"])
+@pytest.mark.parametrize("channels", [1, 6, 7, 16, 17, 40])
+def test_read_matches_the_product_with_built_features(dtype, d, order, weighted, channels):
+    g = torch.Generator().manual_seed(d * 100 + channels)
+    fm = TaylorFeatureMap(d, order)
+    products = FeatureProducts(fm, torch.zeros(1, dtype=dtype), weighted)
+    raw = torch.randn(3, 45, d, generator=g, dtype=dtype)  # (B, T, D): read as (B, D, T), token stride D
+    a = torch.randn(3, fm.num_features, channels, generator=g, dtype=dtype).transpose(-2, -1)  # strided (B, C, M)
+    expected = a @ _features(fm, raw.transpose(-2, -1), weighted)
+    out = torch.full((3, channels, 50), float("nan"), dtype=dtype)
+    products.read(a, raw.transpose(-2, -1), out=out[..., 2:47])
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out[..., 2:47], expected, rtol=tol, atol=tol)
+    assert out[..., :2].isnan().all() and out[..., 47:].isnan().all()
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d, order", GRID, ids=GRID_IDS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["bare", "weighted"])
+@pytest.mark.parametrize("channels", [1, 16, 17, 40])
+def test_sum_matches_the_product_with_built_features(dtype, d, order, weighted, channels):
+    g = torch.Generator().manual_seed(d * 100 + channels)
+    fm = TaylorFeatureMap(d, order)
+    products = FeatureProducts(fm, torch.zeros(1, dtype=dtype), weighted)
+    raw = torch.randn(2, 96, d, generator=g, dtype=dtype)
+    grad = torch.randn(2, 96, channels, generator=g, dtype=dtype).transpose(-2, -1)  # (B, C, T), token stride C
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    expected = grad @ _features(fm, raw.transpose(-2, -1), weighted).transpose(-2, -1)  # (B, C, M)
+    out = torch.empty(2, fm.num_features, channels, dtype=dtype).transpose(-2, -1)  # strided output
+    products.sum(grad, raw.transpose(-2, -1), out=out)
+    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+    products.sum(grad, raw.transpose(-2, -1), out=out, add=True)
+    torch.testing.assert_close(out, 2 * expected, rtol=tol, atol=tol)
+    # two batch levels: a block of tokens 16..80 of each sequence, read in place as 4 chunks of 16
+    chunks_x = raw[:, 16:80].unflatten(1, (4, 16)).transpose(-2, -1)  # (2, 4, D, 16)
+    chunks_g = grad[..., 16:80].unflatten(-1, (4, 16)).transpose(1, 2)  # (2, 4, C, 16)
+    out4 = torch.empty(2, 4, channels, fm.num_features, dtype=dtype)
+    products.sum(chunks_g, chunks_x, out=out4)
+    built = _features(fm, chunks_x.reshape(8, d, 16), weighted).view(2, 4, -1, 16)
+    torch.testing.assert_close(out4, chunks_g @ built.transpose(-2, -1), rtol=tol, atol=tol)
+
+
+@needs_native
+def test_products_reject_mismatched_arguments():
+    fm = TaylorFeatureMap(4, 3)
+    products = FeatureProducts(fm, torch.zeros(1), False)
+    x = torch.randn(2, 4, 10)
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        products.read(torch.randn(2, 3, fm.num_features), x, out=torch.empty(2, 4, 10))
+    with pytest.raises(ValueError, match="features do not fit"):
+        products.read(torch.randn(2, 3, 7), x, out=torch.empty(2, 3, 10))
+    with pytest.raises(ValueError, match="share a dtype"):
+        products.sum(torch.randn(2, 3, 10), x.double(), out=torch.empty(2, 3, fm.num_features))
+    with pytest.raises(ValueError, match=r"\(B, X, Y\) or \(B1, B2, X, Y\)"):
+        products.sum(torch.randn(3, 10), x, out=torch.empty(2, 3, fm.num_features))
