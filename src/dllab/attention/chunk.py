@@ -460,6 +460,8 @@ class _CausalBlock:
         self.quadratic = QuadraticGradient(fm, like, weighted=True) if QuadraticGradient.applies(fm) else None
         # with the compiled kernels no features are built: only the scaled inputs, for the C x C scores
         self.products = _products(fm, like, weighted=True) if self.quadratic and self.quadratic.native else None
+        # and the masked C x C block is one compiled loop per chunk, forward and backward (no scores kept)
+        self.chunks = self.products is not None and native.causal_chunks_apply(like, fm.dim, fm.order)
 
     def scratch_before(self) -> Tensor:
         """A (N, n, Dv + 1, M) buffer for the states before each chunk when nothing needs to keep them."""
@@ -527,6 +529,8 @@ class _CausalBlock:
         self.phi_q, self.x_q = self._features(self.ws_q, qt)
         self.qt, self.kt = qt, kt  # the raw inputs, for self.products (dropped by _release)
         weights = self.weights
+        if self.chunks:  # the C x C block is computed by native.causal_chunks, from the raw inputs
+            return
         if fm.order >= 2:  # scores from the scaled inputs held in the features' degree-1 rows
             torch.bmm(self.x_q.transpose(-2, -1), x_k, out=self.scores)  # (N n, C, C)
             s, c = self.scores, [1.0 / math.factorial(n) for n in range(fm.order)]
@@ -555,7 +559,10 @@ class _CausalBlock:
             self.products.read(before.view(-1, before.shape[-2], m), self.x_q, out=self.out_t, scaled=True)
         else:
             torch.bmm(before.view(-1, before.shape[-2], m), self.phi_q, out=self.out_t)
-        self.out_t.baddbmm_(self.v1c.transpose(-2, -1), self.weights.transpose(-2, -1))  # the masked C x C block
+        if self.chunks:  # the masked C x C block
+            native.causal_chunks(*self._raw_chunks(), self.v1c, self.fm.scale, self.fm.order, out=self.out_t)
+        else:
+            self.out_t.baddbmm_(self.v1c.transpose(-2, -1), self.weights.transpose(-2, -1))
         self._release()
         return self.out_t, self.state_out
 
@@ -587,7 +594,8 @@ class _CausalBlock:
         if self.products:
             grad_v1_t = torch.empty_like(grad_out_t)
             self.products.read(grad_chunk_states_t, self.x_k, out=grad_v1_t, scaled=True)
-            grad_v1_t.baddbmm_(grad_out_t, weights)
+            if not self.chunks:
+                grad_v1_t.baddbmm_(grad_out_t, weights)
         else:
             grad_v1_t = torch.bmm(grad_out_t, weights).baddbmm_(grad_chunk_states_t, phi_k)
         if self.quadratic:  # grad_phi_q = before grad_out_t, grad_phi_k = grad_chunk_states v1c^T, never formed
@@ -598,7 +606,10 @@ class _CausalBlock:
         else:
             grad_q = self._input_gradient(self.ws_q, torch.bmm(before, grad_out_t))
             grad_k = self._input_gradient(self.ws_k, torch.bmm(grad_chunk_states, v1c.transpose(-2, -1)))
-        if fm.order >= 2:  # W = series(s) masked, s = x_q^T x_k with x = sqrt(scale) q
+        if self.chunks:  # the masked C x C block's share of grad q, k and V
+            grads = (grad_q, grad_k, grad_v1_t)
+            native.causal_chunks(*self._raw_chunks(), v1c, fm.scale, fm.order, g=grad_out_t, grads=grads)
+        elif fm.order >= 2:  # W = series(s) masked, s = x_q^T x_k with x = sqrt(scale) q
             # the masked slope d series / ds = sum_{n<K-1} s^n / n!, in place of the scores
             slope, mask = self.scores, self.mask
             if fm.order == 2:
@@ -621,6 +632,10 @@ class _CausalBlock:
             grad_k.baddbmm_(self.x_q, grad_scores, alpha=root)
         self._release()
         return grad_q, grad_k, grad_v1_t, grad_state
+
+    def _raw_chunks(self) -> tuple[Tensor, Tensor]:
+        """The block's raw queries and keys per chunk, (N, n, C, D) views of the inputs."""
+        return tuple(t.transpose(-2, -1).unflatten(1, (self.n, self.c)) for t in (self.qt, self.kt))
 
     def _release(self) -> None:
         """Drop what refers to this call's tensors (the generic feature path's inputs and features): a

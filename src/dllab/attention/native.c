@@ -333,3 +333,186 @@ READ(dllab_feature_read_f64, double, READ_VECTORS)
 
 ACCUMULATE(dllab_feature_sum_f32, float, int32_t)
 ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
+
+/* The causal kernel's part inside each chunk of C tokens, for a batch of chunks (B = B1 x inner, the inputs
+ * read in place from (B1, L, D) sequences), with the scores s(t, j) = scale q_t . k_j of the raw inputs and
+ * the masked truncated series W(t, j) = [j <= t] sum_{n<K} s^n / n!:
+ *
+ *   forward:  out[c, t]    += sum_{j <= t} W(t, j) v1[j, c]                                    (c < V)
+ *   backward: G(t, j)       = [j <= t] series'(s(t, j)) sum_c g[c, t] v1[j, c]
+ *             grad_q[d, t] += scale sum_{j <= t} G(t, j) k_j[d]
+ *             grad_k[d, j] += scale sum_{t >= j} G(t, j) q_t[d]
+ *             grad_v[c, j] += sum_{t >= j} W(t, j) g[c, t]                                     (c < V - 1)
+ *
+ * v1 (B, C, V): the values with the normaliser's column; g (B, V, C): the gradient of out. Queries lie along
+ * the vector lanes for out and grad_q, keys for grad_k and grad_v, so no sum runs across lanes; tiles wholly
+ * above the diagonal are skipped. Returns 2 when D > 32, V > 33 or K outside 1..16 (the caller checks).
+ */
+#define CAUSAL(NAME, T, I)                                                                              \
+    typedef T NAME##_vec __attribute__((vector_size(VEC)));                                             \
+    typedef I NAME##_idx __attribute__((vector_size(VEC)));                                             \
+    enum { NAME##_L = VEC / sizeof(T) };                                                                \
+                                                                                                        \
+    /* the truncated series sum_{n<K} s^n / n! (coef[n] = 1 / n!) and its slope, by Horner */          \
+    static inline __attribute__((always_inline)) NAME##_vec NAME##_series(                             \
+        int K, const T *coef, NAME##_vec s, NAME##_vec *slope)                                         \
+    {                                                                                                   \
+        NAME##_vec w = (NAME##_vec){0} + coef[K - 1], d = (NAME##_vec){0};                              \
+        for (int n = K - 2; n >= 0; n--) {                                                              \
+            d = d * s + w;                                                                              \
+            w = w * s + coef[n];                                                                        \
+        }                                                                                               \
+        *slope = d;                                                                                     \
+        return w;                                                                                       \
+    }                                                                                                   \
+                                                                                                        \
+    static inline __attribute__((always_inline)) void NAME##_chunk(                                    \
+        int64_t D, int64_t V, int64_t C, int K, T scale2, int backward,                                 \
+        const T *q, int64_t q_t, int64_t q_d, const T *k, int64_t k_t, int64_t k_d,                    \
+        const T *v1, int64_t v_t, int64_t v_c, const T *g, int64_t g_c, int64_t g_t,                   \
+        T *out, int64_t o_c, int64_t o_t, T *gq, int64_t gq_d, int64_t gq_t,                           \
+        T *gk, int64_t gk_d, int64_t gk_t, T *gv, int64_t gv_c, int64_t gv_t, T *scratch)               \
+    {                                                                                                   \
+        const int64_t L = NAME##_L, tiles = (C + L - 1) / L;                                            \
+        T coef[16];                                                                                     \
+        coef[0] = 1;                                                                                    \
+        for (int n = 1; n < K && n < 16; n++) coef[n] = coef[n - 1] / n;                                \
+        /* the chunk transposed, lane-ready: qT[d][t], kT[d][j], gT = g[c][t], v1T[c][j] */             \
+        T *qT = scratch, *kT = qT + 32 * tiles * L, *gT = kT + 32 * tiles * L, *vT = gT + 33 * tiles * L; \
+        NAME##_idx lane;                                                                                \
+        for (int64_t i = 0; i < L; i++) lane[i] = i;                                                    \
+        for (int64_t t = 0; t < tiles * L; t++) {                                                       \
+            for (int64_t d = 0; d < D; d++) {                                                           \
+                qT[d * tiles * L + t] = t < C ? q[t * q_t + d * q_d] : 0;                               \
+                kT[d * tiles * L + t] = t < C ? k[t * k_t + d * k_d] : 0;                               \
+            }                                                                                           \
+            for (int64_t c = 0; c < V; c++) {                                                           \
+                vT[c * tiles * L + t] = t < C ? v1[t * v_t + c * v_c] : 0;                              \
+                if (backward) gT[c * tiles * L + t] = t < C ? g[c * g_c + t * g_t] : 0;                 \
+            }                                                                                           \
+        }                                                                                               \
+        /* queries along the lanes: the forward's outputs, the backward's grad_q */                     \
+        for (int64_t ti = 0; ti < tiles; ti++) {                                                        \
+            const int64_t t0 = ti * L;                                                                  \
+            NAME##_vec acc[33];                                                                         \
+            _Pragma("GCC unroll 33")                                                                    \
+            for (int64_t c = 0; c < 33; c++) acc[c] = (NAME##_vec){0};                                  \
+            for (int64_t j = 0; j < t0 + L && j < C; j++) {                                             \
+                NAME##_vec s = (NAME##_vec){0}, slope;                                                  \
+                _Pragma("GCC unroll 32")                                                                \
+                for (int64_t d = 0; d < D; d++) s += *(NAME##_vec *)(qT + d * tiles * L + t0) * k[j * k_t + d * k_d]; \
+                NAME##_vec w = NAME##_series(K, coef, s * scale2, &slope);                                    \
+                if (j > t0) { /* the diagonal tile: lanes t < j are masked */                           \
+                    NAME##_idx keep = (lane + (I)t0) >= (I)j; /* -1 or 0 per lane */                    \
+                    w = (NAME##_vec)((NAME##_idx)w & keep);                                             \
+                    slope = (NAME##_vec)((NAME##_idx)slope & keep);                                     \
+                }                                                                                       \
+                if (!backward) {                                                                        \
+                    _Pragma("GCC unroll 33")                                                            \
+                    for (int64_t c = 0; c < V; c++) acc[c] += w * v1[j * v_t + c * v_c];                \
+                } else {                                                                                \
+                    NAME##_vec gvj = (NAME##_vec){0};                                                   \
+                    _Pragma("GCC unroll 33")                                                            \
+                    for (int64_t c = 0; c < V; c++) gvj += *(NAME##_vec *)(gT + c * tiles * L + t0) * v1[j * v_t + c * v_c]; \
+                    NAME##_vec gs = gvj * slope * scale2;                                               \
+                    _Pragma("GCC unroll 32")                                                            \
+                    for (int64_t d = 0; d < D; d++) acc[d] += gs * k[j * k_t + d * k_d];                \
+                }                                                                                       \
+            }                                                                                           \
+            T buf[NAME##_L] __attribute__((aligned(VEC)));                                              \
+            const int64_t n = C - t0 < L ? C - t0 : L;                                                  \
+            if (!backward) {                                                                            \
+                for (int64_t c = 0; c < V; c++) {                                                       \
+                    *(NAME##_vec *)buf = acc[c];                                                        \
+                    for (int64_t t = 0; t < n; t++) out[c * o_c + (t0 + t) * o_t] += buf[t];            \
+                }                                                                                       \
+            } else {                                                                                    \
+                for (int64_t d = 0; d < D; d++) {                                                       \
+                    *(NAME##_vec *)buf = acc[d];                                                        \
+                    for (int64_t t = 0; t < n; t++) gq[d * gq_d + (t0 + t) * gq_t] += buf[t];           \
+                }                                                                                       \
+            }                                                                                           \
+        }                                                                                               \
+        if (!backward) return;                                                                          \
+        /* keys along the lanes: grad_k and grad_v */                                                   \
+        for (int64_t ji = 0; ji < tiles; ji++) {                                                        \
+            const int64_t j0 = ji * L;                                                                  \
+            NAME##_vec ak[32], av[33];                                                                  \
+            _Pragma("GCC unroll 33")                                                                    \
+            for (int64_t c = 0; c < 33; c++) av[c] = (NAME##_vec){0};                                   \
+            _Pragma("GCC unroll 32")                                                                    \
+            for (int64_t d = 0; d < 32; d++) ak[d] = (NAME##_vec){0};                                   \
+            for (int64_t t = j0; t < C; t++) {                                                          \
+                NAME##_vec s = (NAME##_vec){0}, slope;                                                  \
+                _Pragma("GCC unroll 32")                                                                \
+                for (int64_t d = 0; d < D; d++) s += *(NAME##_vec *)(kT + d * tiles * L + j0) * q[t * q_t + d * q_d]; \
+                NAME##_vec w = NAME##_series(K, coef, s * scale2, &slope);                                    \
+                if (t < j0 + L - 1) { /* the diagonal tile: lanes j > t are masked */                   \
+                    NAME##_idx keep = (lane + (I)j0) <= (I)t;                                           \
+                    w = (NAME##_vec)((NAME##_idx)w & keep);                                             \
+                    slope = (NAME##_vec)((NAME##_idx)slope & keep);                                     \
+                }                                                                                       \
+                NAME##_vec gvj = (NAME##_vec){0};                                                       \
+                _Pragma("GCC unroll 33")                                                                \
+                for (int64_t c = 0; c < V; c++) {                                                       \
+                    T gct = gT[c * tiles * L + t];                                                      \
+                    gvj += *(NAME##_vec *)(vT + c * tiles * L + j0) * gct;                              \
+                    av[c] += w * gct;                                                                   \
+                }                                                                                       \
+                NAME##_vec gs = gvj * slope * scale2;                                                   \
+                _Pragma("GCC unroll 32")                                                                \
+                for (int64_t d = 0; d < D; d++) ak[d] += gs * q[t * q_t + d * q_d];                     \
+            }                                                                                           \
+            T buf[NAME##_L] __attribute__((aligned(VEC)));                                              \
+            const int64_t n = C - j0 < L ? C - j0 : L;                                                  \
+            for (int64_t d = 0; d < D; d++) {                                                           \
+                *(NAME##_vec *)buf = ak[d];                                                             \
+                for (int64_t j = 0; j < n; j++) gk[d * gk_d + (j0 + j) * gk_t] += buf[j];               \
+            }                                                                                           \
+            for (int64_t c = 0; c + 1 < V; c++) {                                                       \
+                *(NAME##_vec *)buf = av[c];                                                             \
+                for (int64_t j = 0; j < n; j++) gv[c * gv_c + (j0 + j) * gv_t] += buf[j];               \
+            }                                                                                           \
+        }                                                                                               \
+    }                                                                                                   \
+                                                                                                        \
+    int NAME(int64_t threads, int64_t B, int64_t inner, int64_t C, int64_t D, int64_t V, int K,         \
+             T scale2, int backward,                                                                    \
+             const T *q, int64_t q_b1, int64_t q_b2, int64_t q_t, int64_t q_d,                         \
+             const T *k, int64_t k_b1, int64_t k_b2, int64_t k_t, int64_t k_d,                         \
+             const T *v1, int64_t v_b, int64_t v_t, int64_t v_c,                                       \
+             const T *g, int64_t g_b, int64_t g_c, int64_t g_t,                                        \
+             T *out, int64_t o_b, int64_t o_c, int64_t o_t,                                             \
+             T *gq, int64_t gq_b, int64_t gq_d, int64_t gq_t,                                           \
+             T *gk, int64_t gk_b, int64_t gk_d, int64_t gk_t,                                           \
+             T *gv, int64_t gv_b, int64_t gv_c, int64_t gv_t)                                           \
+    {                                                                                                   \
+        if (D > 32 || V > 33 || K < 1 || K > 16) return 2;                                              \
+        const int64_t tiles = (C + NAME##_L - 1) / NAME##_L;                                            \
+        int failed = 0;                                                                                 \
+        _Pragma("omp parallel num_threads(threads) reduction(|| : failed)")                             \
+        {                                                                                               \
+            T *scratch = aligned_alloc(VEC, sizeof(T) * (32 + 32 + 33 + 33) * tiles * NAME##_L);        \
+            failed = !scratch;                                                                          \
+            _Pragma("omp for schedule(static)")                                                         \
+            for (int64_t b = 0; b < B; b++) {                                                           \
+                if (failed) continue;                                                                   \
+                const T *qb = q + (b / inner) * q_b1 + (b % inner) * q_b2;                              \
+                const T *kb = k + (b / inner) * k_b1 + (b % inner) * k_b2;                              \
+                const T *vb = v1 + b * v_b, *gb = backward ? g + b * g_b : NULL;                        \
+                if (D == 16 && V == 17 && K == 3) /* the usual head: constants the compiler unrolls */  \
+                    NAME##_chunk(16, 17, C, 3, scale2, backward, qb, q_t, q_d, kb, k_t, k_d, vb, v_t,   \
+                                 v_c, gb, g_c, g_t, out + b * o_b, o_c, o_t, gq + b * gq_b, gq_d, gq_t, \
+                                 gk + b * gk_b, gk_d, gk_t, gv + b * gv_b, gv_c, gv_t, scratch);        \
+                else                                                                                    \
+                    NAME##_chunk(D, V, C, K, scale2, backward, qb, q_t, q_d, kb, k_t, k_d, vb, v_t,     \
+                                 v_c, gb, g_c, g_t, out + b * o_b, o_c, o_t, gq + b * gq_b, gq_d, gq_t, \
+                                 gk + b * gk_b, gk_d, gk_t, gv + b * gv_b, gv_c, gv_t, scratch);        \
+            }                                                                                           \
+            free(scratch);                                                                              \
+        }                                                                                               \
+        return failed;                                                                                  \
+    }
+
+CAUSAL(dllab_causal_chunks_f32, float, int32_t)
+CAUSAL(dllab_causal_chunks_f64, double, int64_t)

@@ -36,7 +36,7 @@ from torch import Tensor
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared")
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
-_KERNELS = ("dllab_quadratic_gradient", "dllab_feature_read", "dllab_feature_sum")
+_KERNELS = ("dllab_quadratic_gradient", "dllab_feature_read", "dllab_feature_sum", "dllab_causal_chunks")
 
 _lock = threading.Lock()
 _loaded: ctypes.CDLL | None = None
@@ -267,3 +267,54 @@ def feature_sum(
     if failed:
         raise MemoryError("feature_sum: the native kernel could not allocate its buffers")
     return out
+
+
+def causal_chunks_apply(like: Tensor, dim: int, order: int) -> bool:
+    """Whether `causal_chunks` takes inputs like `like` of dimension D = dim, K = order: D <= 32, K <= 16."""
+    return supports(like) and dim <= 32 and 1 <= order <= 16
+
+
+def causal_chunks(
+    q: Tensor,
+    k: Tensor,
+    v1: Tensor,
+    scale: float,
+    order: int,
+    out: Tensor | None = None,
+    g: Tensor | None = None,
+    grads: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> None:
+    """The part inside each chunk of causal Taylor attention (see native.c), added into its destinations.
+
+    q, k: (B1, B2, C, D) raw chunks (any strides; B = B1 B2 chunks); v1 (B, C, V) values with the normaliser's
+    column. Forward: out (B, V, C) += the masked series times V1. Backward (g (B, V, C) given): grads =
+    (grad_q (B, D, C), grad_k (B, D, C), grad_v (B, >= V - 1, C)) += the chunk's parts."""
+    b1, b2, chunk, d = q.shape
+    batch, channels = b1 * b2, v1.shape[-1]
+    backward = g is not None
+    if k.shape != q.shape or v1.shape[:2] != (batch, chunk) or channels > 33 or d > 32:
+        raise ValueError(
+            f"causal_chunks: shapes do not fit: q {tuple(q.shape)}, k {tuple(k.shape)}, v1 {tuple(v1.shape)}"
+        )
+    if backward == (grads is None) or (not backward and out is None):
+        raise ValueError("causal_chunks: the forward takes out, the backward g and grads")
+    tensors = (k, v1) + ((g, *grads) if backward else (out,))
+    if any(t.dtype != q.dtype for t in tensors):
+        raise ValueError(f"causal_chunks: all tensors must share a dtype ({q.dtype})")
+    if batch == 0 or chunk == 0:
+        return
+    null = [ctypes.c_void_p(None), ctypes.c_int64(0), ctypes.c_int64(0), ctypes.c_int64(0)]
+    if backward:
+        g_args, out_args = _pointer_and_strides(g), null
+        grad_args = [a for t in grads for a in _pointer_and_strides(t)]
+    else:
+        g_args, out_args, grad_args = null, _pointer_and_strides(out), null * 3
+    function = getattr(library(), f"dllab_causal_chunks_{_SUFFIX[q.dtype]}")
+    failed = function(
+        ctypes.c_int64(torch.get_num_threads()), ctypes.c_int64(batch), ctypes.c_int64(b2), ctypes.c_int64(chunk),
+        ctypes.c_int64(d), ctypes.c_int64(channels), ctypes.c_int(order), _scalar(scale, q), ctypes.c_int(backward),
+        *_pointer_and_strides(q), *_pointer_and_strides(k), *_pointer_and_strides(v1),
+        *g_args, *out_args, *grad_args,
+    )  # fmt: skip
+    if failed:
+        raise MemoryError("causal_chunks: the native kernel could not allocate its buffers or took bad sizes")
