@@ -177,5 +177,5 @@ def test_products_reject_mismatched_arguments():
         products.read(torch.randn(2, 3, 7), x, out=torch.empty(2, 3, 10))
     with pytest.raises(ValueError, match="share a dtype"):
         products.sum(torch.randn(2, 3, 10), x.double(), out=torch.empty(2, 3, fm.num_features))
-    with pytest.raises(ValueError, match=r"\(B, X, Y\) or \(B1, B2, X, Y\)"):
+    with pytest.raises(ValueError, match=r"must be \(B, X, Y\) or \(B1"):
         products.sum(torch.randn(3, 10), x, out=torch.empty(2, 3, fm.num_features))

@@ -457,6 +457,7 @@ class _CausalBlock:
         self.scores = like.new_empty(bn, chunk, chunk)
         self.weights = like.new_empty(bn, chunk, chunk)
         self.out_t = like.new_empty(bn, dv1, chunk)
+        self.phi_q = self.phi_k = self.x_q = self.x_k = self.qt = self.kt = None  # this call's, see _recompute
         self.quadratic = QuadraticGradient(fm, like, weighted=True) if QuadraticGradient.applies(fm) else None
         # with the compiled kernels no features are built: only the scaled inputs, for the C x C scores
         self.products = _products(fm, like, weighted=True) if self.quadratic and self.quadratic.native else None
@@ -512,7 +513,9 @@ class _CausalBlock:
         empty `before` to fill (and gets `state_out`); the backward passes state=None and the `before` that
         the forward filled."""
         fm, m = self.fm, self.fm.num_features
-        self.phi_k, self.x_k = phi_k, x_k = self._features(self.ws_k, kt)  # (N n, M, C), (N n, D, C)
+        self.qt, self.kt = qt, kt  # the raw inputs, for the compiled kernels (dropped by _release)
+        # with the compiled chunk kernel nothing of the features is built: every kernel reads the raw chunks
+        self.phi_k, self.x_k = phi_k, x_k = (None, None) if self.chunks else self._features(self.ws_k, kt)
         self._values(v, keep)
         if state is not None:
             chunk_states = self.chunk_states.view(self.batch, self.n, -1, m)
@@ -526,11 +529,10 @@ class _CausalBlock:
             flat, rows = before.view(self.batch, self.n, -1), chunk_states.view(self.batch, self.n, -1)
             torch.baddbmm(state.view(self.batch, 1, -1), self.prefix, rows, out=flat)
             self.state_out = before[:, -1] + chunk_states[:, -1]
-        self.phi_q, self.x_q = self._features(self.ws_q, qt)
-        self.qt, self.kt = qt, kt  # the raw inputs, for self.products (dropped by _release)
-        weights = self.weights
-        if self.chunks:  # the C x C block is computed by native.causal_chunks, from the raw inputs
+        if self.chunks:  # the C x C block is computed by native.causal_chunks
             return
+        self.phi_q, self.x_q = self._features(self.ws_q, qt)
+        weights = self.weights
         if fm.order >= 2:  # scores from the scaled inputs held in the features' degree-1 rows
             torch.bmm(self.x_q.transpose(-2, -1), x_k, out=self.scores)  # (N n, C, C)
             s, c = self.scores, [1.0 / math.factorial(n) for n in range(fm.order)]
@@ -555,20 +557,24 @@ class _CausalBlock:
         """
         self._recompute(qt, kt, v, keep, state, before)
         m = self.fm.num_features
-        if self.products:  # (N n, Dv + 1, C)
+        if self.chunks:  # (N n, Dv + 1, C)
+            self.products.read(before.view(-1, before.shape[-2], m), self._chunked(qt), out=self.out_t)
+        elif self.products:
             self.products.read(before.view(-1, before.shape[-2], m), self.x_q, out=self.out_t, scaled=True)
         else:
             torch.bmm(before.view(-1, before.shape[-2], m), self.phi_q, out=self.out_t)
-        if self.chunks:  # the masked C x C block
-            native.causal_chunks(*self._raw_chunks(), self.v1c, self.fm.scale, self.fm.order, out=self.out_t)
+        if self.chunks:  # the masked C x C block, from the raw chunks (N, n, C, D)
+            raw = (self._chunked(qt).transpose(-2, -1), self._chunked(kt).transpose(-2, -1))
+            native.causal_chunks(*raw, self.v1c, self.fm.scale, self.fm.order, out=self.out_t)
         else:
             self.out_t.baddbmm_(self.v1c.transpose(-2, -1), self.weights.transpose(-2, -1))
         self._release()
         return self.out_t, self.state_out
 
-    def backward(self, qt, kt, v, keep, before, grad_out_t, grad_state_out):
-        """-> grads of q, k (N n, D, C), of v1 = [V, 1] keep (N n, Dv + 1, C) and of the incoming state
-        (N, Dv + 1, M).
+    def backward(self, qt, kt, v, keep, before, grad_out_t, grad_state_out, dest, block: slice) -> Tensor:
+        """Writes the block's grads of q, k and v into `dest` = (grad_q (N, D, L), grad_k (N, D, L), grad_v
+        (N, Dv, L)) (transposed, at `block`; grad_v before the padding weights) and returns the grad of the
+        incoming state (N, Dv + 1, M).
 
         `before`: the states before each chunk (N, n, Dv + 1, M) as the forward computed them."""
         fm, batch, m = self.fm, self.batch, self.fm.num_features
@@ -590,12 +596,22 @@ class _CausalBlock:
         grad_state = (grad_chunk_states_t[:, 0] + rows[:, 0]).view_as(grad_state_out)  # every before_c holds it
         grad_chunk_states_t = grad_chunk_states_t.view(-1, dv1, m)
         grad_chunk_states = grad_chunk_states_t.transpose(-2, -1)  # (N n, M, Dv + 1) views
+        if self.chunks:  # every kernel writes (or adds) straight into the sequence's gradients
+            grad_q, grad_k, grad_v = (self._chunked(t[..., block]) for t in dest)  # (N, n, X, C) views
+            quadratic, qc, kc = self.quadratic, self._chunked(qt), self._chunked(kt)
+            self.products.read(grad_chunk_states_t[:, : dv1 - 1], kc, out=grad_v)
+            quadratic.gradient(quadratic.prepare_transposed(before_t), grad_out_t, None, out=grad_q, inputs=qc)
+            a_k = quadratic.prepare_transposed(grad_chunk_states_t)
+            quadratic.gradient(a_k, v1c.transpose(-2, -1), None, out=grad_k, inputs=kc)
+            raw = (qc.transpose(-2, -1), kc.transpose(-2, -1))  # (N, n, C, D)
+            native.causal_chunks(*raw, v1c, fm.scale, fm.order, g=grad_out_t, grads=(grad_q, grad_k, grad_v))
+            self._release()
+            return grad_state
         # S_c = Phi(K_c) V1_c and the masked C x C block: the gradient of V1 (N n, Dv + 1, C)
         if self.products:
             grad_v1_t = torch.empty_like(grad_out_t)
             self.products.read(grad_chunk_states_t, self.x_k, out=grad_v1_t, scaled=True)
-            if not self.chunks:
-                grad_v1_t.baddbmm_(grad_out_t, weights)
+            grad_v1_t.baddbmm_(grad_out_t, weights)
         else:
             grad_v1_t = torch.bmm(grad_out_t, weights).baddbmm_(grad_chunk_states_t, phi_k)
         if self.quadratic:  # grad_phi_q = before grad_out_t, grad_phi_k = grad_chunk_states v1c^T, never formed
@@ -606,10 +622,7 @@ class _CausalBlock:
         else:
             grad_q = self._input_gradient(self.ws_q, torch.bmm(before, grad_out_t))
             grad_k = self._input_gradient(self.ws_k, torch.bmm(grad_chunk_states, v1c.transpose(-2, -1)))
-        if self.chunks:  # the masked C x C block's share of grad q, k and V
-            grads = (grad_q, grad_k, grad_v1_t)
-            native.causal_chunks(*self._raw_chunks(), v1c, fm.scale, fm.order, g=grad_out_t, grads=grads)
-        elif fm.order >= 2:  # W = series(s) masked, s = x_q^T x_k with x = sqrt(scale) q
+        if fm.order >= 2:  # W = series(s) masked, s = x_q^T x_k with x = sqrt(scale) q
             # the masked slope d series / ds = sum_{n<K-1} s^n / n!, in place of the scores
             slope, mask = self.scores, self.mask
             if fm.order == 2:
@@ -631,11 +644,9 @@ class _CausalBlock:
             grad_q.baddbmm_(self.x_k, grad_scores.transpose(-2, -1), alpha=root)
             grad_k.baddbmm_(self.x_q, grad_scores, alpha=root)
         self._release()
-        return grad_q, grad_k, grad_v1_t, grad_state
-
-    def _raw_chunks(self) -> tuple[Tensor, Tensor]:
-        """The block's raw queries and keys per chunk, (N, n, C, D) views of the inputs."""
-        return tuple(t.transpose(-2, -1).unflatten(1, (self.n, self.c)) for t in (self.qt, self.kt))
+        for t, value in zip(dest, (grad_q, grad_k, grad_v1_t[:, : dv1 - 1]), strict=True):
+            _from_chunks(t, block, value, batch)
+        return grad_state
 
     def _release(self) -> None:
         """Drop what refers to this call's tensors (the generic feature path's inputs and features): a
@@ -726,12 +737,10 @@ class CausalTaylorAttention(torch.autograd.Function):
             runner = _causal_block(fm, n, chunks, chunk, dv, qt)
             g_block = _to_chunks(grad_out_t, block, chunks, chunk)
             block_keep = None if keep is None else keep[:, block]
-            gq, gk, gv, grad_state = runner.backward(
-                qt[..., block], kt[..., block], v[:, block], block_keep, before, g_block, grad_state
-            )
-            _from_chunks(grad_q_t, block, gq, n)
-            _from_chunks(grad_k_t, block, gk, n)
-            _from_chunks(grad_v_t, block, gv[:, :dv], n)  # d v1 / d v = keep; the ones column has no input
+            grad_state = runner.backward(
+                qt[..., block], kt[..., block], v[:, block], block_keep, before, g_block, grad_state,
+                (grad_q_t, grad_k_t, grad_v_t), block,
+            )  # fmt: skip
         grad_v = grad_v_t[..., :length].transpose(-2, -1)
         if keep is not None:
             grad_v = grad_v * keep[:, :length].unsqueeze(-1)

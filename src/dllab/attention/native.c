@@ -40,6 +40,10 @@
 #define READ_VECTORS 1
 #endif
 
+/* Batches have two levels, b = (b1, b2) with b2 < inner, so that chunks of a block can be read and written
+   in place in a (B1, L, ...) sequence: each tensor gives a stride for both. */
+#define OFF(p, b) ((b) / inner * p##_b1 + (b) % inner * p##_b2)
+
 /* Gather n <= W values src[t * stride] into R vectors (zero beyond n), times scale. */
 #define LOAD(VT, T, R, W, dst, src, stride, n, scale)                                                  \
     do {                                                                                                \
@@ -98,11 +102,11 @@
         for (int64_t d = 0; d < D; d++) STORE(NAME##_vec, T, R, NAME##_W, out + d * o_d, o_t, acc + d * (R), n);    \
     }                                                                                                   \
                                                                                                         \
-    int NAME(int64_t threads, int64_t B, int64_t tokens, int64_t C, int64_t D,                          \
-             const T *S, int64_t s_b, int64_t s_m, int64_t s_c,                                         \
-             const T *g, int64_t g_b, int64_t g_c, int64_t g_t,                                         \
-             const T *x, int64_t x_b, int64_t x_d, int64_t x_t, T x_scale,                              \
-             T *out, int64_t o_b, int64_t o_d, int64_t o_t,                                             \
+    int NAME(int64_t threads, int64_t B, int64_t inner, int64_t tokens, int64_t C, int64_t D,           \
+             const T *S, int64_t s_b1, int64_t s_b2, int64_t s_m, int64_t s_c,                          \
+             const T *g, int64_t g_b1, int64_t g_b2, int64_t g_c, int64_t g_t,                          \
+             const T *x, int64_t x_b1, int64_t x_b2, int64_t x_d, int64_t x_t, T x_scale,               \
+             T *out, int64_t o_b1, int64_t o_b2, int64_t o_d, int64_t o_t,                              \
              const int64_t *start, const int64_t *rows, const int32_t *tj, const T *factors)            \
     {                                                                                                   \
         const int64_t W = NAME##_W, tiles = (tokens + W - 1) / W;                                       \
@@ -116,8 +120,8 @@
                 if (failed) continue;                                                                   \
                 int64_t b = job / tiles, t0 = (job % tiles) * W;                                        \
                 int64_t n = tokens - t0 < W ? tokens - t0 : W;                                          \
-                const T *sb = S + b * s_b, *gb = g + b * g_b + t0 * g_t, *xb = x + b * x_b + t0 * x_t;                     \
-                T *ob = out + b * o_b + t0 * o_t;                                                       \
+                const T *sb = S + OFF(s, b), *gb = g + OFF(g, b) + t0 * g_t, *xb = x + OFF(x, b) + t0 * x_t;   \
+                T *ob = out + OFF(o, b) + t0 * o_t;                                                     \
                 NAME##_vec *gv = vecs, *xv = vecs + (R) * C, *acc = vecs + (R) * (C + D);               \
                 if (C == 17) /* Dv = 16 plus the normaliser: a constant the compiler unrolls */         \
                     NAME##_tile(17, D, sb, s_m, s_c, start, rows, tj, factors, gb, g_c, g_t, xb, x_d, x_t,  \
@@ -161,10 +165,10 @@ KERNEL(dllab_quadratic_gradient_f64, double, QUADRATIC_VECTORS)
         for (int k = 0; k < K; k++) STORE(NAME##_vec, T, R, NAME##_W, out + (c0 + k) * o_c, o_t, acc[k], n);        \
     }                                                                                                   \
                                                                                                         \
-    int NAME(int64_t threads, int64_t B, int64_t tokens, int64_t C, int64_t D, int64_t M,              \
-             const T *A, int64_t a_b, int64_t a_c, int64_t a_m,                                        \
-             const T *x, int64_t x_b, int64_t x_d, int64_t x_t, T x_scale,                              \
-             T *out, int64_t o_b, int64_t o_c, int64_t o_t,                                             \
+    int NAME(int64_t threads, int64_t B, int64_t inner, int64_t tokens, int64_t C, int64_t D, int64_t M, \
+             const T *A, int64_t a_b1, int64_t a_b2, int64_t a_c, int64_t a_m,                         \
+             const T *x, int64_t x_b1, int64_t x_b2, int64_t x_d, int64_t x_t, T x_scale,               \
+             T *out, int64_t o_b1, int64_t o_b2, int64_t o_c, int64_t o_t,                              \
              const int32_t *first, const int32_t *second, const T *weights)                             \
     {                                                                                                   \
         const int64_t W = NAME##_W, tiles = (tokens + W - 1) / W;                                       \
@@ -178,7 +182,7 @@ KERNEL(dllab_quadratic_gradient_f64, double, QUADRATIC_VECTORS)
                 if (failed) continue;                                                                   \
                 int64_t b = job / tiles, t0 = (job % tiles) * W;                                        \
                 int64_t n = tokens - t0 < W ? tokens - t0 : W;                                          \
-                const T *ab = A + b * a_b, *xb = x + b * x_b + t0 * x_t;                                \
+                const T *ab = A + OFF(a, b), *xb = x + OFF(x, b) + t0 * x_t;                            \
                 for (int r = 0; r < (R); r++) u[r] = (NAME##_vec){0} + 1;                               \
                 for (int64_t d = 0; d < D; d++)                                                         \
                     LOAD(NAME##_vec, T, R, NAME##_W, u + (1 + d) * (R), xb + d * x_d, x_t, n, x_scale); \
@@ -188,7 +192,7 @@ KERNEL(dllab_quadratic_gradient_f64, double, QUADRATIC_VECTORS)
                 if (weights) /* after the products, which take the bare inputs */                       \
                     for (int64_t m = 0; m < M; m++)                                                     \
                         for (int r = 0; r < (R); r++) u[m * (R) + r] *= weights[m];                     \
-                T *ob = out + b * o_b + t0 * o_t;                                                       \
+                T *ob = out + OFF(o, b) + t0 * o_t;                                                     \
                 int64_t c0 = 0;                                                                         \
                 for (; C - c0 >= 8 || C - c0 == 4; c0 += 4)                                             \
                     NAME##_channels(4, M, c0, ab, a_c, a_m, u, ob, o_c, o_t, n);                           \
@@ -301,7 +305,6 @@ READ(dllab_feature_read_f64, double, READ_VECTORS)
         _Pragma("omp parallel for num_threads(threads) schedule(static)")                               \
         for (int64_t job = 0; job < B * blocks; job++) {                                                \
             int64_t b = job / blocks, m0 = (job % blocks) * L, count = M - m0 < L ? M - m0 : L;         \
-            int64_t b1 = b / inner, b2 = b % inner;                                                     \
             NAME##_idx ia, ib;                                                                          \
             NAME##_vec w;                                                                               \
             for (int64_t i = 0; i < L; i++) {                                                           \
@@ -309,8 +312,8 @@ READ(dllab_feature_read_f64, double, READ_VECTORS)
                 ib[i] = fb[m0 + i] < 0 ? L : fb[m0 + i];                                                \
             }                                                                                           \
             w = *(const NAME##_uvec *)(scale + m0);                                                     \
-            const T *gb = g + b1 * g_b1 + b2 * g_b2, *xb = x + b1 * x_b1 + b2 * x_b2;                   \
-            T *ob = out + b1 * o_b1 + b2 * o_b2 + m0 * o_m;                                             \
+            const T *gb = g + OFF(g, b), *xb = x + OFF(x, b);                                           \
+            T *ob = out + OFF(o, b) + m0 * o_m;                                                         \
             for (int64_t c0 = 0; c0 < C; c0 += 17) {                                                    \
                 const T *gc = gb + c0 * g_c;                                                            \
                 T *oc = ob + c0 * o_c;                                                                  \
@@ -348,6 +351,120 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
  * the vector lanes for out and grad_q, keys for grad_k and grad_v, so no sum runs across lanes; tiles wholly
  * above the diagonal are skipped. Returns 2 when D > 32, V > 33 or K outside 1..16 (the caller checks).
  */
+/* One chunk, with running sums in arrays of DMAX / VMAX vectors: sized exactly for the usual head (16, 17),
+   they stay in registers; a generic (32, 33) instance serves other heads. */
+#define CAUSAL_CHUNK(FN, NAME, T, I, DMAX, VMAX, DC, VC, KC)                                            \
+    static void FN(                                                                                     \
+        int64_t D_, int64_t V_, int64_t C, int K_, T scale2, int backward,                              \
+        const T *q, int64_t q_t, int64_t q_d, const T *k, int64_t k_t, int64_t k_d,                    \
+        const T *v1, int64_t v_t, int64_t v_c, const T *g, int64_t g_c, int64_t g_t,                   \
+        T *out, int64_t o_c, int64_t o_t, T *gq, int64_t gq_d, int64_t gq_t,                           \
+        T *gk, int64_t gk_d, int64_t gk_t, T *gv, int64_t gv_c, int64_t gv_t, T *scratch)               \
+    {                                                                                                   \
+        /* DC, VC, KC: compile-time D, V, K for the usual head (0: the arguments) */                      \
+        const int64_t D = (DC) ? (DC) : D_, V = (VC) ? (VC) : V_;                                       \
+        const int K = (KC) ? (KC) : K_;                                                                 \
+        const int64_t L = NAME##_L, tiles = (C + L - 1) / L, P = tiles * L;                             \
+        T coef[16];                                                                                     \
+        coef[0] = 1;                                                                                    \
+        for (int n = 1; n < K && n < 16; n++) coef[n] = coef[n - 1] / n;                                \
+        /* the chunk transposed, lane-ready: qT[d][t], kT[d][j], gT[c][t], vT[c][j] (the forward: qT) */\
+        T *qT = scratch, *kT = qT + 32 * P, *gT = kT + 32 * P, *vT = gT + 33 * P;                       \
+        NAME##_idx lane;                                                                                \
+        for (int64_t i = 0; i < L; i++) lane[i] = i;                                                    \
+        for (int64_t t = 0; t < P; t++) {                                                               \
+            for (int64_t d = 0; d < D; d++) qT[d * P + t] = t < C ? q[t * q_t + d * q_d] : 0;           \
+            if (!backward) continue;                                                                    \
+            for (int64_t d = 0; d < D; d++) kT[d * P + t] = t < C ? k[t * k_t + d * k_d] : 0;           \
+            for (int64_t c = 0; c < V; c++) {                                                           \
+                vT[c * P + t] = t < C ? v1[t * v_t + c * v_c] : 0;                                      \
+                gT[c * P + t] = t < C ? g[c * g_c + t * g_t] : 0;                                       \
+            }                                                                                           \
+        }                                                                                               \
+        /* pass 1, queries along the lanes: the forward's outputs, or the backward's grad_q */          \
+        for (int64_t t0 = 0; t0 < C; t0 += L) {                                                         \
+            NAME##_vec acc[VMAX > DMAX ? VMAX : DMAX];                                                  \
+            _Pragma("GCC unroll 33")                                                                    \
+            for (int64_t c = 0; c < (VMAX > DMAX ? VMAX : DMAX); c++) acc[c] = (NAME##_vec){0};         \
+            for (int64_t j = 0; j < t0 + L && j < C; j++) {                                             \
+                const T *kj = k + j * k_t, *vj = v1 + j * v_t;                                          \
+                NAME##_vec s = (NAME##_vec){0}, s1 = (NAME##_vec){0}, slope;                            \
+                _Pragma("GCC unroll 32")                                                                \
+                for (int64_t d = 0; d < D; d++) {                                                       \
+                    if (d % 2) s1 += *(NAME##_vec *)(qT + d * P + t0) * kj[d * k_d];                    \
+                    else s += *(NAME##_vec *)(qT + d * P + t0) * kj[d * k_d];                           \
+                }                                                                                       \
+                NAME##_vec w = NAME##_series(K, coef, (s + s1) * scale2, &slope);                       \
+                if (j > t0) { /* the diagonal tile: lanes t < j are masked */                           \
+                    NAME##_idx keep = (lane + (I)t0) >= (I)j; /* -1 or 0 per lane */                    \
+                    w = (NAME##_vec)((NAME##_idx)w & keep);                                             \
+                    slope = (NAME##_vec)((NAME##_idx)slope & keep);                                     \
+                }                                                                                       \
+                if (!backward) {                                                                        \
+                    _Pragma("GCC unroll 33")                                                            \
+                    for (int64_t c = 0; c < V; c++) acc[c] += w * vj[c * v_c];                          \
+                } else {                                                                                \
+                    NAME##_vec gvj = (NAME##_vec){0};                                                   \
+                    _Pragma("GCC unroll 33")                                                            \
+                    for (int64_t c = 0; c < V; c++) gvj += *(NAME##_vec *)(gT + c * P + t0) * vj[c * v_c]; \
+                    NAME##_vec gs = gvj * slope * scale2;                                               \
+                    _Pragma("GCC unroll 32")                                                            \
+                    for (int64_t d = 0; d < D; d++) acc[d] += gs * kj[d * k_d];                         \
+                }                                                                                       \
+            }                                                                                           \
+            T buf[NAME##_L] __attribute__((aligned(VEC)));                                              \
+            const int64_t n = C - t0 < L ? C - t0 : L;                                                  \
+            T *dst = backward ? gq : out;                                                               \
+            const int64_t d_row = backward ? gq_d : o_c, d_col = backward ? gq_t : o_t;                 \
+            for (int64_t c = 0; c < (backward ? D : V); c++) {                                          \
+                *(NAME##_vec *)buf = acc[c];                                                            \
+                for (int64_t t = 0; t < n; t++) dst[c * d_row + (t0 + t) * d_col] += buf[t];            \
+            }                                                                                           \
+        }                                                                                               \
+        if (!backward) return;                                                                          \
+        /* passes 2 and 3, keys along the lanes: grad_v (from W), then grad_k (from the slope) */      \
+        for (int pass = 2; pass <= 3; pass++)                                                           \
+            for (int64_t j0 = 0; j0 < C; j0 += L) {                                                     \
+                NAME##_vec acc[VMAX > DMAX ? VMAX : DMAX];                                              \
+                _Pragma("GCC unroll 33")                                                                \
+                for (int64_t c = 0; c < (VMAX > DMAX ? VMAX : DMAX); c++) acc[c] = (NAME##_vec){0};     \
+                for (int64_t t = j0; t < C; t++) {                                                      \
+                    const T *qt_ = q + t * q_t;                                                         \
+                    NAME##_vec s = (NAME##_vec){0}, s1 = (NAME##_vec){0}, slope;                        \
+                    _Pragma("GCC unroll 32")                                                            \
+                    for (int64_t d = 0; d < D; d++) {                                                   \
+                        if (d % 2) s1 += *(NAME##_vec *)(kT + d * P + j0) * qt_[d * q_d];               \
+                        else s += *(NAME##_vec *)(kT + d * P + j0) * qt_[d * q_d];                      \
+                    }                                                                                   \
+                    NAME##_vec w = NAME##_series(K, coef, (s + s1) * scale2, &slope);                   \
+                    if (t < j0 + L - 1) { /* the diagonal tile: lanes j > t are masked */               \
+                        NAME##_idx keep = (lane + (I)j0) <= (I)t;                                       \
+                        w = (NAME##_vec)((NAME##_idx)w & keep);                                         \
+                        slope = (NAME##_vec)((NAME##_idx)slope & keep);                                 \
+                    }                                                                                   \
+                    if (pass == 2) {                                                                    \
+                        _Pragma("GCC unroll 33")                                                        \
+                        for (int64_t c = 0; c + 1 < V; c++) acc[c] += w * gT[c * P + t];               \
+                    } else {                                                                            \
+                        NAME##_vec gvj = (NAME##_vec){0};                                               \
+                        _Pragma("GCC unroll 33")                                                        \
+                        for (int64_t c = 0; c < V; c++) gvj += *(NAME##_vec *)(vT + c * P + j0) * gT[c * P + t]; \
+                        NAME##_vec gs = gvj * slope * scale2;                                           \
+                        _Pragma("GCC unroll 32")                                                        \
+                        for (int64_t d = 0; d < D; d++) acc[d] += gs * qt_[d * q_d];                    \
+                    }                                                                                   \
+                }                                                                                       \
+                T buf[NAME##_L] __attribute__((aligned(VEC)));                                          \
+                const int64_t n = C - j0 < L ? C - j0 : L;                                              \
+                T *dst = pass == 2 ? gv : gk;                                                           \
+                const int64_t d_row = pass == 2 ? gv_c : gk_d, d_col = pass == 2 ? gv_t : gk_t;         \
+                for (int64_t c = 0; c < (pass == 2 ? V - 1 : D); c++) {                                 \
+                    *(NAME##_vec *)buf = acc[c];                                                        \
+                    for (int64_t j = 0; j < n; j++) dst[c * d_row + (j0 + j) * d_col] += buf[j];        \
+                }                                                                                       \
+            }                                                                                           \
+    }
+
 #define CAUSAL(NAME, T, I)                                                                              \
     typedef T NAME##_vec __attribute__((vector_size(VEC)));                                             \
     typedef I NAME##_idx __attribute__((vector_size(VEC)));                                             \
@@ -366,148 +483,43 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
         return w;                                                                                       \
     }                                                                                                   \
                                                                                                         \
-    static inline __attribute__((always_inline)) void NAME##_chunk(                                    \
-        int64_t D, int64_t V, int64_t C, int K, T scale2, int backward,                                 \
-        const T *q, int64_t q_t, int64_t q_d, const T *k, int64_t k_t, int64_t k_d,                    \
-        const T *v1, int64_t v_t, int64_t v_c, const T *g, int64_t g_c, int64_t g_t,                   \
-        T *out, int64_t o_c, int64_t o_t, T *gq, int64_t gq_d, int64_t gq_t,                           \
-        T *gk, int64_t gk_d, int64_t gk_t, T *gv, int64_t gv_c, int64_t gv_t, T *scratch)               \
-    {                                                                                                   \
-        const int64_t L = NAME##_L, tiles = (C + L - 1) / L;                                            \
-        T coef[16];                                                                                     \
-        coef[0] = 1;                                                                                    \
-        for (int n = 1; n < K && n < 16; n++) coef[n] = coef[n - 1] / n;                                \
-        /* the chunk transposed, lane-ready: qT[d][t], kT[d][j], gT = g[c][t], v1T[c][j] */             \
-        T *qT = scratch, *kT = qT + 32 * tiles * L, *gT = kT + 32 * tiles * L, *vT = gT + 33 * tiles * L; \
-        NAME##_idx lane;                                                                                \
-        for (int64_t i = 0; i < L; i++) lane[i] = i;                                                    \
-        for (int64_t t = 0; t < tiles * L; t++) {                                                       \
-            for (int64_t d = 0; d < D; d++) {                                                           \
-                qT[d * tiles * L + t] = t < C ? q[t * q_t + d * q_d] : 0;                               \
-                kT[d * tiles * L + t] = t < C ? k[t * k_t + d * k_d] : 0;                               \
-            }                                                                                           \
-            for (int64_t c = 0; c < V; c++) {                                                           \
-                vT[c * tiles * L + t] = t < C ? v1[t * v_t + c * v_c] : 0;                              \
-                if (backward) gT[c * tiles * L + t] = t < C ? g[c * g_c + t * g_t] : 0;                 \
-            }                                                                                           \
-        }                                                                                               \
-        /* queries along the lanes: the forward's outputs, the backward's grad_q */                     \
-        for (int64_t ti = 0; ti < tiles; ti++) {                                                        \
-            const int64_t t0 = ti * L;                                                                  \
-            NAME##_vec acc[33];                                                                         \
-            _Pragma("GCC unroll 33")                                                                    \
-            for (int64_t c = 0; c < 33; c++) acc[c] = (NAME##_vec){0};                                  \
-            for (int64_t j = 0; j < t0 + L && j < C; j++) {                                             \
-                NAME##_vec s = (NAME##_vec){0}, slope;                                                  \
-                _Pragma("GCC unroll 32")                                                                \
-                for (int64_t d = 0; d < D; d++) s += *(NAME##_vec *)(qT + d * tiles * L + t0) * k[j * k_t + d * k_d]; \
-                NAME##_vec w = NAME##_series(K, coef, s * scale2, &slope);                                    \
-                if (j > t0) { /* the diagonal tile: lanes t < j are masked */                           \
-                    NAME##_idx keep = (lane + (I)t0) >= (I)j; /* -1 or 0 per lane */                    \
-                    w = (NAME##_vec)((NAME##_idx)w & keep);                                             \
-                    slope = (NAME##_vec)((NAME##_idx)slope & keep);                                     \
-                }                                                                                       \
-                if (!backward) {                                                                        \
-                    _Pragma("GCC unroll 33")                                                            \
-                    for (int64_t c = 0; c < V; c++) acc[c] += w * v1[j * v_t + c * v_c];                \
-                } else {                                                                                \
-                    NAME##_vec gvj = (NAME##_vec){0};                                                   \
-                    _Pragma("GCC unroll 33")                                                            \
-                    for (int64_t c = 0; c < V; c++) gvj += *(NAME##_vec *)(gT + c * tiles * L + t0) * v1[j * v_t + c * v_c]; \
-                    NAME##_vec gs = gvj * slope * scale2;                                               \
-                    _Pragma("GCC unroll 32")                                                            \
-                    for (int64_t d = 0; d < D; d++) acc[d] += gs * k[j * k_t + d * k_d];                \
-                }                                                                                       \
-            }                                                                                           \
-            T buf[NAME##_L] __attribute__((aligned(VEC)));                                              \
-            const int64_t n = C - t0 < L ? C - t0 : L;                                                  \
-            if (!backward) {                                                                            \
-                for (int64_t c = 0; c < V; c++) {                                                       \
-                    *(NAME##_vec *)buf = acc[c];                                                        \
-                    for (int64_t t = 0; t < n; t++) out[c * o_c + (t0 + t) * o_t] += buf[t];            \
-                }                                                                                       \
-            } else {                                                                                    \
-                for (int64_t d = 0; d < D; d++) {                                                       \
-                    *(NAME##_vec *)buf = acc[d];                                                        \
-                    for (int64_t t = 0; t < n; t++) gq[d * gq_d + (t0 + t) * gq_t] += buf[t];           \
-                }                                                                                       \
-            }                                                                                           \
-        }                                                                                               \
-        if (!backward) return;                                                                          \
-        /* keys along the lanes: grad_k and grad_v */                                                   \
-        for (int64_t ji = 0; ji < tiles; ji++) {                                                        \
-            const int64_t j0 = ji * L;                                                                  \
-            NAME##_vec ak[32], av[33];                                                                  \
-            _Pragma("GCC unroll 33")                                                                    \
-            for (int64_t c = 0; c < 33; c++) av[c] = (NAME##_vec){0};                                   \
-            _Pragma("GCC unroll 32")                                                                    \
-            for (int64_t d = 0; d < 32; d++) ak[d] = (NAME##_vec){0};                                   \
-            for (int64_t t = j0; t < C; t++) {                                                          \
-                NAME##_vec s = (NAME##_vec){0}, slope;                                                  \
-                _Pragma("GCC unroll 32")                                                                \
-                for (int64_t d = 0; d < D; d++) s += *(NAME##_vec *)(kT + d * tiles * L + j0) * q[t * q_t + d * q_d]; \
-                NAME##_vec w = NAME##_series(K, coef, s * scale2, &slope);                                    \
-                if (t < j0 + L - 1) { /* the diagonal tile: lanes j > t are masked */                   \
-                    NAME##_idx keep = (lane + (I)j0) <= (I)t;                                           \
-                    w = (NAME##_vec)((NAME##_idx)w & keep);                                             \
-                    slope = (NAME##_vec)((NAME##_idx)slope & keep);                                     \
-                }                                                                                       \
-                NAME##_vec gvj = (NAME##_vec){0};                                                       \
-                _Pragma("GCC unroll 33")                                                                \
-                for (int64_t c = 0; c < V; c++) {                                                       \
-                    T gct = gT[c * tiles * L + t];                                                      \
-                    gvj += *(NAME##_vec *)(vT + c * tiles * L + j0) * gct;                              \
-                    av[c] += w * gct;                                                                   \
-                }                                                                                       \
-                NAME##_vec gs = gvj * slope * scale2;                                                   \
-                _Pragma("GCC unroll 32")                                                                \
-                for (int64_t d = 0; d < D; d++) ak[d] += gs * q[t * q_t + d * q_d];                     \
-            }                                                                                           \
-            T buf[NAME##_L] __attribute__((aligned(VEC)));                                              \
-            const int64_t n = C - j0 < L ? C - j0 : L;                                                  \
-            for (int64_t d = 0; d < D; d++) {                                                           \
-                *(NAME##_vec *)buf = ak[d];                                                             \
-                for (int64_t j = 0; j < n; j++) gk[d * gk_d + (j0 + j) * gk_t] += buf[j];               \
-            }                                                                                           \
-            for (int64_t c = 0; c + 1 < V; c++) {                                                       \
-                *(NAME##_vec *)buf = av[c];                                                             \
-                for (int64_t j = 0; j < n; j++) gv[c * gv_c + (j0 + j) * gv_t] += buf[j];               \
-            }                                                                                           \
-        }                                                                                               \
-    }                                                                                                   \
+    CAUSAL_CHUNK(NAME##_chunk_head, NAME, T, I, 16, 17, 16, 17, 3)                                      \
+    CAUSAL_CHUNK(NAME##_chunk_any, NAME, T, I, 32, 33, 0, 0, 0)                                         \
                                                                                                         \
     int NAME(int64_t threads, int64_t B, int64_t inner, int64_t C, int64_t D, int64_t V, int K,         \
              T scale2, int backward,                                                                    \
              const T *q, int64_t q_b1, int64_t q_b2, int64_t q_t, int64_t q_d,                         \
              const T *k, int64_t k_b1, int64_t k_b2, int64_t k_t, int64_t k_d,                         \
-             const T *v1, int64_t v_b, int64_t v_t, int64_t v_c,                                       \
-             const T *g, int64_t g_b, int64_t g_c, int64_t g_t,                                        \
-             T *out, int64_t o_b, int64_t o_c, int64_t o_t,                                             \
-             T *gq, int64_t gq_b, int64_t gq_d, int64_t gq_t,                                           \
-             T *gk, int64_t gk_b, int64_t gk_d, int64_t gk_t,                                           \
-             T *gv, int64_t gv_b, int64_t gv_c, int64_t gv_t)                                           \
+             const T *v1, int64_t v_b1, int64_t v_b2, int64_t v_t, int64_t v_c,                        \
+             const T *g, int64_t g_b1, int64_t g_b2, int64_t g_c, int64_t g_t,                          \
+             T *out, int64_t o_b1, int64_t o_b2, int64_t o_c, int64_t o_t,                              \
+             T *gq, int64_t gq_b1, int64_t gq_b2, int64_t gq_d, int64_t gq_t,                           \
+             T *gk, int64_t gk_b1, int64_t gk_b2, int64_t gk_d, int64_t gk_t,                           \
+             T *gv, int64_t gv_b1, int64_t gv_b2, int64_t gv_c, int64_t gv_t)                           \
     {                                                                                                   \
         if (D > 32 || V > 33 || K < 1 || K > 16) return 2;                                              \
-        const int64_t tiles = (C + NAME##_L - 1) / NAME##_L;                                            \
+        const int64_t P = (C + NAME##_L - 1) / NAME##_L * NAME##_L;                                     \
         int failed = 0;                                                                                 \
         _Pragma("omp parallel num_threads(threads) reduction(|| : failed)")                             \
         {                                                                                               \
-            T *scratch = aligned_alloc(VEC, sizeof(T) * (32 + 32 + 33 + 33) * tiles * NAME##_L);        \
+            T *scratch = aligned_alloc(VEC, sizeof(T) * (32 + 32 + 33 + 33) * P);                       \
             failed = !scratch;                                                                          \
             _Pragma("omp for schedule(static)")                                                         \
             for (int64_t b = 0; b < B; b++) {                                                           \
                 if (failed) continue;                                                                   \
-                const T *qb = q + (b / inner) * q_b1 + (b % inner) * q_b2;                              \
-                const T *kb = k + (b / inner) * k_b1 + (b % inner) * k_b2;                              \
-                const T *vb = v1 + b * v_b, *gb = backward ? g + b * g_b : NULL;                        \
+                const T *qb = q + OFF(q, b), *kb = k + OFF(k, b), *vb = v1 + OFF(v, b);                 \
+                const T *gb = backward ? g + OFF(g, b) : NULL;                                          \
+                T *ob = backward ? NULL : out + OFF(o, b);                                              \
+                T *gqb = backward ? gq + OFF(gq, b) : NULL, *gkb = backward ? gk + OFF(gk, b) : NULL;   \
+                T *gvb = backward ? gv + OFF(gv, b) : NULL;                                             \
                 if (D == 16 && V == 17 && K == 3) /* the usual head: constants the compiler unrolls */  \
-                    NAME##_chunk(16, 17, C, 3, scale2, backward, qb, q_t, q_d, kb, k_t, k_d, vb, v_t,   \
-                                 v_c, gb, g_c, g_t, out + b * o_b, o_c, o_t, gq + b * gq_b, gq_d, gq_t, \
-                                 gk + b * gk_b, gk_d, gk_t, gv + b * gv_b, gv_c, gv_t, scratch);        \
+                    NAME##_chunk_head(16, 17, C, 3, scale2, backward, qb, q_t, q_d, kb, k_t, k_d, vb,   \
+                                      v_t, v_c, gb, g_c, g_t, ob, o_c, o_t, gqb, gq_d, gq_t, gkb, gk_d, \
+                                      gk_t, gvb, gv_c, gv_t, scratch);                                  \
                 else                                                                                    \
-                    NAME##_chunk(D, V, C, K, scale2, backward, qb, q_t, q_d, kb, k_t, k_d, vb, v_t,     \
-                                 v_c, gb, g_c, g_t, out + b * o_b, o_c, o_t, gq + b * gq_b, gq_d, gq_t, \
-                                 gk + b * gk_b, gk_d, gk_t, gv + b * gv_b, gv_c, gv_t, scratch);        \
+                    NAME##_chunk_any(D, V, C, K, scale2, backward, qb, q_t, q_d, kb, k_t, k_d, vb, v_t, \
+                                     v_c, gb, g_c, g_t, ob, o_c, o_t, gqb, gq_d, gq_t, gkb, gk_d, gk_t, \
+                                     gvb, gv_c, gv_t, scratch);                                         \
             }                                                                                           \
             free(scratch);                                                                              \
         }                                                                                               \

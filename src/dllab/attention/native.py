@@ -138,12 +138,42 @@ def supports(t: Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in _SUFFIX and library() is not None
 
 
-def _pointer_and_strides(t: Tensor) -> list:
-    return [ctypes.c_void_p(t.data_ptr()), *(ctypes.c_int64(s) for s in t.stride())]
+def _batches(what: str, tensors: dict[str, Tensor]) -> tuple[int, int]:
+    """(B, inner) for tensors that are each (B, X, Y) or (B1, inner, X, Y) with B = B1 inner (two batch levels:
+    chunks read or written in place in a sequence), after checking that they agree."""
+    inner = next((t.shape[1] for t in tensors.values() if t.dim() == 4), 1)
+    outer = None
+    for name, t in tensors.items():
+        if t.dim() not in (3, 4) or (t.dim() == 4 and t.shape[1] != inner) or (t.dim() == 3 and t.shape[0] % inner):
+            raise ValueError(
+                f"{what}: {name} must be (B, X, Y) or (B1, {inner}, X, Y) like the others, got {tuple(t.shape)}"
+            )
+        b1 = t.shape[0] if t.dim() == 4 else t.shape[0] // inner
+        if outer is not None and b1 != outer:
+            raise ValueError(f"{what}: shapes do not fit: {name} {tuple(t.shape)} has another batch size")
+        outer = b1
+    return outer * inner, inner
+
+
+def _args(t: Tensor, inner: int) -> list:
+    """Pointer, the two batch strides and the other two strides, in elements."""
+    strides = t.stride() if t.dim() == 4 else (t.stride(0) * inner, t.stride(0), *t.stride()[1:])
+    return [ctypes.c_void_p(t.data_ptr()), *(ctypes.c_int64(s) for s in strides)]
 
 
 def _scalar(value: float, like: Tensor):
     return (ctypes.c_float if like.dtype == torch.float32 else ctypes.c_double)(value)
+
+
+def _same_dtype(what: str, first: Tensor, *others: Tensor | None) -> None:
+    if any(t is not None and t.dtype != first.dtype for t in others):
+        raise ValueError(f"{what}: all tensors must share a dtype ({first.dtype})")
+
+
+def _call(kernel: str, like: Tensor, *args) -> None:
+    failed = getattr(library(), f"dllab_{kernel}_{_SUFFIX[like.dtype]}")(ctypes.c_int64(torch.get_num_threads()), *args)
+    if failed:
+        raise MemoryError(f"{kernel}: the native kernel could not allocate its buffers (or took sizes out of range)")
 
 
 def quadratic_gradient(
@@ -160,31 +190,24 @@ def quadratic_gradient(
     """out (B, D, T) = the terms' sum (see native.c) for a state (B, M, C), g (B, C, T) and the inputs
     x_scale * x (B, D, T).
 
-    Any strides; `start` (D + 1,) int64 group offsets, `rows` (P,) int64, `partners` (P,) int32 (-1: a linear
-    term), `factors` (P,) of the tensors' dtype. The caller checks `supports` first."""
-    batch, channels, tokens = g.shape
-    if any(t.dtype != state.dtype for t in (g, x, out, factors)):
-        raise ValueError(f"quadratic_gradient: state, g, x, out and factors must share a dtype ({state.dtype})")
-    if not (state.shape[0] == x.shape[0] == out.shape[0] == batch and state.shape[2] == channels):
+    Any strides, and each tensor may have two batch levels (B1, B2, ...); `start` (D + 1,) int64 group offsets,
+    `rows` (P,) int64, `partners` (P,) int32 (-1: a linear term), `factors` (P,) of the tensors' dtype. The
+    caller checks `supports` first."""
+    _same_dtype("quadratic_gradient", state, g, x, out, factors)
+    batch, inner = _batches("quadratic_gradient", {"state": state, "g": g, "x": x, "out": out})
+    channels, (tokens, d) = state.shape[-1], (g.shape[-1], x.shape[-2])
+    if state.shape[-1] != g.shape[-2] or x.shape[-1] != tokens or out.shape[-2:] != (d, tokens) or d != len(start) - 1:
         raise ValueError(
             f"quadratic_gradient: shapes do not fit: state {tuple(state.shape)}, g {tuple(g.shape)}, "
             f"x {tuple(x.shape)}, out {tuple(out.shape)}"
         )
-    if not (x.shape[2] == out.shape[2] == tokens and x.shape[1] == out.shape[1] == start.shape[0] - 1):
-        raise ValueError(f"quadratic_gradient: x {tuple(x.shape)} and out {tuple(out.shape)} must match g's tokens")
-    if tokens == 0 or batch == 0:
-        return out
-    function = getattr(library(), f"dllab_quadratic_gradient_{_SUFFIX[state.dtype]}")
-    failed = function(
-        ctypes.c_int64(torch.get_num_threads()), ctypes.c_int64(batch), ctypes.c_int64(tokens),
-        ctypes.c_int64(channels), ctypes.c_int64(x.shape[1]),
-        *_pointer_and_strides(state), *_pointer_and_strides(g), *_pointer_and_strides(x), _scalar(x_scale, x),
-        *_pointer_and_strides(out),
-        ctypes.c_void_p(start.data_ptr()), ctypes.c_void_p(rows.data_ptr()), ctypes.c_void_p(partners.data_ptr()),
-        ctypes.c_void_p(factors.data_ptr()),
-    )  # fmt: skip
-    if failed:
-        raise MemoryError("quadratic_gradient: the native kernel could not allocate its per-thread buffers")
+    if batch and tokens:
+        _call(
+            "quadratic_gradient", state, ctypes.c_int64(batch), ctypes.c_int64(inner), ctypes.c_int64(tokens),
+            ctypes.c_int64(channels), ctypes.c_int64(d), *_args(state, inner), *_args(g, inner), *_args(x, inner),
+            _scalar(x_scale, x), *_args(out, inner), ctypes.c_void_p(start.data_ptr()),
+            ctypes.c_void_p(rows.data_ptr()), ctypes.c_void_p(partners.data_ptr()), ctypes.c_void_p(factors.data_ptr()),
+        )  # fmt: skip
     return out
 
 
@@ -194,38 +217,25 @@ def feature_read(
     """out (B, C, T) = A (B, C, M) times diag(weights) times the bare monomials u (B, M, T) of x_scale * x
     (B, D, T), u = [1, x, x_first[m] x_second[m] for m > D], without forming u (see native.c).
 
-    Any strides; `first`, `second` (M,) int32; weights (M,) or None for ones. The caller checks `supports`."""
-    batch, channels, m = a.shape
-    if any(t.dtype != a.dtype for t in (x, out, *(() if weights is None else (weights,)))):
-        raise ValueError(f"feature_read: a, x, out and weights must share a dtype ({a.dtype})")
-    if not (x.shape[0] == out.shape[0] == batch and out.shape[1] == channels and x.shape[2] == out.shape[2]):
+    Any strides, two batch levels allowed; `first`, `second` (M,) int32; weights (M,) or None for ones. The
+    caller checks `supports`."""
+    _same_dtype("feature_read", a, x, out, weights)
+    batch, inner = _batches("feature_read", {"a": a, "x": x, "out": out})
+    (channels, m), (d, tokens) = a.shape[-2:], x.shape[-2:]
+    if out.shape[-2:] != (channels, tokens):
         raise ValueError(
             f"feature_read: shapes do not fit: a {tuple(a.shape)}, x {tuple(x.shape)}, out {tuple(out.shape)}"
         )
-    if not (first.shape == second.shape == (m,)) or m < 1 + x.shape[1]:
-        raise ValueError(f"feature_read: {m} features do not fit inputs of dimension {x.shape[1]}")
-    if batch == 0 or x.shape[2] == 0:
-        return out
-    function = getattr(library(), f"dllab_feature_read_{_SUFFIX[a.dtype]}")
-    failed = function(
-        ctypes.c_int64(torch.get_num_threads()), ctypes.c_int64(batch), ctypes.c_int64(x.shape[2]),
-        ctypes.c_int64(channels), ctypes.c_int64(x.shape[1]), ctypes.c_int64(m),
-        *_pointer_and_strides(a), *_pointer_and_strides(x), _scalar(x_scale, x), *_pointer_and_strides(out),
-        ctypes.c_void_p(first.data_ptr()), ctypes.c_void_p(second.data_ptr()),
-        ctypes.c_void_p(None if weights is None else weights.data_ptr()),
-    )  # fmt: skip
-    if failed:
-        raise MemoryError("feature_read: the native kernel could not allocate its per-thread buffers")
+    if not (first.shape == second.shape == (m,)) or m < 1 + d:
+        raise ValueError(f"feature_read: {m} features do not fit inputs of dimension {d}")
+    if batch and tokens:
+        _call(
+            "feature_read", a, ctypes.c_int64(batch), ctypes.c_int64(inner), ctypes.c_int64(tokens),
+            ctypes.c_int64(channels), ctypes.c_int64(d), ctypes.c_int64(m), *_args(a, inner), *_args(x, inner),
+            _scalar(x_scale, x), *_args(out, inner), ctypes.c_void_p(first.data_ptr()),
+            ctypes.c_void_p(second.data_ptr()), ctypes.c_void_p(None if weights is None else weights.data_ptr()),
+        )  # fmt: skip
     return out
-
-
-def _two_level(t: Tensor, name: str) -> Tensor:
-    """A (B, X, Y) tensor as (B, 1, X, Y); a (B1, B2, X, Y) one as it is."""
-    if t.dim() == 3:
-        return t.unsqueeze(1)
-    if t.dim() != 4:
-        raise ValueError(f"feature_sum: {name} must be (B, X, Y) or (B1, B2, X, Y), got {tuple(t.shape)}")
-    return t
 
 
 def feature_sum(
@@ -241,31 +251,24 @@ def feature_sum(
     """out (B, C, M) = G (B, C, T) times the weighted bare monomials of x_scale * x (B, D, T), transposed:
     sum_t g_t (w u(x_t))^T, without forming u; `add` adds it to out instead (see native.c).
 
-    Batches may be two-level, (B1, B2, ...) for all three tensors (blocks of chunks read in place). Any strides;
-    `first`, `second` (M,) int32; weights (M,) or None. The caller checks `supports`."""
-    g4, x4, out4 = _two_level(g, "g"), _two_level(x, "x"), _two_level(out, "out")
-    b1, b2, channels, tokens = g4.shape
-    m = out4.shape[-1]
-    if any(t.dtype != g.dtype for t in (x, out, *(() if weights is None else (weights,)))):
-        raise ValueError(f"feature_sum: g, x, out and weights must share a dtype ({g.dtype})")
-    if x4.shape[:2] != (b1, b2) or out4.shape[:3] != (b1, b2, channels) or x4.shape[-1] != tokens:
+    Any strides, two batch levels allowed; `first`, `second` (M,) int32; weights (M,) or None. The caller
+    checks `supports`."""
+    _same_dtype("feature_sum", g, x, out, weights)
+    batch, inner = _batches("feature_sum", {"g": g, "x": x, "out": out})
+    (channels, tokens), (d, _), m = g.shape[-2:], x.shape[-2:], out.shape[-1]
+    if x.shape[-1] != tokens or out.shape[-2] != channels:
         raise ValueError(
             f"feature_sum: shapes do not fit: g {tuple(g.shape)}, x {tuple(x.shape)}, out {tuple(out.shape)}"
         )
-    if not (first.shape == second.shape == (m,)) or m < 1 + x4.shape[2]:
-        raise ValueError(f"feature_sum: {m} features do not fit inputs of dimension {x4.shape[2]}")
-    if b1 * b2 == 0:
-        return out
-    function = getattr(library(), f"dllab_feature_sum_{_SUFFIX[g.dtype]}")
-    failed = function(
-        ctypes.c_int64(torch.get_num_threads()), ctypes.c_int64(b1 * b2), ctypes.c_int64(b2),
-        ctypes.c_int64(tokens), ctypes.c_int64(channels), ctypes.c_int64(x4.shape[2]), ctypes.c_int64(m),
-        *_pointer_and_strides(g4), *_pointer_and_strides(x4), _scalar(x_scale, g), *_pointer_and_strides(out4),
-        ctypes.c_int(int(add)), ctypes.c_void_p(first.data_ptr()), ctypes.c_void_p(second.data_ptr()),
-        ctypes.c_void_p(None if weights is None else weights.data_ptr()),
-    )  # fmt: skip
-    if failed:
-        raise MemoryError("feature_sum: the native kernel could not allocate its buffers")
+    if not (first.shape == second.shape == (m,)) or m < 1 + d:
+        raise ValueError(f"feature_sum: {m} features do not fit inputs of dimension {d}")
+    if batch:
+        _call(
+            "feature_sum", g, ctypes.c_int64(batch), ctypes.c_int64(inner), ctypes.c_int64(tokens),
+            ctypes.c_int64(channels), ctypes.c_int64(d), ctypes.c_int64(m), *_args(g, inner), *_args(x, inner),
+            _scalar(x_scale, g), *_args(out, inner), ctypes.c_int(int(add)), ctypes.c_void_p(first.data_ptr()),
+            ctypes.c_void_p(second.data_ptr()), ctypes.c_void_p(None if weights is None else weights.data_ptr()),
+        )  # fmt: skip
     return out
 
 
@@ -286,35 +289,30 @@ def causal_chunks(
 ) -> None:
     """The part inside each chunk of causal Taylor attention (see native.c), added into its destinations.
 
-    q, k: (B1, B2, C, D) raw chunks (any strides; B = B1 B2 chunks); v1 (B, C, V) values with the normaliser's
-    column. Forward: out (B, V, C) += the masked series times V1. Backward (g (B, V, C) given): grads =
-    (grad_q (B, D, C), grad_k (B, D, C), grad_v (B, >= V - 1, C)) += the chunk's parts."""
-    b1, b2, chunk, d = q.shape
-    batch, channels = b1 * b2, v1.shape[-1]
+    q, k: (B, C, D) raw chunks; v1 (B, C, V) values with the normaliser's column. Forward: out (B, V, C) += the
+    masked series times V1. Backward (g (B, V, C) given): grads = (grad_q (B, D, C), grad_k (B, D, C),
+    grad_v (B, >= V - 1, C)) += the chunk's parts. Any strides, two batch levels allowed (B1, B2, ...)."""
     backward = g is not None
-    if k.shape != q.shape or v1.shape[:2] != (batch, chunk) or channels > 33 or d > 32:
+    if backward == (grads is None) or (not backward and out is None):
+        raise ValueError("causal_chunks: the forward takes out, the backward g and grads")
+    named = {"q": q, "k": k, "v1": v1} | ({"g": g, "grad_q": grads[0], "grad_k": grads[1], "grad_v": grads[2]}
+                                         if backward else {"out": out})  # fmt: skip
+    _same_dtype("causal_chunks", q, *named.values())
+    batch, inner = _batches("causal_chunks", named)
+    (chunk, d), channels = q.shape[-2:], v1.shape[-1]
+    if k.shape[-2:] != (chunk, d) or v1.shape[-2] != chunk or channels > 33 or d > 32:
         raise ValueError(
             f"causal_chunks: shapes do not fit: q {tuple(q.shape)}, k {tuple(k.shape)}, v1 {tuple(v1.shape)}"
         )
-    if backward == (grads is None) or (not backward and out is None):
-        raise ValueError("causal_chunks: the forward takes out, the backward g and grads")
-    tensors = (k, v1) + ((g, *grads) if backward else (out,))
-    if any(t.dtype != q.dtype for t in tensors):
-        raise ValueError(f"causal_chunks: all tensors must share a dtype ({q.dtype})")
-    if batch == 0 or chunk == 0:
+    if not batch or not chunk:
         return
-    null = [ctypes.c_void_p(None), ctypes.c_int64(0), ctypes.c_int64(0), ctypes.c_int64(0)]
+    null = [ctypes.c_void_p(None)] + [ctypes.c_int64(0)] * 4
     if backward:
-        g_args, out_args = _pointer_and_strides(g), null
-        grad_args = [a for t in grads for a in _pointer_and_strides(t)]
+        g_args, out_args, grad_args = _args(g, inner), null, [a for t in grads for a in _args(t, inner)]
     else:
-        g_args, out_args, grad_args = null, _pointer_and_strides(out), null * 3
-    function = getattr(library(), f"dllab_causal_chunks_{_SUFFIX[q.dtype]}")
-    failed = function(
-        ctypes.c_int64(torch.get_num_threads()), ctypes.c_int64(batch), ctypes.c_int64(b2), ctypes.c_int64(chunk),
-        ctypes.c_int64(d), ctypes.c_int64(channels), ctypes.c_int(order), _scalar(scale, q), ctypes.c_int(backward),
-        *_pointer_and_strides(q), *_pointer_and_strides(k), *_pointer_and_strides(v1),
-        *g_args, *out_args, *grad_args,
+        g_args, out_args, grad_args = null, _args(out, inner), null * 3
+    _call(
+        "causal_chunks", q, ctypes.c_int64(batch), ctypes.c_int64(inner), ctypes.c_int64(chunk), ctypes.c_int64(d),
+        ctypes.c_int64(channels), ctypes.c_int(order), _scalar(scale, q), ctypes.c_int(backward),
+        *_args(q, inner), *_args(k, inner), *_args(v1, inner), *g_args, *out_args, *grad_args,
     )  # fmt: skip
-    if failed:
-        raise MemoryError("causal_chunks: the native kernel could not allocate its buffers or took bad sizes")
