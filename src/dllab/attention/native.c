@@ -351,18 +351,19 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
  * the vector lanes for out and grad_q, keys for grad_k and grad_v, so no sum runs across lanes; tiles wholly
  * above the diagonal are skipped. Returns 2 when D > 32, V > 33 or K outside 1..16 (the caller checks).
  */
-/* One chunk, with running sums in arrays of DMAX / VMAX vectors: sized exactly for the usual head (16, 17),
-   they stay in registers; a generic (32, 33) instance serves other heads. */
-#define CAUSAL_CHUNK(FN, NAME, T, I, DMAX, VMAX, DC, VC, KC)                                            \
+/* One chunk. Each pass is its own loop with its own running sums (an array of at most 17 vectors for the usual
+   head, which stays in registers); UNIT: the inner strides of q, k and v1 are 1 (the layout the kernels pass),
+   compile-time constants with DC, VC, KC (0: the arguments). A generic instance serves other heads. */
+#define CAUSAL_CHUNK(FN, NAME, T, I, DMAX, VMAX, DC, VC, KC, UNIT)                                      \
     static void FN(                                                                                     \
         int64_t D_, int64_t V_, int64_t C, int K_, T scale2, int backward,                              \
-        const T *q, int64_t q_t, int64_t q_d, const T *k, int64_t k_t, int64_t k_d,                    \
-        const T *v1, int64_t v_t, int64_t v_c, const T *g, int64_t g_c, int64_t g_t,                   \
+        const T *q, int64_t q_t, int64_t q_d_, const T *k, int64_t k_t, int64_t k_d_,                  \
+        const T *v1, int64_t v_t, int64_t v_c_, const T *g, int64_t g_c, int64_t g_t,                  \
         T *out, int64_t o_c, int64_t o_t, T *gq, int64_t gq_d, int64_t gq_t,                           \
         T *gk, int64_t gk_d, int64_t gk_t, T *gv, int64_t gv_c, int64_t gv_t, T *scratch)               \
     {                                                                                                   \
-        /* DC, VC, KC: compile-time D, V, K for the usual head (0: the arguments) */                      \
         const int64_t D = (DC) ? (DC) : D_, V = (VC) ? (VC) : V_;                                       \
+        const int64_t q_d = (UNIT) ? 1 : q_d_, k_d = (UNIT) ? 1 : k_d_, v_c = (UNIT) ? 1 : v_c_;        \
         const int K = (KC) ? (KC) : K_;                                                                 \
         const int64_t L = NAME##_L, tiles = (C + L - 1) / L, P = tiles * L;                             \
         T coef[16];                                                                                     \
@@ -381,88 +382,123 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
                 gT[c * P + t] = t < C ? g[c * g_c + t * g_t] : 0;                                       \
             }                                                                                           \
         }                                                                                               \
-        /* pass 1, queries along the lanes: the forward's outputs, or the backward's grad_q */          \
-        for (int64_t t0 = 0; t0 < C; t0 += L) {                                                         \
-            NAME##_vec acc[VMAX > DMAX ? VMAX : DMAX];                                                  \
-            _Pragma("GCC unroll 33")                                                                    \
-            for (int64_t c = 0; c < (VMAX > DMAX ? VMAX : DMAX); c++) acc[c] = (NAME##_vec){0};         \
-            for (int64_t j = 0; j < t0 + L && j < C; j++) {                                             \
-                const T *kj = k + j * k_t, *vj = v1 + j * v_t;                                          \
-                NAME##_vec s = (NAME##_vec){0}, s1 = (NAME##_vec){0}, slope;                            \
-                _Pragma("GCC unroll 32")                                                                \
-                for (int64_t d = 0; d < D; d++) {                                                       \
-                    if (d % 2) s1 += *(NAME##_vec *)(qT + d * P + t0) * kj[d * k_d];                    \
-                    else s += *(NAME##_vec *)(qT + d * P + t0) * kj[d * k_d];                           \
-                }                                                                                       \
-                NAME##_vec w = NAME##_series(K, coef, (s + s1) * scale2, &slope);                       \
-                if (j > t0) { /* the diagonal tile: lanes t < j are masked */                           \
-                    NAME##_idx keep = (lane + (I)t0) >= (I)j; /* -1 or 0 per lane */                    \
-                    w = (NAME##_vec)((NAME##_idx)w & keep);                                             \
-                    slope = (NAME##_vec)((NAME##_idx)slope & keep);                                     \
-                }                                                                                       \
-                if (!backward) {                                                                        \
+        T buf[NAME##_L] __attribute__((aligned(VEC)));                                                  \
+        if (!backward) { /* out[c, t] += sum_{j <= t} W(t, j) v1[j, c] */                              \
+            for (int64_t t0 = 0; t0 < C; t0 += L) {                                                     \
+                NAME##_vec acc[VMAX];                                                                   \
+                _Pragma("GCC unroll 33")                                                                \
+                for (int64_t c = 0; c < VMAX; c++) acc[c] = (NAME##_vec){0};                            \
+                for (int64_t j = 0; j < t0 + L && j < C; j++) {                                         \
+                    const T *kj = k + j * k_t, *vj = v1 + j * v_t;                                      \
+                    NAME##_vec s0 = (NAME##_vec){0}, s1 = (NAME##_vec){0}, slope;                       \
+                    _Pragma("GCC unroll 32")                                                            \
+                    for (int64_t d = 0; d + 1 < D; d += 2) {                                            \
+                        s0 += *(NAME##_vec *)(qT + d * P + t0) * kj[d * k_d];                           \
+                        s1 += *(NAME##_vec *)(qT + (d + 1) * P + t0) * kj[(d + 1) * k_d];               \
+                    }                                                                                   \
+                    if (D % 2) s0 += *(NAME##_vec *)(qT + (D - 1) * P + t0) * kj[(D - 1) * k_d];        \
+                    NAME##_vec w = NAME##_series(K, coef, (s0 + s1) * scale2, &slope);                  \
+                    if (j > t0) w = (NAME##_vec)((NAME##_idx)w & ((lane + (I)t0) >= (I)j));             \
                     _Pragma("GCC unroll 33")                                                            \
                     for (int64_t c = 0; c < V; c++) acc[c] += w * vj[c * v_c];                          \
-                } else {                                                                                \
-                    NAME##_vec gvj = (NAME##_vec){0};                                                   \
-                    _Pragma("GCC unroll 33")                                                            \
-                    for (int64_t c = 0; c < V; c++) gvj += *(NAME##_vec *)(gT + c * P + t0) * vj[c * v_c]; \
-                    NAME##_vec gs = gvj * slope * scale2;                                               \
-                    _Pragma("GCC unroll 32")                                                            \
-                    for (int64_t d = 0; d < D; d++) acc[d] += gs * kj[d * k_d];                         \
+                }                                                                                       \
+                const int64_t n = C - t0 < L ? C - t0 : L;                                              \
+                for (int64_t c = 0; c < V; c++) {                                                       \
+                    *(NAME##_vec *)buf = acc[c];                                                        \
+                    for (int64_t t = 0; t < n; t++) out[c * o_c + (t0 + t) * o_t] += buf[t];            \
                 }                                                                                       \
             }                                                                                           \
-            T buf[NAME##_L] __attribute__((aligned(VEC)));                                              \
+            return;                                                                                     \
+        }                                                                                               \
+        /* grad_q[d, t] += scale sum_{j <= t} G(t, j) k_j[d]: queries along the lanes */                \
+        for (int64_t t0 = 0; t0 < C; t0 += L) {                                                         \
+            NAME##_vec acc[DMAX];                                                                       \
+            _Pragma("GCC unroll 32")                                                                    \
+            for (int64_t d = 0; d < DMAX; d++) acc[d] = (NAME##_vec){0};                                \
+            for (int64_t j = 0; j < t0 + L && j < C; j++) {                                             \
+                const T *kj = k + j * k_t, *vj = v1 + j * v_t;                                          \
+                NAME##_vec s0 = (NAME##_vec){0}, s1 = (NAME##_vec){0}, g0 = (NAME##_vec){0}, g1 = g0, slope; \
+                _Pragma("GCC unroll 32")                                                                \
+                for (int64_t d = 0; d + 1 < D; d += 2) {                                                \
+                    s0 += *(NAME##_vec *)(qT + d * P + t0) * kj[d * k_d];                               \
+                    s1 += *(NAME##_vec *)(qT + (d + 1) * P + t0) * kj[(d + 1) * k_d];                   \
+                }                                                                                       \
+                if (D % 2) s0 += *(NAME##_vec *)(qT + (D - 1) * P + t0) * kj[(D - 1) * k_d];            \
+                NAME##_series(K, coef, (s0 + s1) * scale2, &slope);                                     \
+                if (j > t0) slope = (NAME##_vec)((NAME##_idx)slope & ((lane + (I)t0) >= (I)j));         \
+                _Pragma("GCC unroll 33")                                                                \
+                for (int64_t c = 0; c + 1 < V; c += 2) {                                                \
+                    g0 += *(NAME##_vec *)(gT + c * P + t0) * vj[c * v_c];                               \
+                    g1 += *(NAME##_vec *)(gT + (c + 1) * P + t0) * vj[(c + 1) * v_c];                   \
+                }                                                                                       \
+                if (V % 2) g0 += *(NAME##_vec *)(gT + (V - 1) * P + t0) * vj[(V - 1) * v_c];            \
+                NAME##_vec gs = (g0 + g1) * slope * scale2;                                             \
+                _Pragma("GCC unroll 32")                                                                \
+                for (int64_t d = 0; d < D; d++) acc[d] += gs * kj[d * k_d];                             \
+            }                                                                                           \
             const int64_t n = C - t0 < L ? C - t0 : L;                                                  \
-            T *dst = backward ? gq : out;                                                               \
-            const int64_t d_row = backward ? gq_d : o_c, d_col = backward ? gq_t : o_t;                 \
-            for (int64_t c = 0; c < (backward ? D : V); c++) {                                          \
-                *(NAME##_vec *)buf = acc[c];                                                            \
-                for (int64_t t = 0; t < n; t++) dst[c * d_row + (t0 + t) * d_col] += buf[t];            \
+            for (int64_t d = 0; d < D; d++) {                                                           \
+                *(NAME##_vec *)buf = acc[d];                                                            \
+                for (int64_t t = 0; t < n; t++) gq[d * gq_d + (t0 + t) * gq_t] += buf[t];               \
             }                                                                                           \
         }                                                                                               \
-        if (!backward) return;                                                                          \
-        /* passes 2 and 3, keys along the lanes: grad_v (from W), then grad_k (from the slope) */      \
-        for (int pass = 2; pass <= 3; pass++)                                                           \
-            for (int64_t j0 = 0; j0 < C; j0 += L) {                                                     \
-                NAME##_vec acc[VMAX > DMAX ? VMAX : DMAX];                                              \
+        /* grad_v[c, j] += sum_{t >= j} W(t, j) g[c, t]: keys along the lanes */                        \
+        for (int64_t j0 = 0; j0 < C; j0 += L) {                                                         \
+            NAME##_vec acc[VMAX];                                                                       \
+            _Pragma("GCC unroll 33")                                                                    \
+            for (int64_t c = 0; c < VMAX; c++) acc[c] = (NAME##_vec){0};                                \
+            for (int64_t t = j0; t < C; t++) {                                                          \
+                const T *qt_ = q + t * q_t;                                                             \
+                NAME##_vec s0 = (NAME##_vec){0}, s1 = (NAME##_vec){0}, slope;                           \
+                _Pragma("GCC unroll 32")                                                                \
+                for (int64_t d = 0; d + 1 < D; d += 2) {                                                \
+                    s0 += *(NAME##_vec *)(kT + d * P + j0) * qt_[d * q_d];                              \
+                    s1 += *(NAME##_vec *)(kT + (d + 1) * P + j0) * qt_[(d + 1) * q_d];                  \
+                }                                                                                       \
+                if (D % 2) s0 += *(NAME##_vec *)(kT + (D - 1) * P + j0) * qt_[(D - 1) * q_d];           \
+                NAME##_vec w = NAME##_series(K, coef, (s0 + s1) * scale2, &slope);                      \
+                if (t < j0 + L - 1) w = (NAME##_vec)((NAME##_idx)w & ((lane + (I)j0) <= (I)t));         \
                 _Pragma("GCC unroll 33")                                                                \
-                for (int64_t c = 0; c < (VMAX > DMAX ? VMAX : DMAX); c++) acc[c] = (NAME##_vec){0};     \
-                for (int64_t t = j0; t < C; t++) {                                                      \
-                    const T *qt_ = q + t * q_t;                                                         \
-                    NAME##_vec s = (NAME##_vec){0}, s1 = (NAME##_vec){0}, slope;                        \
-                    _Pragma("GCC unroll 32")                                                            \
-                    for (int64_t d = 0; d < D; d++) {                                                   \
-                        if (d % 2) s1 += *(NAME##_vec *)(kT + d * P + j0) * qt_[d * q_d];               \
-                        else s += *(NAME##_vec *)(kT + d * P + j0) * qt_[d * q_d];                      \
-                    }                                                                                   \
-                    NAME##_vec w = NAME##_series(K, coef, (s + s1) * scale2, &slope);                   \
-                    if (t < j0 + L - 1) { /* the diagonal tile: lanes j > t are masked */               \
-                        NAME##_idx keep = (lane + (I)j0) <= (I)t;                                       \
-                        w = (NAME##_vec)((NAME##_idx)w & keep);                                         \
-                        slope = (NAME##_vec)((NAME##_idx)slope & keep);                                 \
-                    }                                                                                   \
-                    if (pass == 2) {                                                                    \
-                        _Pragma("GCC unroll 33")                                                        \
-                        for (int64_t c = 0; c + 1 < V; c++) acc[c] += w * gT[c * P + t];               \
-                    } else {                                                                            \
-                        NAME##_vec gvj = (NAME##_vec){0};                                               \
-                        _Pragma("GCC unroll 33")                                                        \
-                        for (int64_t c = 0; c < V; c++) gvj += *(NAME##_vec *)(vT + c * P + j0) * gT[c * P + t]; \
-                        NAME##_vec gs = gvj * slope * scale2;                                           \
-                        _Pragma("GCC unroll 32")                                                        \
-                        for (int64_t d = 0; d < D; d++) acc[d] += gs * qt_[d * q_d];                    \
-                    }                                                                                   \
-                }                                                                                       \
-                T buf[NAME##_L] __attribute__((aligned(VEC)));                                          \
-                const int64_t n = C - j0 < L ? C - j0 : L;                                              \
-                T *dst = pass == 2 ? gv : gk;                                                           \
-                const int64_t d_row = pass == 2 ? gv_c : gk_d, d_col = pass == 2 ? gv_t : gk_t;         \
-                for (int64_t c = 0; c < (pass == 2 ? V - 1 : D); c++) {                                 \
-                    *(NAME##_vec *)buf = acc[c];                                                        \
-                    for (int64_t j = 0; j < n; j++) dst[c * d_row + (j0 + j) * d_col] += buf[j];        \
-                }                                                                                       \
+                for (int64_t c = 0; c + 1 < V; c++) acc[c] += w * gT[c * P + t];                        \
             }                                                                                           \
+            const int64_t n = C - j0 < L ? C - j0 : L;                                                  \
+            for (int64_t c = 0; c + 1 < V; c++) {                                                       \
+                *(NAME##_vec *)buf = acc[c];                                                            \
+                for (int64_t j = 0; j < n; j++) gv[c * gv_c + (j0 + j) * gv_t] += buf[j];              \
+            }                                                                                           \
+        }                                                                                               \
+        /* grad_k[d, j] += scale sum_{t >= j} G(t, j) q_t[d]: keys along the lanes */                   \
+        for (int64_t j0 = 0; j0 < C; j0 += L) {                                                         \
+            NAME##_vec acc[DMAX];                                                                       \
+            _Pragma("GCC unroll 32")                                                                    \
+            for (int64_t d = 0; d < DMAX; d++) acc[d] = (NAME##_vec){0};                                \
+            for (int64_t t = j0; t < C; t++) {                                                          \
+                const T *qt_ = q + t * q_t;                                                             \
+                NAME##_vec s0 = (NAME##_vec){0}, s1 = (NAME##_vec){0}, g0 = (NAME##_vec){0}, g1 = g0, slope; \
+                _Pragma("GCC unroll 32")                                                                \
+                for (int64_t d = 0; d + 1 < D; d += 2) {                                                \
+                    s0 += *(NAME##_vec *)(kT + d * P + j0) * qt_[d * q_d];                              \
+                    s1 += *(NAME##_vec *)(kT + (d + 1) * P + j0) * qt_[(d + 1) * q_d];                  \
+                }                                                                                       \
+                if (D % 2) s0 += *(NAME##_vec *)(kT + (D - 1) * P + j0) * qt_[(D - 1) * q_d];           \
+                NAME##_series(K, coef, (s0 + s1) * scale2, &slope);                                     \
+                if (t < j0 + L - 1) slope = (NAME##_vec)((NAME##_idx)slope & ((lane + (I)j0) <= (I)t)); \
+                _Pragma("GCC unroll 33")                                                                \
+                for (int64_t c = 0; c + 1 < V; c += 2) {                                                \
+                    g0 += *(NAME##_vec *)(vT + c * P + j0) * gT[c * P + t];                             \
+                    g1 += *(NAME##_vec *)(vT + (c + 1) * P + j0) * gT[(c + 1) * P + t];                 \
+                }                                                                                       \
+                if (V % 2) g0 += *(NAME##_vec *)(vT + (V - 1) * P + j0) * gT[(V - 1) * P + t];          \
+                NAME##_vec gs = (g0 + g1) * slope * scale2;                                             \
+                _Pragma("GCC unroll 32")                                                                \
+                for (int64_t d = 0; d < D; d++) acc[d] += gs * qt_[d * q_d];                            \
+            }                                                                                           \
+            const int64_t n = C - j0 < L ? C - j0 : L;                                                  \
+            for (int64_t d = 0; d < D; d++) {                                                           \
+                *(NAME##_vec *)buf = acc[d];                                                            \
+                for (int64_t j = 0; j < n; j++) gk[d * gk_d + (j0 + j) * gk_t] += buf[j];               \
+            }                                                                                           \
+        }                                                                                               \
     }
 
 #define CAUSAL(NAME, T, I)                                                                              \
@@ -483,8 +519,8 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
         return w;                                                                                       \
     }                                                                                                   \
                                                                                                         \
-    CAUSAL_CHUNK(NAME##_chunk_head, NAME, T, I, 16, 17, 16, 17, 3)                                      \
-    CAUSAL_CHUNK(NAME##_chunk_any, NAME, T, I, 32, 33, 0, 0, 0)                                         \
+    CAUSAL_CHUNK(NAME##_chunk_head, NAME, T, I, 16, 17, 16, 17, 3, 1)                                   \
+    CAUSAL_CHUNK(NAME##_chunk_any, NAME, T, I, 32, 33, 0, 0, 0, 0)                                      \
                                                                                                         \
     int NAME(int64_t threads, int64_t B, int64_t inner, int64_t C, int64_t D, int64_t V, int K,         \
              T scale2, int backward,                                                                    \
@@ -512,7 +548,7 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
                 T *ob = backward ? NULL : out + OFF(o, b);                                              \
                 T *gqb = backward ? gq + OFF(gq, b) : NULL, *gkb = backward ? gk + OFF(gk, b) : NULL;   \
                 T *gvb = backward ? gv + OFF(gv, b) : NULL;                                             \
-                if (D == 16 && V == 17 && K == 3) /* the usual head: constants the compiler unrolls */  \
+                if (D == 16 && V == 17 && K == 3 && q_d == 1 && k_d == 1 && v_c == 1) /* usual head */  \
                     NAME##_chunk_head(16, 17, C, 3, scale2, backward, qb, q_t, q_d, kb, k_t, k_d, vb,   \
                                       v_t, v_c, gb, g_c, g_t, ob, o_c, o_t, gqb, gq_d, gq_t, gkb, gk_d, \
                                       gk_t, gvb, gv_c, gv_t, scratch);                                  \
