@@ -1,5 +1,6 @@
 """The compiled kernel (dllab.attention.native) against its PyTorch twin, and its build's fallbacks."""
 
+import math
 import os
 import subprocess
 import sys
@@ -179,3 +180,73 @@ def test_products_reject_mismatched_arguments():
         products.sum(torch.randn(2, 3, 10), x.double(), out=torch.empty(2, 3, fm.num_features))
     with pytest.raises(ValueError, match=r"must be \(B, X, Y\) or \(B1"):
         products.sum(torch.randn(3, 10), x, out=torch.empty(2, 3, fm.num_features))
+
+
+def _chunk_twin(qc, kc, v1, scale, order):
+    """The masked C x C block by plain products: W, its slope, per chunk (B, C, C)."""
+    s = (qc @ kc.transpose(-2, -1)).flatten(0, 1) * scale  # (B, t, j)
+    mask = torch.ones(s.shape[-1], s.shape[-1], dtype=s.dtype).tril()
+    w = sum(s**n / math.factorial(n) for n in range(order)) * mask
+    slope = sum(n * s ** (n - 1) / math.factorial(n) for n in range(1, order)) * mask
+    return w, slope if order > 1 else torch.zeros_like(s)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "chunks, chunk, d, v, order",
+    [(3, 64, 16, 17, 3), (2, 20, 5, 4, 3), (2, 33, 16, 17, 2), (3, 16, 3, 6, 4), (1, 7, 8, 9, 1), (2, 40, 32, 33, 3)],
+    ids=["head-C64-D16-V17-K3", "C20-D5-V4-K3", "C33-D16-V17-K2", "C16-D3-V6-K4", "C7-D8-V9-K1", "C40-D32-V33-K3"],
+)
+def test_chunk_kernel_matches_plain_products(dtype, chunks, chunk, d, v, order):
+    g = torch.Generator().manual_seed(chunk)
+    length = chunks * chunk + 10
+    q, k = (torch.randn(2, length, d, generator=g, dtype=dtype) for _ in range(2))
+    qc, kc = (t[:, 5 : 5 + chunks * chunk].unflatten(1, (chunks, chunk)) for t in (q, k))  # read in place
+    v1 = torch.randn(2 * chunks, chunk, v, generator=g, dtype=dtype)
+    scale, tol = 1 / math.sqrt(d), (2e-5 if dtype == torch.float32 else 1e-12)
+    w, slope = _chunk_twin(qc, kc, v1, scale, order)
+    base = torch.randn(2 * chunks, v, chunk, generator=g, dtype=dtype)
+    out = base.clone()
+    native.causal_chunks(qc, kc, v1, scale, order, out=out)
+    torch.testing.assert_close(out, base + v1.transpose(-2, -1) @ w.transpose(-2, -1), rtol=tol, atol=tol)
+    grad_out = torch.randn(2 * chunks, v, chunk, generator=g, dtype=dtype)
+    grads = [torch.randn(2, chunks, n, chunk, generator=g, dtype=dtype) for n in (d, d, v - 1)]  # added into
+    before = [t.clone() for t in grads]
+    native.causal_chunks(qc, kc, v1, scale, order, g=grad_out, grads=tuple(grads))
+    gs = (grad_out.transpose(-2, -1) @ v1.transpose(-2, -1)) * slope  # (B, t, j)
+    qb, kb = qc.flatten(0, 1), kc.flatten(0, 1)
+    expected = [
+        scale * (gs @ kb).transpose(-2, -1),
+        scale * (gs.transpose(-2, -1) @ qb).transpose(-2, -1),
+        (grad_out @ w)[:, : v - 1],
+    ]
+    for got, was, want in zip(grads, before, expected, strict=True):
+        torch.testing.assert_close(got.flatten(0, 1) - was.flatten(0, 1), want, rtol=tol, atol=tol)
+
+
+@needs_native
+def test_chunk_kernel_refuses_what_it_cannot_hold():
+    q = torch.randn(1, 2, 8, 40)
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        native.causal_chunks(q, q, torch.randn(2, 8, 5), 0.1, 3, out=torch.zeros(2, 5, 8))
+    assert not native.causal_chunks_apply(q, 40, 3) and native.causal_chunks_apply(q, 32, 3)
+
+
+@needs_native
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_wide_heads_mix_compiled_and_plain_parts(causal):
+    """D = 33: the read, sum and input-gradient kernels run, the chunk kernel (D <= 32) does not."""
+    from dllab.attention import linear_attention, naive_linear_attention
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, 21, 33, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3))
+    fm = TaylorFeatureMap(33, 3)
+    fast = linear_attention(q, k, v, fm, causal=causal, chunk_size=8)
+    slow = naive_linear_attention(q, k, v, fm, causal=causal)
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
+    grad = torch.randn(fast.shape, generator=g, dtype=torch.float64)
+    for a, b in zip(
+        torch.autograd.grad(fast, (q, k, v), grad), torch.autograd.grad(slow, (q, k, v), grad), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
