@@ -20,9 +20,13 @@ Inputs are flattened to (N, L, D) with N = batch x heads. Nothing of size L x M 
   forward and backward are hand-written too, every intermediate in buffers reused from block to block,
   V and the padding weights read straight into the chunk buffer (no [V, 1] copy of the sequence);
 - the scale of exp(scale q^T k) is folded into q and k once (x = sqrt(scale) q), never applied to scores;
-- for K <= 3 the input gradient of a block never forms dL/dPhi (N, M, T) (`QuadraticGradient`): on the CPU
-  one compiled loop per tile of tokens (`dllab.attention.native`), else a product of the state, regathered
-  as (D (D + 1) x Dv), with the output gradient, then a weighted sum against [1, x];
+- for K <= 3 the input gradient of a block never forms dL/dPhi (N, M, T) (`QuadraticGradient`): a product
+  of the state, regathered as (D (D + 1) x Dv), with the output gradient, then a weighted sum against [1, x];
+- compiled kernels (`dllab.attention.native`; compact map, K <= 3, CPU float32 / float64, a C compiler):
+  every product with the features (`FeatureProducts.read` and `.sum`), the input gradient and the causal
+  C x C block run as fused loops that build each tile's features in registers, so no features are built
+  at all and the causal kernels read and write the sequence's chunks in place. What is described above is
+  their PyTorch twin, kept for the other cases and tested against them;
 - backward recomputes each block's features, so training memory is O(L D + M Dv) per (batch, head) plus
   one block, instead of O(L M); the causal path also keeps the forward's states before each chunk,
   M (Dv + 1) / C floats per token (41 for D = 16, C = 64), which spares the backward recomputing them
