@@ -250,3 +250,27 @@ def test_wide_heads_mix_compiled_and_plain_parts(causal):
         torch.autograd.grad(fast, (q, k, v), grad), torch.autograd.grad(slow, (q, k, v), grad), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d, channels", [(16, 17), (5, 4), (16, 40)], ids=["D16-C17", "D5-C4", "D16-C40"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["prefix", "suffix"])
+def test_scan_is_the_exclusive_running_sum_of_chunk_sums(dtype, d, channels, reverse):
+    g = torch.Generator().manual_seed(d + channels)
+    fm = TaylorFeatureMap(d, 3)
+    products = FeatureProducts(fm, torch.zeros(1, dtype=dtype), True)
+    raw = torch.randn(2, 5 * 12 + 3, d, generator=g, dtype=dtype)
+    chunks_x = raw[:, 3:].unflatten(1, (5, 12)).transpose(-2, -1)  # (2, 5, D, 12), read in place
+    grad = torch.randn(2, 5, channels, 12, generator=g, dtype=dtype)
+    sums = torch.empty(2, 5, channels, fm.num_features, dtype=dtype)
+    products.sum(grad, chunks_x, out=sums)
+    init = torch.randn(2, channels, fm.num_features, generator=g, dtype=dtype)
+    out, last = torch.empty_like(sums), torch.empty_like(init)
+    products.scan(grad, chunks_x, out, init, last, reverse=reverse)
+    running = (sums.flip(1).cumsum(1).flip(1) if reverse else sums.cumsum(1)) - sums  # exclusive
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out, init[:, None] + running, rtol=tol, atol=tol)
+    torch.testing.assert_close(last, init + sums.sum(1), rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="a scan needs init and last"):
+        products.scan(grad, chunks_x, out, init[:1], last)

@@ -251,6 +251,13 @@ class FeatureProducts:
         levels, (B1, B2, ...), for chunks read in place; any strides."""
         return native.feature_sum(g, xt, self.root, out, self.first, self.second, self.weights, add)
 
+    def scan(self, g: Tensor, xt: Tensor, out: Tensor, init: Tensor, last: Tensor, reverse: bool = False):
+        """Over chunks in order (or in reverse): g (B1, n, C, T), raw inputs xt (B1, n, D, T) -> out (B1, n, C, M),
+        init (B1, C, M) plus the sums of the chunks before (after) each one, an exclusive prefix (suffix) sum;
+        last = init plus all of them."""
+        scan = -1 if reverse else 1
+        return native.feature_sum(g, xt, self.root, out, self.first, self.second, self.weights, False, scan, init, last)
+
 
 def _products(fm: TaylorFeatureMap, like: Tensor, weighted: bool) -> FeatureProducts | None:
     """The cached FeatureProducts for fm, or None where the compiled kernels do not apply."""
@@ -521,13 +528,13 @@ class _CausalBlock:
         # with the compiled chunk kernel nothing of the features is built: every kernel reads the raw chunks
         self.phi_k, self.x_k = phi_k, x_k = (None, None) if self.chunks else self._features(self.ws_k, kt)
         self._values(v, keep)
-        if state is not None:
+        if state is not None and self.products:  # the states before each chunk in one pass over the keys
+            v1c_t = self.v1c.transpose(-2, -1).view(self.batch, self.n, -1, self.c)
+            self.state_out = torch.empty_like(state)
+            self.products.scan(v1c_t, self._chunked(kt), out=before, init=state, last=self.state_out)
+        elif state is not None:
             chunk_states = self.chunk_states.view(self.batch, self.n, -1, m)
-            if self.products:  # the keys read in place, chunk by chunk
-                v1c_t = self.v1c.transpose(-2, -1).view(self.batch, self.n, -1, self.c)
-                self.products.sum(v1c_t, self._chunked(kt), out=chunk_states)
-            else:
-                torch.bmm(self.v1c.transpose(-2, -1), phi_k.transpose(-2, -1), out=self.chunk_states)
+            torch.bmm(self.v1c.transpose(-2, -1), phi_k.transpose(-2, -1), out=self.chunk_states)
             # the state before each chunk, the incoming one plus the earlier chunks: the exclusive cumulative
             # sum as one strictly-lower-triangular (n x n) product with the incoming state as its bias
             flat, rows = before.view(self.batch, self.n, -1), chunk_states.view(self.batch, self.n, -1)
@@ -587,17 +594,17 @@ class _CausalBlock:
         dv1 = v1c.shape[-1]
         before_t = before.view(-1, dv1, m)
         before = before_t.transpose(-2, -1)  # (N n, M, Dv + 1) views
-        # out_t = before^T Phi(Q_c) + V1_c^T W^T
-        if self.products:  # the queries read in place, chunk by chunk
-            grad_before = grad_out_t.new_empty(batch, self.n, dv1, m)
-            self.products.sum(grad_out_t.view(batch, self.n, dv1, -1), self._chunked(self.qt), out=grad_before)
-        else:
-            grad_before = torch.bmm(grad_out_t, phi_q.transpose(-2, -1)).view(batch, self.n, dv1, m)
-        # before_c = state + sum_{c' < c} S_c', state_out = state + sum_c S_c: dS_c = sum_{c' > c} dbefore_c'
-        # + dstate_out: the suffix sums as one strictly-upper-triangular product (as the forward's prefix sums)
-        rows = grad_before.view(batch, self.n, -1)
-        grad_chunk_states_t = torch.baddbmm(grad_state_out.view(batch, 1, -1), self.suffix, rows)
-        grad_state = (grad_chunk_states_t[:, 0] + rows[:, 0]).view_as(grad_state_out)  # every before_c holds it
+        # out_t = before^T Phi(Q_c) + V1_c^T W^T; before_c = state + sum_{c' < c} S_c', state_out = state +
+        # sum_c S_c: so dS_c = dstate_out + sum_{c' > c} dbefore_c', and dstate = dstate_out + sum_c dbefore_c
+        if self.products:  # in one reverse pass over the queries' chunks
+            grad_chunk_states_t = grad_out_t.new_empty(batch, self.n, dv1, m)
+            grad_state = torch.empty_like(grad_state_out)
+            g = grad_out_t.view(batch, self.n, dv1, -1)
+            self.products.scan(g, self._chunked(qt), grad_chunk_states_t, grad_state_out, grad_state, reverse=True)
+        else:  # the suffix sums as one strictly-upper-triangular product (as the forward's prefix sums)
+            rows = torch.bmm(grad_out_t, phi_q.transpose(-2, -1)).view(batch, self.n, -1)  # dbefore_c
+            grad_chunk_states_t = torch.baddbmm(grad_state_out.view(batch, 1, -1), self.suffix, rows)
+            grad_state = (grad_chunk_states_t[:, 0] + rows[:, 0]).view_as(grad_state_out)
         grad_chunk_states_t = grad_chunk_states_t.view(-1, dv1, m)
         grad_chunk_states = grad_chunk_states_t.transpose(-2, -1)  # (N n, M, Dv + 1) views
         if self.chunks:  # every kernel writes (or adds) straight into the sequence's gradients

@@ -33,6 +33,9 @@
 #else
 #define VEC 32
 #endif
+#define PRAGMA(x) _Pragma(#x)
+#define UNROLL(n) PRAGMA(GCC unroll n) /* n = 1 in generic instances: unrolling runtime bounds bloats code */
+
 #ifndef QUADRATIC_VECTORS /* vectors per tile row of each kernel (-D to experiment) */
 #define QUADRATIC_VECTORS 4
 #endif
@@ -235,56 +238,87 @@ READ(dllab_feature_read_f64, double, READ_VECTORS)
     typedef I NAME##_idx __attribute__((vector_size(VEC)));                                             \
     enum { NAME##_L = VEC / sizeof(T) };                                                                \
                                                                                                         \
-    /* channels c0 .. c0 + K - 1 (K <= 17: the running sums, a fixed array, stay in registers) */       \
+    /* dst[c, i] = base[c, i] (if any) + acc[c] w for lanes i < count, channels c < K: called between   \
+       runs of tokens, out of line (the callers pass a copy of their sums, which stay in registers) */   \
+    static __attribute__((noinline)) void NAME##_emit(                                                  \
+        int64_t K, int64_t count, const NAME##_vec *acc, NAME##_vec w, const T *base, int64_t b_c,     \
+        int64_t b_m, T *dst, int64_t d_c, int64_t d_m)                                                 \
+    {                                                                                                   \
+        for (int64_t c = 0; c < K; c++) {                                                               \
+            T buf[NAME##_L] __attribute__((aligned(VEC)));                                              \
+            *(NAME##_vec *)buf = acc[c] * w;                                                            \
+            for (int64_t i = 0; i < count; i++)                                                         \
+                dst[c * d_c + i * d_m] = (base ? base[c * b_c + i * b_m] : 0) + buf[i];                 \
+        }                                                                                               \
+    }                                                                                                   \
+                                                                                                        \
+    /* channels c0 .. c0 + K - 1 (K <= 17: the running sums, a fixed array, stay in registers), over     \
+       `segments` runs of tokens (s_g, s_x, s_o apart): scan 0 sums them into out (+ out when add);       \
+       scan 1 / -1 writes before each segment, in order / in reverse, init plus the sum so far into that  \
+       segment's out (an exclusive prefix / suffix sum), and init plus the whole sum into last */        \
     static inline __attribute__((always_inline)) void NAME##_job(                                      \
         int64_t K, int64_t tokens, int64_t D, int64_t count, const T *g, int64_t g_c, int64_t g_t,     \
         const T *x, int64_t x_d, int64_t x_t, NAME##_idx ia, NAME##_idx ib, NAME##_vec w,              \
-        const int64_t *fa, const int64_t *fb, T *out, int64_t o_c, int64_t o_m, int add)               \
+        const int64_t *fa, const int64_t *fb, T *out, int64_t o_c, int64_t o_m, int add,               \
+        int64_t segments, int64_t s_g, int64_t s_x, int64_t s_o, int scan,                             \
+        const T *init, int64_t i_c, int64_t i_m, T *last, int64_t l_c, int64_t l_m)                     \
     {                                                                                                   \
         NAME##_vec acc[17], ones = (NAME##_vec){0} + 1;                                                 \
         _Pragma("GCC unroll 17") /* every loop over acc: one left rolled indexes acc in memory */     \
         for (int64_t c = 0; c < 17; c++) acc[c] = (NAME##_vec){0};                                      \
         const int whole = D == NAME##_L && x_d == 1, fits = D < NAME##_L && x_d == 1;                   \
-        for (int64_t t = 0; t < tokens; t++) {                                                          \
-            const T *xt = x + t * x_t;                                                                  \
-            NAME##_vec u, xv;                                                                           \
-            if (whole || fits) {                                                                        \
-                if (whole) {                                                                            \
-                    xv = *(const NAME##_uvec *)xt;                                                      \
+        for (int64_t step = 0; step < segments; step++) {                                               \
+            const int64_t seg = scan < 0 ? segments - 1 - step : step;                                  \
+            if (scan) {                                                                                 \
+                NAME##_vec copy[17];                                                                    \
+                _Pragma("GCC unroll 17")                                                                \
+                for (int64_t c = 0; c < 17; c++) copy[c] = acc[c];                                      \
+                NAME##_emit(K, count, copy, w, init, i_c, i_m, out + seg * s_o, o_c, o_m);              \
+            }                                                                                           \
+            const T *gs = g + seg * s_g, *xs = x + seg * s_x;                                           \
+            for (int64_t t = 0; t < tokens; t++) {                                                      \
+                const T *xt = xs + t * x_t;                                                             \
+                NAME##_vec u, xv;                                                                       \
+                if (whole || fits) {                                                                    \
+                    if (whole) {                                                                        \
+                        xv = *(const NAME##_uvec *)xt;                                                  \
+                    } else {                                                                            \
+                        T buf[NAME##_L] __attribute__((aligned(VEC))) = {0};                            \
+                        memcpy(buf, xt, D * sizeof(T));                                                 \
+                        xv = *(const NAME##_vec *)buf;                                                  \
+                    }                                                                                   \
+                    u = __builtin_shuffle(xv, ones, ia) * __builtin_shuffle(xv, ones, ib);              \
                 } else {                                                                                \
                     T buf[NAME##_L] __attribute__((aligned(VEC))) = {0};                                \
-                    memcpy(buf, xt, D * sizeof(T));                                                     \
-                    xv = *(const NAME##_vec *)buf;                                                      \
+                    for (int64_t i = 0; i < count; i++)                                                 \
+                        buf[i] = (fa[i] < 0 ? 1 : xt[fa[i] * x_d]) * (fb[i] < 0 ? 1 : xt[fb[i] * x_d]); \
+                    u = *(const NAME##_vec *)buf;                                                       \
                 }                                                                                       \
-                u = __builtin_shuffle(xv, ones, ia) * __builtin_shuffle(xv, ones, ib);                  \
-            } else {                                                                                    \
-                T buf[NAME##_L] __attribute__((aligned(VEC))) = {0};                                    \
-                for (int64_t i = 0; i < count; i++)                                                     \
-                    buf[i] = (fa[i] < 0 ? 1 : xt[fa[i] * x_d]) * (fb[i] < 0 ? 1 : xt[fb[i] * x_d]);     \
-                u = *(const NAME##_vec *)buf;                                                           \
+                const T *gt = gs + t * g_t;                                                             \
+                _Pragma("GCC unroll 17")                                                                \
+                for (int64_t c = 0; c < K; c++) acc[c] += u * gt[c * g_c];                              \
             }                                                                                           \
-            const T *gt = g + t * g_t;                                                                  \
-            _Pragma("GCC unroll 17")                                                                    \
-            for (int64_t c = 0; c < K; c++) acc[c] += u * gt[c * g_c];                                  \
         }                                                                                               \
+        NAME##_vec copy[17];                                                                            \
         _Pragma("GCC unroll 17")                                                                        \
-        for (int64_t c = 0; c < K; c++) {                                                               \
-            T buf[NAME##_L] __attribute__((aligned(VEC)));                                              \
-            *(NAME##_vec *)buf = acc[c] * w;                                                            \
-            for (int64_t i = 0; i < count; i++) {                                                       \
-                T *o = out + c * o_c + i * o_m;                                                         \
-                *o = add ? *o + buf[i] : buf[i];                                                        \
-            }                                                                                           \
-        }                                                                                               \
+        for (int64_t c = 0; c < 17; c++) copy[c] = acc[c];                                              \
+        if (scan)                                                                                       \
+            NAME##_emit(K, count, copy, w, init, i_c, i_m, last, l_c, l_m);                             \
+        else                                                                                            \
+            NAME##_emit(K, count, copy, w, add ? out : NULL, o_c, o_m, out, o_c, o_m);                  \
     }                                                                                                   \
                                                                                                         \
     int NAME(int64_t threads, int64_t B, int64_t inner, int64_t tokens, int64_t C, int64_t D,           \
              int64_t M, const T *g, int64_t g_b1, int64_t g_b2, int64_t g_c, int64_t g_t,               \
              const T *x, int64_t x_b1, int64_t x_b2, int64_t x_d, int64_t x_t, T x_scale,               \
              T *out, int64_t o_b1, int64_t o_b2, int64_t o_c, int64_t o_m, int add,                     \
-             const int32_t *first, const int32_t *second, const T *weights)                             \
+             const int32_t *first, const int32_t *second, const T *weights, int scan,                   \
+             const T *init, int64_t i_b, int64_t i_c, int64_t i_m, T *last, int64_t l_b, int64_t l_c,   \
+             int64_t l_m)                                                                               \
     {                                                                                                   \
         const int64_t L = NAME##_L, blocks = (M + L - 1) / L;                                           \
+        /* a scan runs through the inner batches (chunks) of each outer one in order: one job each */    \
+        const int64_t jobs = scan ? B / inner : B, segments = scan ? inner : 1;                         \
         int failed = 0;                                                                                 \
         /* per feature: its two factors as indices into x (-1: the constant 1), and its scale: the      \
            weight times x_scale to its degree (the products take the raw inputs) */                    \
@@ -303,7 +337,7 @@ READ(dllab_feature_read_f64, double, READ_VECTORS)
             scale[m] = m < M ? (weights ? weights[m] : 1) * (a < 0 ? 1 : x_scale) * (b < 0 ? 1 : x_scale) : 0; \
         }                                                                                               \
         _Pragma("omp parallel for num_threads(threads) schedule(static)")                               \
-        for (int64_t job = 0; job < B * blocks; job++) {                                                \
+        for (int64_t job = 0; job < jobs * blocks; job++) {                                             \
             int64_t b = job / blocks, m0 = (job % blocks) * L, count = M - m0 < L ? M - m0 : L;         \
             NAME##_idx ia, ib;                                                                          \
             NAME##_vec w;                                                                               \
@@ -312,21 +346,27 @@ READ(dllab_feature_read_f64, double, READ_VECTORS)
                 ib[i] = fb[m0 + i] < 0 ? L : fb[m0 + i];                                                \
             }                                                                                           \
             w = *(const NAME##_uvec *)(scale + m0);                                                     \
+            if (scan) b *= inner; /* the first chunk of outer batch b */                                \
             const T *gb = g + OFF(g, b), *xb = x + OFF(x, b);                                           \
             T *ob = out + OFF(o, b) + m0 * o_m;                                                         \
+            const T *ib_ = scan ? init + b / inner * i_b + m0 * i_m : NULL;                             \
+            T *lb = scan ? last + b / inner * l_b + m0 * l_m : NULL;                                    \
             for (int64_t c0 = 0; c0 < C; c0 += 17) {                                                    \
-                const T *gc = gb + c0 * g_c;                                                            \
-                T *oc = ob + c0 * o_c;                                                                  \
+                const T *gc = gb + c0 * g_c, *ic = ib_ ? ib_ + c0 * i_c : NULL;                         \
+                T *oc = ob + c0 * o_c, *lc = lb ? lb + c0 * l_c : NULL;                                 \
                 int64_t K = C - c0 < 17 ? C - c0 : 17;                                                  \
                 if (K == 17)                                                                            \
                     NAME##_job(17, tokens, D, count, gc, g_c, g_t, xb, x_d, x_t, ia, ib, w, fa + m0,    \
-                               fb + m0, oc, o_c, o_m, add);                                             \
+                               fb + m0, oc, o_c, o_m, add, segments, g_b2, x_b2, o_b2, scan, ic, i_c,   \
+                               i_m, lc, l_c, l_m);                                                      \
                 else if (K == 16)                                                                       \
                     NAME##_job(16, tokens, D, count, gc, g_c, g_t, xb, x_d, x_t, ia, ib, w, fa + m0,    \
-                               fb + m0, oc, o_c, o_m, add);                                             \
+                               fb + m0, oc, o_c, o_m, add, segments, g_b2, x_b2, o_b2, scan, ic, i_c,   \
+                               i_m, lc, l_c, l_m);                                                      \
                 else                                                                                    \
                     NAME##_job(K, tokens, D, count, gc, g_c, g_t, xb, x_d, x_t, ia, ib, w, fa + m0,     \
-                               fb + m0, oc, o_c, o_m, add);                                             \
+                               fb + m0, oc, o_c, o_m, add, segments, g_b2, x_b2, o_b2, scan, ic, i_c,   \
+                               i_m, lc, l_c, l_m);                                                      \
             }                                                                                           \
         }                                                                                               \
         free(fa);                                                                                       \
@@ -354,7 +394,7 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
 /* One chunk. Each pass is its own loop with its own running sums (an array of at most 17 vectors for the usual
    head, which stays in registers); UNIT: the inner strides of q, k and v1 are 1 (the layout the kernels pass),
    compile-time constants with DC, VC, KC (0: the arguments). A generic instance serves other heads. */
-#define CAUSAL_CHUNK(FN, NAME, T, I, DMAX, VMAX, DC, VC, KC, UNIT)                                      \
+#define CAUSAL_CHUNK(FN, NAME, T, I, DMAX, VMAX, DC, VC, KC, UNIT, U)                                   \
     static void FN(                                                                                     \
         int64_t D_, int64_t V_, int64_t C, int K_, T scale2, int backward,                              \
         const T *q, int64_t q_t, int64_t q_d_, const T *k, int64_t k_t, int64_t k_d_,                  \
@@ -386,12 +426,12 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
         if (!backward) { /* out[c, t] += sum_{j <= t} W(t, j) v1[j, c] */                              \
             for (int64_t t0 = 0; t0 < C; t0 += L) {                                                     \
                 NAME##_vec acc[VMAX];                                                                   \
-                _Pragma("GCC unroll 33")                                                                \
+                UNROLL(U)                                                                \
                 for (int64_t c = 0; c < VMAX; c++) acc[c] = (NAME##_vec){0};                            \
                 for (int64_t j = 0; j < t0 + L && j < C; j++) {                                         \
                     const T *kj = k + j * k_t, *vj = v1 + j * v_t;                                      \
                     NAME##_vec s0 = (NAME##_vec){0}, s1 = (NAME##_vec){0}, slope;                       \
-                    _Pragma("GCC unroll 32")                                                            \
+                    UNROLL(U)                                                            \
                     for (int64_t d = 0; d + 1 < D; d += 2) {                                            \
                         s0 += *(NAME##_vec *)(qT + d * P + t0) * kj[d * k_d];                           \
                         s1 += *(NAME##_vec *)(qT + (d + 1) * P + t0) * kj[(d + 1) * k_d];               \
@@ -399,7 +439,7 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
                     if (D % 2) s0 += *(NAME##_vec *)(qT + (D - 1) * P + t0) * kj[(D - 1) * k_d];        \
                     NAME##_vec w = NAME##_series(K, coef, (s0 + s1) * scale2, &slope);                  \
                     if (j > t0) w = (NAME##_vec)((NAME##_idx)w & ((lane + (I)t0) >= (I)j));             \
-                    _Pragma("GCC unroll 33")                                                            \
+                    UNROLL(U)                                                            \
                     for (int64_t c = 0; c < V; c++) acc[c] += w * vj[c * v_c];                          \
                 }                                                                                       \
                 const int64_t n = C - t0 < L ? C - t0 : L;                                              \
@@ -413,12 +453,12 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
         /* grad_q[d, t] += scale sum_{j <= t} G(t, j) k_j[d]: queries along the lanes */                \
         for (int64_t t0 = 0; t0 < C; t0 += L) {                                                         \
             NAME##_vec acc[DMAX];                                                                       \
-            _Pragma("GCC unroll 32")                                                                    \
+            UNROLL(U)                                                                    \
             for (int64_t d = 0; d < DMAX; d++) acc[d] = (NAME##_vec){0};                                \
             for (int64_t j = 0; j < t0 + L && j < C; j++) {                                             \
                 const T *kj = k + j * k_t, *vj = v1 + j * v_t;                                          \
                 NAME##_vec s0 = (NAME##_vec){0}, s1 = (NAME##_vec){0}, g0 = (NAME##_vec){0}, g1 = g0, slope; \
-                _Pragma("GCC unroll 32")                                                                \
+                UNROLL(U)                                                                \
                 for (int64_t d = 0; d + 1 < D; d += 2) {                                                \
                     s0 += *(NAME##_vec *)(qT + d * P + t0) * kj[d * k_d];                               \
                     s1 += *(NAME##_vec *)(qT + (d + 1) * P + t0) * kj[(d + 1) * k_d];                   \
@@ -426,14 +466,14 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
                 if (D % 2) s0 += *(NAME##_vec *)(qT + (D - 1) * P + t0) * kj[(D - 1) * k_d];            \
                 NAME##_series(K, coef, (s0 + s1) * scale2, &slope);                                     \
                 if (j > t0) slope = (NAME##_vec)((NAME##_idx)slope & ((lane + (I)t0) >= (I)j));         \
-                _Pragma("GCC unroll 33")                                                                \
+                UNROLL(U)                                                                \
                 for (int64_t c = 0; c + 1 < V; c += 2) {                                                \
                     g0 += *(NAME##_vec *)(gT + c * P + t0) * vj[c * v_c];                               \
                     g1 += *(NAME##_vec *)(gT + (c + 1) * P + t0) * vj[(c + 1) * v_c];                   \
                 }                                                                                       \
                 if (V % 2) g0 += *(NAME##_vec *)(gT + (V - 1) * P + t0) * vj[(V - 1) * v_c];            \
                 NAME##_vec gs = (g0 + g1) * slope * scale2;                                             \
-                _Pragma("GCC unroll 32")                                                                \
+                UNROLL(U)                                                                \
                 for (int64_t d = 0; d < D; d++) acc[d] += gs * kj[d * k_d];                             \
             }                                                                                           \
             const int64_t n = C - t0 < L ? C - t0 : L;                                                  \
@@ -445,12 +485,12 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
         /* grad_v[c, j] += sum_{t >= j} W(t, j) g[c, t]: keys along the lanes */                        \
         for (int64_t j0 = 0; j0 < C; j0 += L) {                                                         \
             NAME##_vec acc[VMAX];                                                                       \
-            _Pragma("GCC unroll 33")                                                                    \
+            UNROLL(U)                                                                    \
             for (int64_t c = 0; c < VMAX; c++) acc[c] = (NAME##_vec){0};                                \
             for (int64_t t = j0; t < C; t++) {                                                          \
                 const T *qt_ = q + t * q_t;                                                             \
                 NAME##_vec s0 = (NAME##_vec){0}, s1 = (NAME##_vec){0}, slope;                           \
-                _Pragma("GCC unroll 32")                                                                \
+                UNROLL(U)                                                                \
                 for (int64_t d = 0; d + 1 < D; d += 2) {                                                \
                     s0 += *(NAME##_vec *)(kT + d * P + j0) * qt_[d * q_d];                              \
                     s1 += *(NAME##_vec *)(kT + (d + 1) * P + j0) * qt_[(d + 1) * q_d];                  \
@@ -458,7 +498,7 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
                 if (D % 2) s0 += *(NAME##_vec *)(kT + (D - 1) * P + j0) * qt_[(D - 1) * q_d];           \
                 NAME##_vec w = NAME##_series(K, coef, (s0 + s1) * scale2, &slope);                      \
                 if (t < j0 + L - 1) w = (NAME##_vec)((NAME##_idx)w & ((lane + (I)j0) <= (I)t));         \
-                _Pragma("GCC unroll 33")                                                                \
+                UNROLL(U)                                                                \
                 for (int64_t c = 0; c + 1 < V; c++) acc[c] += w * gT[c * P + t];                        \
             }                                                                                           \
             const int64_t n = C - j0 < L ? C - j0 : L;                                                  \
@@ -470,12 +510,12 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
         /* grad_k[d, j] += scale sum_{t >= j} G(t, j) q_t[d]: keys along the lanes */                   \
         for (int64_t j0 = 0; j0 < C; j0 += L) {                                                         \
             NAME##_vec acc[DMAX];                                                                       \
-            _Pragma("GCC unroll 32")                                                                    \
+            UNROLL(U)                                                                    \
             for (int64_t d = 0; d < DMAX; d++) acc[d] = (NAME##_vec){0};                                \
             for (int64_t t = j0; t < C; t++) {                                                          \
                 const T *qt_ = q + t * q_t;                                                             \
                 NAME##_vec s0 = (NAME##_vec){0}, s1 = (NAME##_vec){0}, g0 = (NAME##_vec){0}, g1 = g0, slope; \
-                _Pragma("GCC unroll 32")                                                                \
+                UNROLL(U)                                                                \
                 for (int64_t d = 0; d + 1 < D; d += 2) {                                                \
                     s0 += *(NAME##_vec *)(kT + d * P + j0) * qt_[d * q_d];                              \
                     s1 += *(NAME##_vec *)(kT + (d + 1) * P + j0) * qt_[(d + 1) * q_d];                  \
@@ -483,14 +523,14 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
                 if (D % 2) s0 += *(NAME##_vec *)(kT + (D - 1) * P + j0) * qt_[(D - 1) * q_d];           \
                 NAME##_series(K, coef, (s0 + s1) * scale2, &slope);                                     \
                 if (t < j0 + L - 1) slope = (NAME##_vec)((NAME##_idx)slope & ((lane + (I)j0) <= (I)t)); \
-                _Pragma("GCC unroll 33")                                                                \
+                UNROLL(U)                                                                \
                 for (int64_t c = 0; c + 1 < V; c += 2) {                                                \
                     g0 += *(NAME##_vec *)(vT + c * P + j0) * gT[c * P + t];                             \
                     g1 += *(NAME##_vec *)(vT + (c + 1) * P + j0) * gT[(c + 1) * P + t];                 \
                 }                                                                                       \
                 if (V % 2) g0 += *(NAME##_vec *)(vT + (V - 1) * P + j0) * gT[(V - 1) * P + t];          \
                 NAME##_vec gs = (g0 + g1) * slope * scale2;                                             \
-                _Pragma("GCC unroll 32")                                                                \
+                UNROLL(U)                                                                \
                 for (int64_t d = 0; d < D; d++) acc[d] += gs * qt_[d * q_d];                            \
             }                                                                                           \
             const int64_t n = C - j0 < L ? C - j0 : L;                                                  \
@@ -519,8 +559,8 @@ ACCUMULATE(dllab_feature_sum_f64, double, int64_t)
         return w;                                                                                       \
     }                                                                                                   \
                                                                                                         \
-    CAUSAL_CHUNK(NAME##_chunk_head, NAME, T, I, 16, 17, 16, 17, 3, 1)                                   \
-    CAUSAL_CHUNK(NAME##_chunk_any, NAME, T, I, 32, 33, 0, 0, 0, 0)                                      \
+    CAUSAL_CHUNK(NAME##_chunk_head, NAME, T, I, 16, 17, 16, 17, 3, 1, 33)                               \
+    CAUSAL_CHUNK(NAME##_chunk_any, NAME, T, I, 32, 33, 0, 0, 0, 0, 1)                                   \
                                                                                                         \
     int NAME(int64_t threads, int64_t B, int64_t inner, int64_t C, int64_t D, int64_t V, int K,         \
              T scale2, int backward,                                                                    \

@@ -257,13 +257,20 @@ def feature_sum(
     second: Tensor,
     weights: Tensor | None = None,
     add: bool = False,
+    scan: int = 0,
+    init: Tensor | None = None,
+    last: Tensor | None = None,
 ) -> Tensor:
     """out (B, C, M) = G (B, C, T) times the weighted bare monomials of x_scale * x (B, D, T), transposed:
     sum_t g_t (w u(x_t))^T, without forming u; `add` adds it to out instead (see native.c).
 
+    scan = 1 (or -1, in reverse), with two batch levels (B1, B2, ...): out[b1, b2] = init[b1] plus the sums
+    of the chunks before b2 (after b2), an exclusive prefix (suffix) sum over chunks, and last[b1] = init[b1]
+    plus all of them; init and last are (B1, C, M).
+
     Any strides, two batch levels allowed; `first`, `second` (M,) int32; weights (M,) or None. The caller
     checks `supports`."""
-    _same_dtype("feature_sum", g, x, out, weights)
+    _same_dtype("feature_sum", g, x, out, weights, init, last)
     batch, inner = _batches("feature_sum", {"g": g, "x": x, "out": out})
     (channels, tokens), (d, _), m = g.shape[-2:], x.shape[-2:], out.shape[-1]
     if x.shape[-1] != tokens or out.shape[-2] != channels:
@@ -272,12 +279,20 @@ def feature_sum(
         )
     if not (first.shape == second.shape == (m,)) or m < 1 + d:
         raise ValueError(f"feature_sum: {m} features do not fit inputs of dimension {d}")
+    null = [ctypes.c_void_p(None)] + [ctypes.c_int64(0)] * 3
+    scan_args = null * 2
+    if scan:
+        outer = batch // inner
+        if init is None or last is None or init.shape != (outer, channels, m) or last.shape != init.shape:
+            raise ValueError(f"feature_sum: a scan needs init and last of shape {(outer, channels, m)}")
+        scan_args = [a for t in (init, last) for a in (ctypes.c_void_p(t.data_ptr()), *map(ctypes.c_int64, t.stride()))]
     if batch:
         _call(
             "feature_sum", g, ctypes.c_int64(batch), ctypes.c_int64(inner), ctypes.c_int64(tokens),
             ctypes.c_int64(channels), ctypes.c_int64(d), ctypes.c_int64(m), *_args(g, inner), *_args(x, inner),
             _scalar(x_scale, g), *_args(out, inner), ctypes.c_int(int(add)), ctypes.c_void_p(first.data_ptr()),
             ctypes.c_void_p(second.data_ptr()), ctypes.c_void_p(None if weights is None else weights.data_ptr()),
+            ctypes.c_int(scan), *scan_args,
         )  # fmt: skip
     return out
 
