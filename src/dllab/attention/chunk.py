@@ -455,18 +455,10 @@ class _CausalBlock:
     def __init__(self, fm: TaylorFeatureMap, batch: int, chunks: int, chunk: int, value_dim: int, like: Tensor):
         self.fm, self.n, self.c, self.batch = fm, chunks, chunk, batch
         bn, m, dv1 = batch * chunks, fm.num_features, value_dim + 1
-        self.ws_q = fm.workspace(bn, chunk, like, role="causal queries")
-        self.ws_k = fm.workspace(bn, chunk, like, role="causal keys")
-        self.mask = torch.ones(chunk, chunk, dtype=like.dtype, device=like.device).tril()
-        self.prefix = self.mask.new_ones(chunks, chunks).tril(-1).expand(batch, -1, -1)  # strictly earlier chunks
-        self.suffix = self.mask.new_ones(chunks, chunks).triu(1).expand(batch, -1, -1)  # strictly later chunks
         self.v1c = like.new_empty(bn, chunk, dv1)
         self.v1c[..., value_dim] = 1.0  # the normaliser's column; a block with padding keys overwrites it
         self.ones = True
-        self.chunk_states = like.new_empty(bn, dv1, m)
         self._scratch_before: Tensor | None = None
-        self.scores = like.new_empty(bn, chunk, chunk)
-        self.weights = like.new_empty(bn, chunk, chunk)
         self.out_t = like.new_empty(bn, dv1, chunk)
         self.phi_q = self.phi_k = self.x_q = self.x_k = self.qt = self.kt = None  # this call's, see _recompute
         self.quadratic = QuadraticGradient(fm, like, weighted=True) if QuadraticGradient.applies(fm) else None
@@ -474,11 +466,23 @@ class _CausalBlock:
         self.products = _products(fm, like, weighted=True) if self.quadratic and self.quadratic.native else None
         # and the masked C x C block is one compiled loop per chunk, forward and backward (no scores kept)
         self.chunks = self.products is not None and native.causal_chunks_apply(like, fm.dim, fm.order)
+        self.ws_q = self.ws_k = self.weights = None
+        if self.chunks:  # none of the PyTorch path's buffers (about 5 MiB for a block at D = 16)
+            return
+        self.ws_q = fm.workspace(bn, chunk, like, role="causal queries")
+        self.ws_k = fm.workspace(bn, chunk, like, role="causal keys")
+        self.mask = torch.ones(chunk, chunk, dtype=like.dtype, device=like.device).tril()
+        self.prefix = self.mask.new_ones(chunks, chunks).tril(-1).expand(batch, -1, -1)  # strictly earlier chunks
+        self.suffix = self.mask.new_ones(chunks, chunks).triu(1).expand(batch, -1, -1)  # strictly later chunks
+        self.chunk_states = like.new_empty(bn, dv1, m)
+        self.scores = like.new_empty(bn, chunk, chunk)
+        self.weights = like.new_empty(bn, chunk, chunk)
 
     def scratch_before(self) -> Tensor:
         """A (N, n, Dv + 1, M) buffer for the states before each chunk when nothing needs to keep them."""
         if self._scratch_before is None:
-            self._scratch_before = self.chunk_states.new_empty(self.batch, self.n, *self.chunk_states.shape[1:])
+            shape = (self.batch, self.n, self.out_t.shape[1], self.fm.num_features)
+            self._scratch_before = self.out_t.new_empty(shape)
         return self._scratch_before
 
     def _chunked(self, t: Tensor) -> Tensor:
@@ -664,7 +668,7 @@ class _CausalBlock:
         cached block keeps only its own buffers."""
         self.phi_q = self.phi_k = self.x_q = self.x_k = self.qt = self.kt = None
         for ws in (self.ws_q, self.ws_k):
-            if not ws.compact:
+            if ws is not None and not ws.compact:
                 ws.xt = ws.phi = None
 
 
