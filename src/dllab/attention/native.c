@@ -227,10 +227,8 @@ READ(dllab_feature_read_f64, double, READ_VECTORS)
  * without forming u (B, M, T). Features are laid along the vector lanes here (the sum runs over tokens):
  * each token's block of features is two lane permutations of [x, 1] and a product, which needs D to fit
  * one vector (D <= 16 float32 / 8 float64 with AVX-512); otherwise the block is gathered lane by lane.
- * The C running sums stay in registers over all tokens; jobs are (batch, block of features) pairs.
- *
- * Batches have two levels, b = (b1, b2) with b2 < inner, so that a block of chunks can be read in place
- * from a (B1, L, D) sequence: each tensor gives a stride for both.
+ * The C running sums stay in registers over all tokens; jobs are (batch, block of features) pairs, or with
+ * a scan (outer batch, block of features) pairs that run through the outer batch's chunks in order.
  */
 #define ACCUMULATE(NAME, T, I)                                                                          \
     typedef T NAME##_vec __attribute__((vector_size(VEC)));                                             \
