@@ -241,10 +241,10 @@ class FeatureProducts:
         self.weights = fm.feature_weights(like).contiguous() if weighted else None
         self.root = fm._root_scale
 
-    def read(self, a: Tensor, xt: Tensor, out: Tensor, scaled: bool = False) -> Tensor:
-        """a (B, C, M), xt (B, D, T) raw inputs (or already scaled: `scaled`) -> out (B, C, T); any strides."""
-        scale = 1.0 if scaled else self.root
-        return native.feature_read(a, xt, scale, out, self.first, self.second, self.weights)
+    def read(self, a: Tensor, xt: Tensor, out: Tensor) -> Tensor:
+        """a (B, C, M), raw inputs xt (B, D, T) -> out (B, C, T); or all three with two batch levels, (B1, B2,
+        ...), for chunks read and written in place; any strides."""
+        return native.feature_read(a, xt, self.root, out, self.first, self.second, self.weights)
 
     def sum(self, g: Tensor, xt: Tensor, out: Tensor, add: bool = False) -> Tensor:
         """g (B, C, T), raw inputs xt (B, D, T) -> out (B, C, M) (`add`: out += it); or all three with two batch
@@ -572,10 +572,8 @@ class _CausalBlock:
         """
         self._recompute(qt, kt, v, keep, state, before)
         m = self.fm.num_features
-        if self.chunks:  # (N n, Dv + 1, C)
+        if self.products:  # (N n, Dv + 1, C), the queries read in place
             self.products.read(before.view(-1, before.shape[-2], m), self._chunked(qt), out=self.out_t)
-        elif self.products:
-            self.products.read(before.view(-1, before.shape[-2], m), self.x_q, out=self.out_t, scaled=True)
         else:
             torch.bmm(before.view(-1, before.shape[-2], m), self.phi_q, out=self.out_t)
         if self.chunks:  # the masked C x C block, from the raw chunks (N, n, C, D)
@@ -625,7 +623,7 @@ class _CausalBlock:
         # S_c = Phi(K_c) V1_c and the masked C x C block: the gradient of V1 (N n, Dv + 1, C)
         if self.products:
             grad_v1_t = torch.empty_like(grad_out_t)
-            self.products.read(grad_chunk_states_t, self.x_k, out=grad_v1_t, scaled=True)
+            self.products.read(grad_chunk_states_t, self._chunked(kt), out=grad_v1_t)
             grad_v1_t.baddbmm_(grad_out_t, weights)
         else:
             grad_v1_t = torch.bmm(grad_out_t, weights).baddbmm_(grad_chunk_states_t, phi_k)

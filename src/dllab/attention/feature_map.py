@@ -363,8 +363,8 @@ class FeatureWorkspace:
 
     def inputs(self, xt: Tensor) -> Tensor:
         """Only the scaled inputs x = sqrt(scale) xt, in the buffer's degree-1 rows (row 0 holds the constant 1),
-        for a kernel that builds the higher degrees itself (`dllab.attention.chunk.FeatureRead`): compact form,
-        K >= 2. Returns the buffer, whose rows beyond 1 + D are stale."""
+        where compiled kernels build the higher degrees themselves (`dllab.attention.chunk.FeatureProducts`)
+        but the C x C scores still take x: compact form, K >= 2. Returns the buffer; rows past 1 + D are stale."""
         if not self.compact or self.fm.order < 2:
             raise ValueError("inputs() needs the compact form with K >= 2")
         torch.mul(xt, self.root, out=self.x.view(xt.shape))
