@@ -77,13 +77,15 @@ def test_kernel_rejects_mismatched_arguments():
         quadratic.gradient(quadratic.prepare(state), grad.double(), phi)
 
 
-def test_build_is_reused_and_leaves_no_partial_files(tmp_path):
+def test_build_is_reused_says_so_and_leaves_no_partial_files(tmp_path, capsys):
     compiler = native.find_compiler()
     if compiler is None:
         pytest.skip("no C compiler")
     first = native.build(compiler, tmp_path)
+    assert "compiling the attention kernels once" in capsys.readouterr().err  # seconds long: not silent
     stamp = first.stat().st_mtime_ns
     assert native.build(compiler, tmp_path) == first and first.stat().st_mtime_ns == stamp  # not rebuilt
+    assert capsys.readouterr().err == ""
     assert [p.name for p in tmp_path.iterdir()] == [first.name]
 
 

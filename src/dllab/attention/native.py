@@ -39,6 +39,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -94,6 +95,8 @@ def build(compiler: str, directory: Path) -> Path:
     if target.exists():
         return target
     directory.mkdir(parents=True, exist_ok=True)
+    # once per source and machine, and seconds long: say so rather than stall silently inside a first call
+    print(f"dllab: compiling the attention kernels once ({SOURCE.name} -> {target})", file=sys.stderr, flush=True)
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=".build-", suffix=".so")
     os.close(fd)
     try:
