@@ -50,7 +50,7 @@ from torch import Tensor
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared")
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
-_KERNELS = ("dllab_quadratic_gradient", "dllab_feature_read", "dllab_feature_sum", "dllab_causal_chunks")
+_KERNELS = ("quadratic_gradient", "feature_read", "feature_sum", "causal_chunks")  # C names: dllab_<kernel>_<f32|f64>
 
 _lock = threading.Lock()
 _loaded: ctypes.CDLL | None = None
@@ -126,7 +126,7 @@ def load(compiler: str | None, directory: Path) -> tuple[ctypes.CDLL | None, str
         return None, f"off: {err}; the PyTorch path runs instead"
     for kernel in _KERNELS:
         for suffix in _SUFFIX.values():
-            getattr(library, f"{kernel}_{suffix}").restype = ctypes.c_int
+            getattr(library, f"dllab_{kernel}_{suffix}").restype = ctypes.c_int
     return library, f"on ({Path(compiler).name} {' '.join(FLAGS[:3])}, {path.name})"
 
 
