@@ -472,11 +472,13 @@ class _CausalBlock:
         self.ws_q = fm.workspace(bn, chunk, like, role="causal queries")
         self.ws_k = fm.workspace(bn, chunk, like, role="causal keys")
         self.mask = torch.ones(chunk, chunk, dtype=like.dtype, device=like.device).tril()
+        self.scores = like.new_empty(bn, chunk, chunk)
+        self.weights = like.new_empty(bn, chunk, chunk)
+        if self.products:  # the compiled scans give the states before each chunk and their gradients
+            return
         self.prefix = self.mask.new_ones(chunks, chunks).tril(-1).expand(batch, -1, -1)  # strictly earlier chunks
         self.suffix = self.mask.new_ones(chunks, chunks).triu(1).expand(batch, -1, -1)  # strictly later chunks
         self.chunk_states = like.new_empty(bn, dv1, m)
-        self.scores = like.new_empty(bn, chunk, chunk)
-        self.weights = like.new_empty(bn, chunk, chunk)
 
     def scratch_before(self) -> Tensor:
         """A (N, n, Dv + 1, M) buffer for the states before each chunk when nothing needs to keep them."""
