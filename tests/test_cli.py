@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from dllab.cli import CAPABILITIES, build_parser, main
+from dllab.capabilities import CAPABILITIES
+from dllab.cli import build_parser, main
 
 
 def _leaf_parsers(parser, path=()):
@@ -57,7 +58,7 @@ def test_building_every_parser_does_not_import_torch():
     # defaults their epilogs list) come from torch-free modules; handlers import torch when they run.
     code = (
         "import sys\n"
-        "from dllab.cli import CAPABILITIES, build_parser\n"
+        "from dllab.capabilities import CAPABILITIES\nfrom dllab.cli import build_parser\n"
         "def leaves(p):\n"
         "    yield p\n"
         "    for a in p._actions:\n"

@@ -16,22 +16,12 @@ A `UserError` raised anywhere ends the command with its message and exit code 2,
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import os
 import sys
 
 from dllab import __version__
+from dllab.capabilities import rooms
 from dllab.errors import UserError
-
-# The capabilities in the order `dllab --help` lists them.
-CAPABILITIES: dict[str, str] = {
-    "vision": "CNN image classification: OCTMNIST / Intel landscapes / Fashion-MNIST (Q2)",
-    "attention": "softmax vs Taylor linear attention kernels, derivation checks (2023-24 Q1)",
-    "hopfield": "modern Hopfield networks: energy, CCCP update, retrieval (2024-25 Q1)",
-    "p2g": "phoneme-to-spelling seq2seq with Bahdanau attention (2024-25 Q3)",
-    "asr": "speech recognition: log-mel -> Transformer encoder -> decoders (2023-24 Q3)",
-}
 
 EPILOG = """examples:
   dllab vision train --preset hw2023 --epochs 2     one CNN run on Fashion-MNIST
@@ -39,13 +29,6 @@ EPILOG = """examples:
   dllab report                                      rebuild report/index.html from runs/
   dllab bench vision                                measured speed next to the course loop
 """
-
-
-def _plugin(capability: str, module: str):
-    name = f"dllab.{capability}.{module}"
-    if importlib.util.find_spec(f"dllab.{capability}") is None or importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,10 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dllab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for capability in CAPABILITIES:
-        plugin = _plugin(capability, "cli")
-        if plugin is not None:
-            plugin.add_commands(sub)
+    for _, plugin in rooms("cli"):
+        plugin.add_commands(sub)
 
     from dllab.report import cli as report_cli
 
@@ -74,10 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bench_sub = bench.add_subparsers(dest="bench", metavar="<benchmark>")
-    for capability in CAPABILITIES:
-        plugin = _plugin(capability, "bench")
-        if plugin is not None:
-            plugin.add_bench(bench_sub)
+    for _, plugin in rooms("bench"):
+        plugin.add_bench(bench_sub)
     bench.set_defaults(func=lambda args: _print_help(bench))
     return parser
 
@@ -98,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    from dllab.engine.allocator import keep_freed_memory
+    if args.command == "bench":
+        from dllab.bench.allocator import keep_freed_memory
 
-    keep_freed_memory()  # freed tensors' pages stay for the next step (see dllab.engine.allocator)
+        keep_freed_memory()  # freed tensors' pages stay for the next timed call (see dllab.bench.allocator)
     try:
         code = int(func(args) or 0)
         if "torch.distributed" in sys.modules:  # a no-op unless this process joined a torchrun group

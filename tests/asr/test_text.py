@@ -19,12 +19,6 @@ def test_decode_stops_at_eos_and_skips_padding():
     assert vocab.decode([vocab.SOS, *vocab.encode("x")[1:-1], vocab.EOS, *vocab.encode("junk")]) == "x"
 
 
-def test_normalize_folds_punctuation_onto_the_vocabulary():
-    assert vocab.normalize("The LORD said: Go; (now)!") == "the lord said, go, now."
-    assert vocab.normalize('  it\'s  "fine" ') == "its fine"
-    assert all(ch in vocab.SYMBOLS for ch in vocab.normalize("Ünïcode — 123 ok?"))
-
-
 def test_pad_tokens_right_pads_with_pad():
     out = vocab.pad_tokens([[0, 5, 1], [0, 1]])
     assert out.tolist() == [[0, 5, 1], [0, 1, vocab.PAD]]

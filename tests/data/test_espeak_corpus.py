@@ -2,10 +2,11 @@ import shutil
 
 import pytest
 
-from dllab.asr.text import SYMBOLS
 from dllab.data import espeak_corpus as ec
 from dllab.data.ljspeech import SAMPLE_RATE, read_metadata, read_wav
+from dllab.data.text import CHARACTERS as SYMBOLS
 from dllab.errors import UserError
+from dllab.io import cache_dir
 
 
 def test_clauses_are_normalised_bounded_and_unique():
@@ -32,9 +33,9 @@ def test_plan_is_deterministic_and_checks_size():
         ec.plan_corpus(ec.CorpusConfig(size=5), sentences)
 
 
-def test_cache_root_honours_env(monkeypatch, tmp_path):
+def test_cache_folder_honours_env(monkeypatch, tmp_path):
     monkeypatch.setenv("DLLAB_CACHE", str(tmp_path))
-    assert ec.cache_root() == tmp_path
+    assert cache_dir("espeak") == tmp_path / "espeak"
     assert ec.corpus_name(ec.CorpusConfig()) != ec.corpus_name(ec.CorpusConfig(seed=1))
     assert ec.corpus_name(ec.CorpusConfig()) == ec.corpus_name(ec.CorpusConfig(workers=7))
 

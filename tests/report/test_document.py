@@ -2,6 +2,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from browser import CHROMIUM, images_loaded
+from dllab.io import atomic_write_text
 from dllab.report.document import (
     Code,
     Paragraph,
@@ -10,7 +11,6 @@ from dllab.report.document import (
     Table,
     to_html,
     to_markdown,
-    write_atomic,
 )
 
 
@@ -41,7 +41,7 @@ def test_every_figure_loads_in_headless_chromium(tmp_path):
     sections = _sections(ctx)
     sections[0].blocks.append(ctx.save_figure(plt.figure(), "second.png", "empty"))
     page = tmp_path / "report" / "index.html"
-    write_atomic(page, to_html("T", sections))
+    atomic_write_text(page, to_html("T", sections))
     assert images_loaded(page) == (2, 2)
     (tmp_path / "report" / "figures" / "second.png").unlink()
     assert images_loaded(page) == (1, 2)  # the check can fail: a missing figure is seen

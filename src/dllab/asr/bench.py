@@ -16,19 +16,22 @@ import argparse
 import time
 from pathlib import Path
 
+from dllab.bench.flags import add_bench_parser, add_common_flags
+
 NOTEBOOK_FRAMES = 2754  # the notebook padded every utterance to this many frames
 TARGET_SPEEDUP = 5.0
 
 
 def add_bench(sub) -> None:
-    p = sub.add_parser(
+    p = add_bench_parser(
+        sub,
         "asr",
         help="ASR training throughput and KV-cached vs prefix-recomputing greedy decoding",
         description=__doc__,
-        epilog="example:\n  flock /tmp/dllab-bench.lock dllab bench asr --quick",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=["flock /tmp/dllab-bench.lock dllab bench asr --quick"],
     )
-    p.add_argument("--quick", action="store_true", help="64 utterances, fewer training steps")
+    add_common_flags(p, quick="64 utterances, fewer training steps", threads=0, out=Path("runs/asr/bench.json"))
+    p.add_argument("--save", type=Path, dest="out", help=argparse.SUPPRESS)  # the old name of --out
     p.add_argument(
         "--run",
         type=Path,
@@ -38,13 +41,6 @@ def add_bench(sub) -> None:
     )
     p.add_argument("--utterances", type=int, default=0, help="utterances to decode (default 256, quick 64)")
     p.add_argument("--batch-size", type=int, default=64, help="utterances decoded at once (default 64)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    p.add_argument(
-        "--save",
-        type=Path,
-        default=Path("runs/asr/bench.json"),
-        help="also write the figures here as JSON, for `dllab report` (default runs/asr/bench.json)",
-    )
     p.add_argument("--decode-only", action="store_true", help="skip the training-throughput part")
     p.add_argument(
         "--corpus",
@@ -113,8 +109,8 @@ def cmd_bench(args) -> int:
 
     from dllab.asr.experiment import ASRConfig, load_splits
     from dllab.asr.features import SpeechData
-    from dllab.engine.checkpoint import atomic_write_json
     from dllab.engine.logs import setup_logging
+    from dllab.io import atomic_write_json
 
     setup_logging()
     if args.threads:
@@ -131,9 +127,9 @@ def cmd_bench(args) -> int:
     if not args.decode_only:
         record["training"] = _bench_training(train, steps=3 if args.quick else 8)
     record["decoding"] = _bench_decoding(args, test)
-    if args.save is not None:
-        atomic_write_json(args.save, record)
-        print(f"\nwritten: {args.save}")
+    if args.out is not None:
+        atomic_write_json(args.out, record)
+        print(f"\nwritten: {args.out}")
     return 0 if record["decoding"]["identical"] else 1
 
 

@@ -24,11 +24,11 @@ from dllab.asr import text as vocab
 from dllab.asr.config import ASRConfig, DataConfig  # noqa: F401 (DataConfig re-exported)
 from dllab.asr.features import BF16_PAD_MULTIPLE, FeatureSet, SpeechData, compute_features
 from dllab.asr.model import ASRModel, count_parameters, loss_fn
-from dllab.data.espeak_corpus import build_corpus, cache_root
+from dllab.data.espeak_corpus import build_corpus
 from dllab.data.ljspeech import download_ljspeech, read_metadata, split_ranges
 from dllab.engine import RunDir, distributed, eval_batches, fit, load_best, seed_everything
-from dllab.engine.checkpoint import atomic_write_json
 from dllab.errors import UserError
+from dllab.io import atomic_write_json, cache_dir
 from dllab.seq2seq import metrics
 from dllab.seq2seq.decoding import GreedyDecoder, Strategy, decode
 
@@ -43,7 +43,7 @@ def corpus_root(cfg: ASRConfig, show_progress: bool = True) -> Path:
     if cfg.data.corpus == "espeak":
         return build_corpus(cfg.corpus, show_progress=show_progress)
     if cfg.data.corpus == "ljspeech":
-        return download_ljspeech(cache_root() / "ljspeech")
+        return download_ljspeech(cache_dir() / "ljspeech")
     root = Path(cfg.data.corpus).expanduser()
     if not root.is_dir():
         raise UserError(f"--data.corpus: {root} is not a folder (nor 'espeak' or 'ljspeech')")
@@ -55,7 +55,7 @@ def load_splits(cfg: ASRConfig, show_progress: bool = True) -> dict[str, Feature
     root = corpus_root(cfg, show_progress).resolve()
     utterances = read_metadata(root)
     tag = hashlib.sha256(str(root).encode()).hexdigest()[:8]
-    cache = cache_root() / "features" / f"{root.name}-{tag}"
+    cache = cache_dir() / "features" / f"{root.name}-{tag}"
     limits = {"train": cfg.data.train_limit, "val": cfg.data.eval_limit, "test": cfg.data.eval_limit}
     out = {}
     for split, rng in split_ranges(len(utterances)).items():

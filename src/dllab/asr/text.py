@@ -7,18 +7,18 @@ Only `pad_tokens` needs torch, and imports it when called, so the configs can us
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
+
+from dllab.data.text import CHARACTERS, normalize  # noqa: F401 (normalize is part of this vocabulary's face)
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-SYMBOLS: tuple[str, ...] = ("<", ">", "@", "#", " ", ",", ".", "?", "-", *"abcdefghijklmnopqrstuvwxyz")
+SYMBOLS: tuple[str, ...] = ("<", ">", "@", "#", *CHARACTERS)
 SOS, EOS, PAD, UNK = 0, 1, 2, 3
 VOCAB_SIZE = len(SYMBOLS)  # 35
 MAX_TOKENS = 99  # the notebook's cap, SOS and EOS included
 _INDEX = {s: i for i, s in enumerate(SYMBOLS)}
-_SPACES = re.compile(r"\s+")
 
 
 def encode(text: str) -> list[int]:
@@ -36,19 +36,6 @@ def decode(ids: list[int] | Tensor) -> str:
             continue
         out.append(SYMBOLS[i])
     return "".join(out)
-
-
-def normalize(text: str) -> str:
-    """Fold free English text onto the vocabulary without unknowns (used to build the embedded corpus).
-
-    `;` and `:` become commas, `!` a full stop, quotes, brackets and other symbols are dropped, and runs of
-    whitespace become one space.
-    """
-    text = text.lower().replace(";", ",").replace(":", ",").replace("!", ".")
-    text = "".join(ch if ch in _INDEX else " " if ch in "\t\n()[]/" else "" for ch in text)
-    text = _SPACES.sub(" ", text).strip()
-    text = re.sub(r" ([,.?])", r"\1", text)
-    return re.sub(r"([,.?])[,.?]+", r"\1", text)
 
 
 def pad_tokens(seqs: list[list[int]], multiple: int = 1) -> Tensor:

@@ -16,13 +16,13 @@ gradients), and the FLOP bound is that count at the best measured rate of a larg
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from dllab.bench.flags import add_bench_parser, add_common_flags
 
 METHODS = ("sdpa", "naive softmax", "taylor", "taylor causal")
 MODES = ("forward", "forward+backward")
@@ -176,7 +176,7 @@ def measure_one(method: str, mode: str, length: int, setup: BenchSetup, chunk: i
 
     from dllab.attention import TaylorFeatureMap
     from dllab.attention.chunk import clear_buffers
-    from dllab.attention.measure import load_average, peak_memory
+    from dllab.bench.measure import load_average, peak_memory
 
     backward = mode == "forward+backward"
     q, k, v, grad = _inputs(setup, length, backward)
@@ -199,8 +199,7 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
 
     from dllab.attention import native
     from dllab.attention.linear import DEFAULT_CHUNK_SIZE
-    from dllab.attention.measure import cpu_counters, cpu_shares, load_average, matmul_gflops, shaped_matmul_gflops
-    from dllab.engine import allocator
+    from dllab.bench.measure import cpu_counters, cpu_shares, load_average, machine, matmul_gflops, shaped_matmul_gflops
 
     started, counters = time.perf_counter(), cpu_counters()
 
@@ -212,15 +211,10 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
     m = feature_dim(setup.dim, setup.order)
     report = BenchReport(setup)
     report.machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_before": load_average(),
+        **machine(),
         "matmul_gflops": matmul_gflops(setup.matmul_size),
         "taylor_matmul_gflops": shaped_matmul_gflops(setup.heads, m, 1024, setup.dim + 1),
         "chunk_size": chunk,
-        "allocator": allocator.describe(),
         "native": native.status(),  # builds the compiled kernel now, not inside a timed call
     }
     log(
@@ -491,6 +485,8 @@ def print_report(report: BenchReport) -> None:
     shares = report.machine.get("cpu_shares")
     load = (report.machine.get("load_before"), report.machine.get("load_after"))
     if shares:  # measured from /proc/stat: what else ran on this machine's CPUs during the run
+        from dllab.bench.measure import cpu_line
+
         print("\n" + cpu_line(shares))
     elif any(x is not None and x > report.machine["threads"] for x in load):  # no /proc/stat: the load average
         print(
@@ -500,24 +496,17 @@ def print_report(report: BenchReport) -> None:
         )
 
 
-def cpu_line(shares: dict) -> str:
-    busy = shares["others"] > 0.05 or shares["steal"] > 0.05
-    return (
-        f"CPU during the run: other processes used {shares['others']:.0%} of the machine's CPUs and the hypervisor "
-        f"took {shares['steal']:.0%} (steal)"
-        + (", so times are pessimistic (each is the best of several calls)." if busy else ".")
-    )
-
-
 def add_bench(sub) -> None:
-    p = sub.add_parser(
+    p = add_bench_parser(
+        sub,
         "attention",
         help="softmax vs Taylor linear attention: time and peak memory against L (log-log, slopes)",
         description=__doc__,
-        epilog="examples:\n  dllab bench attention --quick\n  dllab bench attention --lengths 1024,4096 --repeats 5",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=["dllab bench attention --quick", "dllab bench attention --lengths 1024,4096 --repeats 5"],
     )
-    p.add_argument("--quick", action="store_true", help="L = 256, 1024, 4096, 16384 and tight budgets (< ~1 min)")
+    add_common_flags(
+        p, quick="L = 256, 1024, 4096, 16384 and tight budgets (< ~1 min)", threads=0, repeats=None, out=None
+    )
     p.add_argument("--lengths", type=str, default=None, help="comma-separated sequence lengths")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per configuration (best kept)")
     p.add_argument("--rounds", type=int, default=None, help="extra interleaved passes over the fast configurations")
@@ -526,7 +515,6 @@ def add_bench(sub) -> None:
     )
     p.add_argument("--time-budget", type=float, default=None, help="seconds per call above which to skip")
     p.add_argument("--memory-budget", type=float, default=None, help="GiB above which to skip")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, here all cores)")
     p.add_argument("--chunk-size", type=int, default=None, help="causal chunk size (default: the library's)")
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n matmul measuring the rate")
     p.add_argument("--out", type=Path, default=None, help="JSON output (default runs/attention/bench[-quick].json)")
@@ -571,7 +559,7 @@ def setup_from_args(args) -> BenchSetup:
 
 def run(args) -> int:
     from dllab.attention.plots import bench_figure
-    from dllab.engine.checkpoint import atomic_write_json
+    from dllab.io import atomic_write_json
 
     setup = setup_from_args(args)
     out = args.out or Path("runs") / "attention" / ("bench-quick.json" if args.quick else "bench.json")

@@ -71,7 +71,7 @@ def _fmt(value) -> str:
 
 def cmd_check(args) -> int:
     from dllab.attention.experiment import theory_results
-    from dllab.engine.checkpoint import atomic_write_json
+    from dllab.io import atomic_write_json
 
     data = theory_results(quick=args.quick)
     atomic_write_json(args.out, data)
@@ -127,7 +127,7 @@ def cmd_check(args) -> int:
 
 def cmd_error(args) -> int:
     from dllab.attention.experiment import error_results
-    from dllab.engine.checkpoint import atomic_write_json
+    from dllab.io import atomic_write_json
 
     data = error_results(quick=args.quick)
     atomic_write_json(args.out, data)
@@ -150,8 +150,8 @@ def cmd_error(args) -> int:
 
 def cmd_tune(args) -> int:
     from dllab.attention.experiment import tune_results
-    from dllab.engine.checkpoint import atomic_write_json
     from dllab.errors import UserError
+    from dllab.io import atomic_write_json
 
     try:
         chunks = tuple(int(c) for c in args.chunks.split(","))

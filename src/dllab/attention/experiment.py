@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dllab.engine.checkpoint import atomic_write_json
+from dllab.io import atomic_write_json
 
 RUNS = Path("runs") / "attention"
 MODES = ("forward", "forward+backward")

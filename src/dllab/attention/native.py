@@ -19,12 +19,12 @@ from 37-47 ms to 22-29 ms non-causal and from 60-100 ms to 39-49 ms causal (2026
 builds in about 7 s (gcc 12, one core); keep helpers that run between loops out of line, as `emit` is:
 inlined into every instance of the sum kernel it took the build to 150 s.
 
-How: `cc -O3 -march=native -fopenmp -shared` (the compiler from $CC, else cc or gcc) writes a library into
-the user's cache ($DLLAB_CACHE_DIR, else $XDG_CACHE_HOME/dllab or ~/.cache/dllab), under a name that hashes
-the source, the compiler, the flags and the CPU, so an edit or another machine sharing the home directory
-builds its own. It is compiled to a temporary name and renamed, so processes building at once never load a
-half-written file. OpenMP is libgomp.so.1, the runtime torch's CPU wheel has already loaded: the kernel
-runs on torch's threads, as many as `torch.get_num_threads()`.
+How: `cc -O3 -march=native -fopenmp -shared` (the compiler from $CC, else cc or gcc) writes a library into the
+user's cache (`dllab.io.cache_dir()`: $DLLAB_CACHE, else $XDG_CACHE_HOME/dllab or ~/.cache/dllab), under a
+name that hashes the source, the compiler, the flags and the CPU, so an edit or another machine sharing the
+home directory builds its own. It is compiled to a temporary name and renamed, so processes building at once
+never load a half-written file. OpenMP is libgomp.so.1, the runtime torch's CPU wheel has already loaded: the
+kernel runs on torch's threads, as many as `torch.get_num_threads()`.
 
 Without a compiler, when the build fails, off Linux, or with DLLAB_NATIVE=0, `library()` returns None,
 `status()` says why, and the callers keep their PyTorch path. Tensors are passed as pointers and element
@@ -47,6 +47,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from dllab.bench.allocator import keep_freed_memory
+from dllab.io import cache_dir
+
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared")
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -55,14 +58,6 @@ _KERNELS = ("quadratic_gradient", "feature_read", "feature_sum", "causal_chunks"
 _lock = threading.Lock()
 _loaded: ctypes.CDLL | None = None
 _status: str | None = None  # None until the first library() call
-
-
-def cache_dir() -> Path:
-    """Where built libraries go: $DLLAB_CACHE_DIR, else $XDG_CACHE_HOME/dllab, else ~/.cache/dllab."""
-    if os.environ.get("DLLAB_CACHE_DIR"):
-        return Path(os.environ["DLLAB_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dllab"
 
 
 def find_compiler() -> str | None:
@@ -140,6 +135,9 @@ def library() -> ctypes.CDLL | None:
                     _loaded, _status = None, "off (DLLAB_NATIVE=0)"
                 else:
                     _loaded, _status = load(find_compiler(), cache_dir())
+                if _loaded is not None:
+                    # The kernels' callers free and reallocate large outputs every call: keep those pages.
+                    keep_freed_memory()
     return _loaded
 
 

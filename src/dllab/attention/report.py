@@ -26,7 +26,7 @@ def run_experiments(runs_root: Path, quick: bool) -> None:
     """Theory checks and the approximation-error sweep, then the benchmark (quick: its < 1 minute variant)."""
     from dllab.attention.bench import QUICK_SETUP, BenchSetup, run_bench, to_json
     from dllab.attention.experiment import error_results, theory_results
-    from dllab.engine.checkpoint import atomic_write_json
+    from dllab.io import atomic_write_json
 
     root = Path(runs_root) / "attention"
     atomic_write_json(root / "theory.json", theory_results(quick))
@@ -208,8 +208,9 @@ def _error_section(ctx: ReportContext, data: dict) -> Section:
 
 
 def _bench_section(ctx: ReportContext, data: dict, name: str) -> Section:
-    from dllab.attention.bench import MODES, cpu_line, from_json, memory_rows, skipped_lines, table_rows
+    from dllab.attention.bench import MODES, from_json, memory_rows, skipped_lines, table_rows
     from dllab.attention.plots import bench_figure
+    from dllab.bench.measure import cpu_line
 
     report = from_json(data)
     m = report.machine

@@ -12,12 +12,11 @@ later calls reuse the files.
 from __future__ import annotations
 
 import functools
-import os
 import random
 import re
 from pathlib import Path
 
-from dllab.engine.checkpoint import atomic_write_text
+from dllab.io import atomic_write_text, cache_dir
 
 ARPABET_TO_IPA: dict[str, str] = {
     # vowels (stress digit removed; AH and ER handled by stress below)
@@ -32,11 +31,6 @@ STRESSED = {"AH": ("ə", "ʌ"), "ER": ("ɚ", "ɝ")}  # (unstressed, stressed)
 
 SIZES = (10_000, 1_000, 1_000)
 _WORD = re.compile(r"^[a-z]{2,}$")
-
-
-def cache_dir() -> Path:
-    """$DLLAB_CACHE, else ~/.cache/dllab."""
-    return Path(os.environ.get("DLLAB_CACHE") or Path.home() / ".cache" / "dllab")
 
 
 def arpabet_to_ipa(phones: list[str]) -> list[str]:

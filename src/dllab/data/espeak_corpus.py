@@ -3,7 +3,7 @@
 Source text: the King James Version of the Bible (1611; its copyright has long expired, see
 /usr/share/doc/bible-kjv-text/copyright) as shipped by the Debian packages `bible-kjv-text` (the text) and
 `bible-kjv` (the `bible` program that prints it). Verses are cut at `;`, `:` and sentence ends into
-clauses of `min_words`..`max_words` words, normalised onto the notebook's vocabulary (`asr.text.normalize`),
+clauses of `min_words`..`max_words` words, normalised onto the notebook's vocabulary (`data.text.normalize`),
 de-duplicated, shuffled with `seed`, and the first `size` are spoken.
 
 Speech: espeak-ng (Debian package `espeak-ng`), one of several English voices and voice variants, a
@@ -11,7 +11,7 @@ speaking rate and a pitch drawn per utterance from `seed`, written at 22,050 Hz 
 `wavs/<id>.wav`, with `metadata.csv` lines `id|text|normalized` (both transcripts are the normalised
 clause: espeak-ng speaks exactly what the model must write).
 
-`build_corpus(cfg)` builds once into `<cache>/espeak/<name>/` (cache = $DLLAB_CACHE or ~/.cache/dllab)
+`build_corpus(cfg)` builds once into `<cache>/espeak/<name>/` (cache = `dllab.io.cache_dir()`)
 and later calls return the finished folder; a half-built corpus is never mistaken for a finished one.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import shutil
@@ -30,11 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from dllab.asr.text import MAX_TOKENS, normalize
 from dllab.config import option, to_dict
-from dllab.engine.checkpoint import atomic_write_json, atomic_write_text
+from dllab.data.text import normalize
 from dllab.engine.logs import progress
 from dllab.errors import UserError
+from dllab.io import atomic_write_json, atomic_write_text, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +58,8 @@ class CorpusConfig:
     workers: int = option(2, "espeak-ng processes run at once")
 
 
-def cache_root() -> Path:
-    """$DLLAB_CACHE, or ~/.cache/dllab."""
-    return Path(os.environ.get("DLLAB_CACHE") or Path.home() / ".cache" / "dllab")
+# The course notebook caps a transcript at 99 tokens, its start and end markers included.
+MAX_CLAUSE_CHARACTERS = 97
 
 
 def corpus_name(cfg: CorpusConfig) -> str:
@@ -106,7 +104,7 @@ def clauses(verses: Sequence[str], min_words: int, max_words: int) -> list[str]:
             if clause[-1] not in ".?":
                 clause += "."
             n = len(clause.split())
-            if min_words <= n <= max_words and len(clause) + 2 <= MAX_TOKENS and clause not in seen:
+            if min_words <= n <= max_words and len(clause) <= MAX_CLAUSE_CHARACTERS and clause not in seen:
                 seen.add(clause)
                 out.append(clause)
     return out
@@ -168,11 +166,11 @@ def build_corpus(
 ) -> Path:
     """Build (once) and return the corpus folder: `metadata.csv`, `wavs/`, `corpus.json`.
 
-    `root` defaults to `cache_root() / "espeak" / corpus_name(cfg)`; a folder with `corpus.json` is finished
+    `root` defaults to `cache_dir() / "espeak" / corpus_name(cfg)`; a folder with `corpus.json` is finished
     and returned as is. Wavs already written by an interrupted build are reused.
     """
     if root is None:
-        root = cache_root() / "espeak" / corpus_name(cfg)
+        root = cache_dir() / "espeak" / corpus_name(cfg)
     root = Path(root)
     if (root / "corpus.json").is_file():
         return root

@@ -16,6 +16,7 @@ import numpy as np
 
 from dllab.data.images import ImageSplits, carve_validation, to_tensors
 from dllab.errors import UserError
+from dllab.io import cache_dir
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FILES = {
@@ -61,11 +62,11 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 def find_root(root: str | Path | None = None) -> Path:
     """The first folder holding all four files; downloads to the cache when none does and we are online."""
-    candidates = [Path(root)] if root else [SYSTEM_DIR, cache_dir()]
+    candidates = [Path(root)] if root else [SYSTEM_DIR, cache_dir("fashion-mnist")]
     for folder in candidates:
         if all((folder / name).exists() for name in FILES.values()):
             return folder
-    target = candidates[0] if root else cache_dir()
+    target = candidates[0] if root else cache_dir("fashion-mnist")
     try:
         download(target)
     except OSError as err:
@@ -74,10 +75,6 @@ def find_root(root: str | Path | None = None) -> Path:
             f"Fashion-MNIST not found in {looked} and the download failed ({err}). {HOW_TO_GET}"
         ) from None
     return target
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("DLLAB_CACHE", Path.home() / ".cache" / "dllab")) / "fashion-mnist"
 
 
 def download(target: Path) -> None:

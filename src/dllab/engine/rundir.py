@@ -19,8 +19,8 @@ from typing import Any
 
 from dllab import __version__
 from dllab.config import diff, from_dict, to_dict
-from dllab.engine.checkpoint import atomic_write_json, atomic_write_text
 from dllab.errors import UserError
+from dllab.io import atomic_write_json, atomic_write_text
 
 
 class RunDir:

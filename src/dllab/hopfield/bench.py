@@ -10,27 +10,27 @@ Target: `retrieve` within 3x of the bound (measured time / bound time <= 3) at t
 
 from __future__ import annotations
 
-import argparse
 import os
+
+from dllab.bench.flags import add_bench_parser, add_common_flags
 
 TARGET_RATIO = 3.0
 
 
 def add_bench(sub) -> None:
-    p = sub.add_parser(
+    p = add_bench_parser(
+        sub,
         "hopfield",
         help="Hopfield retrieval queries/s for N = 60,000 patterns next to the sgemm bound",
         description=__doc__,
-        epilog="examples:\n  dllab bench hopfield --quick\n  dllab bench hopfield --batch-sizes 256,1024 --steps 5",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=["dllab bench hopfield --quick", "dllab bench hopfield --batch-sizes 256,1024 --steps 5"],
     )
+    add_common_flags(p, quick="N = 10000, B = 16,256, 2 repeats, 2048^3 sgemm", repeats=3)
     p.add_argument("--patterns", type=int, default=60000, help="stored patterns N (default 60000)")
     p.add_argument("--batch-sizes", default="1,16,64,256,1024", help="query batch sizes B (default 1,16,64,256,1024)")
     p.add_argument("--steps", type=int, default=3, help="CCCP updates per retrieval S (default 3)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per batch size; the best counts (default 3)")
     p.add_argument("--gemm-size", type=int, default=4096, help="n of the n x n x n sgemm (default 4096)")
     p.add_argument("--random", action="store_true", help="random Gaussian patterns instead of Fashion-MNIST")
-    p.add_argument("--quick", action="store_true", help="N = 10000, B = 16,256, 2 repeats, 2048^3 sgemm")
     p.set_defaults(func=run)
 
 
@@ -52,7 +52,7 @@ def _patterns(n: int, random: bool):
 def run(args) -> int:
     import torch
 
-    from dllab.attention.measure import best_time, matmul_gflops
+    from dllab.bench.measure import best_time, matmul_gflops
     from dllab.errors import UserError
     from dllab.hopfield.experiment import RetrievalConfig, corrupt
     from dllab.hopfield.retrieval import retrieve, update

@@ -26,10 +26,10 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from dllab.config import to_dict
-from dllab.engine.checkpoint import atomic_write_bytes, atomic_write_json
 from dllab.errors import UserError
 from dllab.hopfield.config import QUICK_CAPACITY, QUICK_RETRIEVAL, CapacityConfig, Normalise, RetrievalConfig
 from dllab.hopfield.retrieval import retrieve
+from dllab.io import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 __all__ = ["QUICK_CAPACITY", "QUICK_RETRIEVAL", "CapacityConfig", "RetrievalConfig", "run_capacity", "run_retrieval"]

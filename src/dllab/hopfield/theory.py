@@ -16,7 +16,6 @@ from torch import Tensor
 from torch.func import grad, hessian
 
 from dllab.attention.softmax import softmax_attention
-from dllab.engine.checkpoint import atomic_write_json
 from dllab.hopfield.landscape import (
     concave_part,
     convex_part,
@@ -27,6 +26,7 @@ from dllab.hopfield.landscape import (
     hessian_neg_concave,
 )
 from dllab.hopfield.retrieval import retrieve
+from dllab.io import atomic_write_json
 
 TOL = 1e-9  # float64 agreement
 PSD_TOL = 1e-9  # smallest eigenvalue allowed: -PSD_TOL

@@ -17,29 +17,29 @@ one-word-at-a-time loop.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
+
+from dllab.bench.flags import add_bench_parser, add_common_flags
 
 TARGET_EPOCH = 3.0
 TARGET_GREEDY = 20.0
 
 
 def add_bench(sub) -> None:
-    p = sub.add_parser(
+    p = add_bench_parser(
+        sub,
         "p2g",
         help="epoch time and decoding words/s: dllab vs the course skeleton's loop",
         description=__doc__,
-        epilog="examples:\n  dllab bench p2g --quick\n  dllab bench p2g --threads 2",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=["dllab bench p2g --quick", "dllab bench p2g --threads 2"],
     )
+    add_common_flags(p, quick="1,280 training words, 200 validation words", threads=1)
     p.add_argument("--train-words", type=int, default=0, help="training words per epoch (default: all)")
     p.add_argument("--valid-words", type=int, default=0, help="validation words decoded (default: all)")
     p.add_argument("--decode-words", type=int, default=300,
                    help="validation words for the words/s comparison (default 300)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for both sides (default 1)")
-    p.add_argument("--quick", action="store_true", help="1,280 training words, 200 validation words")
     p.set_defaults(func=run)
 
 

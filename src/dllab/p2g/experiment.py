@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from dllab.engine import FitResult, RunDir, distributed, fit, load_best, seed_everything
-from dllab.engine.checkpoint import atomic_write_json, atomic_write_text
 from dllab.errors import UserError
+from dllab.io import atomic_write_json, atomic_write_text
 from dllab.p2g.config import COURSE_DIR, DataConfig, DecodeConfig, P2GConfig  # noqa: F401 (re-exported)
 from dllab.seq2seq.batching import PairData
 from dllab.seq2seq.decoding import (

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import datetime
-import importlib
-import importlib.util
 import logging
 import platform
 from pathlib import Path
 
-from dllab.report.document import Paragraph, ReportContext, Section, to_html, to_markdown, write_atomic
+from dllab.capabilities import rooms
+from dllab.io import atomic_write_text
+from dllab.report.document import Paragraph, ReportContext, Section, to_html, to_markdown
 
 log = logging.getLogger(__name__)
 TITLE = "dllab: IST Deep Learning Homework 2, rerun"
 
 
 def capability_reports() -> list[tuple[str, object]]:
-    from dllab.cli import CAPABILITIES
-
-    found = []
-    for capability in CAPABILITIES:
-        name = f"dllab.{capability}.report"
-        if importlib.util.find_spec(f"dllab.{capability}") and importlib.util.find_spec(name):
-            found.append((capability, importlib.import_module(name)))
-    return found
+    return rooms("report")
 
 
 def rerun_experiments(runs_root: Path, quick: bool, only: list[str] | None = None) -> None:
@@ -56,7 +49,7 @@ def build_report(runs_root: Path, out_dir: Path, only: list[str] | None = None) 
         )
     )
     sections.insert(0, about)
-    write_atomic(ctx.out_dir / "index.md", to_markdown(TITLE, sections))
+    atomic_write_text(ctx.out_dir / "index.md", to_markdown(TITLE, sections))
     html_path = ctx.out_dir / "index.html"
-    write_atomic(html_path, to_html(TITLE, sections))
+    atomic_write_text(html_path, to_html(TITLE, sections))
     return html_path

@@ -16,12 +16,12 @@ and optionally
 from __future__ import annotations
 
 import html
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dllab.io import atomic_write_bytes
 
 
 @dataclass
@@ -74,17 +74,12 @@ class ReportContext:
         """Save a matplotlib figure as figures/<name> (atomically) and return the block that shows it."""
         import matplotlib.pyplot as plt
 
-        self.figures_dir.mkdir(parents=True, exist_ok=True)
-        dest = self.figures_dir / name
-        fd, tmp = tempfile.mkstemp(dir=self.figures_dir, suffix=".png")
-        os.close(fd)
         try:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-            os.replace(tmp, dest)
+            atomic_write_bytes(
+                self.figures_dir / name, lambda fh: fig.savefig(fh, dpi=110, bbox_inches="tight", format="png")
+            )
         finally:
             plt.close(fig)
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return Figure(f"figures/{name}", caption)
 
 
@@ -190,11 +185,3 @@ def to_html(title: str, sections: list[Section]) -> str:
         emit(section, 2)
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

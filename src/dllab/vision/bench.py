@@ -10,28 +10,28 @@ evaluate on the validation split after every epoch.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
+
+from dllab.bench.flags import add_bench_parser, add_common_flags
 
 TARGET_RATIO = 1.0
 TARGET_SWEEP = 1.8
 
 
 def add_bench(sub) -> None:
-    p = sub.add_parser(
+    p = add_bench_parser(
+        sub,
         "vision",
         help="images/s and sweep wall time: dllab vs the course skeleton's loop",
         description=__doc__,
-        epilog="examples:\n  dllab bench vision --quick\n  dllab bench vision --train-images 20000 --epochs 2",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=["dllab bench vision --quick", "dllab bench vision --train-images 20000 --epochs 2"],
     )
+    add_common_flags(p, quick="4000 images, 1 epoch, one round", repeats=2)
     p.add_argument("--train-images", type=int, default=20000, help="training images per run (default 20000)")
     p.add_argument("--val-images", type=int, default=2000, help="validation images (default 2000)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per run (default 2)")
-    p.add_argument("--quick", action="store_true", help="4000 images, 1 epoch, one round")
-    p.add_argument("--repeats", type=int, default=2, help="rounds; each figure is the best round (default 2)")
     p.add_argument(
         "--ddp",
         action="store_true",

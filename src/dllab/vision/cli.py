@@ -142,9 +142,9 @@ def cmd_plot(args) -> int:
 
 
 def _draw(run_path: Path) -> Path:
-    from dllab.engine.checkpoint import atomic_write_bytes
     from dllab.engine.rundir import RunDir
     from dllab.errors import UserError
+    from dllab.io import atomic_write_bytes
     from dllab.report.figures import run_curves
 
     run = RunDir(run_path)

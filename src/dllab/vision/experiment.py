@@ -13,9 +13,9 @@ from torch.nn import functional as F
 
 from dllab.data.images import ImageSplits
 from dllab.engine import RunDir, distributed, fit, load_best, resolve_device, seed_everything
-from dllab.engine.checkpoint import atomic_write_json, atomic_write_text
 from dllab.engine.loop import cpu_kernels, to_device
 from dllab.engine.sweep import Job, run_jobs
+from dllab.io import atomic_write_json, atomic_write_text
 from dllab.vision.config import ABLATIONS, PRESETS, VisionConfig, with_lr, with_model
 from dllab.vision.models import count_parameters, create_model
 

@@ -1,4 +1,5 @@
-"""Measuring kernels on the CPU: wall time (best of n), peak memory (resident-set growth), matmul rate.
+"""Measuring on the CPU: wall time (best of n), peak memory (resident-set growth), matmul rate, and what else
+ran on the machine meanwhile (other processes' and the hypervisor's share of the CPUs).
 
 Peak memory. tracemalloc does not see torch's allocations and torch has no CPU counterpart of
 `torch.cuda.max_memory_allocated`, so `peak_memory` measures what the operating system sees: the growth of
@@ -17,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from dllab.engine.allocator import libc
+from dllab.bench.allocator import libc
 
 
 def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -113,3 +114,28 @@ def cpu_shares(start: tuple[float, float, float] | None, seconds: float, cpus: i
     others = (end[0] - start[0]) - (end[2] - start[2])
     return {"others": max(0.0, others) / capacity, "steal": max(0.0, end[1] - start[1]) / capacity}
 
+
+def cpu_line(shares: dict) -> str:
+    """One sentence on `cpu_shares`' figures, for the end of a benchmark's printout."""
+    busy = shares["others"] > 0.05 or shares["steal"] > 0.05
+    return (
+        f"CPU during the run: other processes used {shares['others']:.0%} of the machine's CPUs and the hypervisor "
+        f"took {shares['steal']:.0%} (steal)"
+        + (", so times are pessimistic (each is the best of several calls)." if busy else ".")
+    )
+
+
+def machine() -> dict:
+    """The facts every benchmark's machine line starts with: platform, processor, torch, threads, allocator."""
+    import platform
+
+    from dllab.bench import allocator
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_before": load_average(),
+        "allocator": allocator.describe(),
+    }

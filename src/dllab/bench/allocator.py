@@ -10,8 +10,10 @@ attention forward + backward at L = 16,384 took about 2,900 faults per call, som
 
 PyTorch's CPU performance guide suggests a caching allocator (jemalloc, tcmalloc) for this reason.
 `keep_freed_memory` gets the same effect from glibc itself through mallopt: blocks up to 32 MiB come from
-the heap, and up to 256 MiB of freed memory stays with the process. It is process-wide, so the `dllab`
-command calls it once at start; a library user may call it too. It steps aside when the user has set
+the heap, and up to 256 MiB of freed memory stays with the process. It is process-wide, so it is set where it
+pays, not for every command: by every `dllab bench` command before it measures anything, and by the compiled
+Taylor attention kernels when they load (their calls free and reallocate large outputs). A library user may
+call it too. It steps aside when the user has set
 glibc's own MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ or DLLAB_KEEP_FREED_MEMORY=0, and off glibc.
 """
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 # call would fault in again) and the allocator line.
 SCRIPT = """
 import resource, sys, torch
-from dllab.engine import allocator
+from dllab.bench import allocator
 applied = allocator.keep_freed_memory() if sys.argv[1] == "keep" else False
 def rss():
     with open("/proc/self/statm") as fh:
