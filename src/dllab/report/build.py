@@ -20,6 +20,7 @@ def capability_reports() -> list[tuple[str, object]]:
 
 
 def rerun_experiments(runs_root: Path, quick: bool, only: list[str] | None = None) -> None:
+    """Run every capability's experiments one after another in this process (no plan, no parallelism)."""
     for capability, module in capability_reports():
         if only and capability not in only:
             continue
@@ -27,6 +28,36 @@ def rerun_experiments(runs_root: Path, quick: bool, only: list[str] | None = Non
         if run is not None:
             log.info("running the %s experiments (%s)", capability, "quick" if quick else "full")
             run(runs_root, quick=quick)
+
+
+def plan_experiments(runs_root: Path, quick: bool, scale: float = 1.0, only: list[str] | None = None) -> list:
+    """Every capability's experiments as plan tasks (`dllab.engine.plan`), estimated by calibration here.
+
+    A capability's report.py declares `experiments(runs_root, quick, scale) -> list[Task]`; one that only has
+    `run_experiments(runs_root, quick)` becomes a single task.
+    """
+    from dllab.engine.plan import Task
+
+    tasks = []
+    for capability, module in capability_reports():
+        if only and capability not in only:
+            continue
+        declared = getattr(module, "experiments", None)
+        if declared is not None:
+            log.info("calibrating the %s experiments", capability)
+            tasks += declared(Path(runs_root), quick=quick, scale=scale)
+        elif hasattr(module, "run_experiments"):
+            tasks.append(Task(f"{capability}/all", run_capability, {"capability": capability,
+                              "runs_root": Path(runs_root), "quick": quick}, seconds=60.0))  # fmt: skip
+    return tasks
+
+
+def run_capability(capability: str, runs_root: Path, quick: bool, threads: int = 0) -> dict:
+    """A plan task: one capability's `run_experiments` (for capabilities that declare no finer tasks)."""
+    import importlib
+
+    importlib.import_module(f"dllab.{capability}.report").run_experiments(runs_root, quick=quick)
+    return {"capability": capability}
 
 
 def build_report(runs_root: Path, out_dir: Path, only: list[str] | None = None) -> Path:
