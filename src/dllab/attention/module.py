@@ -119,15 +119,13 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor:
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x: expected shape (B, L, {self.dim}), got {tuple(x.shape)}")
-        if kv is None:
-            k, v = self.kv(x if context is None else context)  # (B, H, Lk, D) each
-        elif context is not None:
+        if kv is not None and context is not None:
             raise ValueError("context and kv: pass one of them (kv holds the context's keys and values)")
-        else:
-            k, v = kv
+        # q before k and v: the order autograd then sums a self-attention input's three gradients in
+        q = self._split(self._project("q_proj", x))  # (B, H, Lq, D)
+        k, v = self.kv(x if context is None else context) if kv is None else kv  # (B, H, Lk, D) each
         if k.shape[0] != x.shape[0]:
             raise ValueError(f"context: batch size {k.shape[0]} differs from x's {x.shape[0]}")
-        q = self._split(self._project("q_proj", x))  # (B, H, Lq, D)
         if self.kind == "softmax":
             z = softmax_attention(q, k, v, self.causal, key_padding_mask, self.scale)
         else:
