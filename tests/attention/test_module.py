@@ -128,6 +128,13 @@ def test_bad_input_shape_names_argument():
         mha(torch.randn(2, 3, 7))
     with pytest.raises(ValueError, match="context"):
         mha(torch.randn(2, 3, 8), torch.randn(3, 3, 8))
+    with pytest.raises(ValueError, match="context: expected shape"):
+        mha(torch.randn(2, 3, 8), torch.randn(2, 3, 6))
+    with pytest.raises(ValueError, match="x_t"):
+        mha.step(torch.randn(2, 1, 8))
+    with pytest.raises(ValueError, match="dim"):
+        MultiHeadAttention(0, 1)
+    assert "num_heads=2" in repr(mha) and "kind=softmax" in repr(mha)
 
 
 @pytest.mark.parametrize("causal", [False, True])
