@@ -121,7 +121,8 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"x: expected shape (B, L, {self.dim}), got {tuple(x.shape)}")
         if kv is not None and context is not None:
             raise ValueError("context and kv: pass one of them (kv holds the context's keys and values)")
-        # q before k and v: the order autograd then sums a self-attention input's three gradients in
+        # q first, then k and v: autograd sums a self-attention input's three gradients in this order (bit for bit
+        # as before kv= existed)
         q = self._split(self._project("q_proj", x))  # (B, H, Lq, D)
         k, v = self.kv(x if context is None else context) if kv is None else kv  # (B, H, Lk, D) each
         if k.shape[0] != x.shape[0]:
