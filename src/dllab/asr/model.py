@@ -11,7 +11,8 @@ Every attention is a `dllab.attention.MultiHeadAttention` (softmax ones as the n
 Every `ASRModel` implements `dllab.seq2seq.decoding.IncrementalDecoder`: `start` encodes the audio once and
 computes each cross-attention block's keys and values once (`MultiHeadAttention.kv`); `step` consumes one
 token per row, extending the self-attention KV cache (transformer), the LSTM's (h, c), or the Taylor state
-(M x D and M sums) through `MultiHeadAttention.step`, so no step re-runs the prefix. `forward` (teacher forcing) is what training uses and what the cache tests compare to.
+(M x D and M sums) through `MultiHeadAttention.step`, so no step re-runs the prefix. `forward` (teacher
+forcing) is what training uses and what the cache tests compare to.
 `ModelConfig` and `DecoderKind` live in the torch-free `dllab.asr.config` and are re-exported here.
 """
 
