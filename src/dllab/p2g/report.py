@@ -26,7 +26,8 @@ def run_experiments(runs_root: Path, quick: bool) -> None:
 
     quick: the first 2,000 training and 300 validation words, 3 epochs (about a minute on 2 cores)."""
     from dllab.config import replace_path
-    from dllab.p2g.experiment import COURSE_DIR, P2GConfig, evaluate, run_path, train
+    from dllab.p2g.config import COURSE_DIR, P2GConfig
+    from dllab.p2g.experiment import evaluate, run_path, train
 
     cfg = P2GConfig()
     source = "course" if (Path(COURSE_DIR) / "train.tsv").exists() else "cmudict"
