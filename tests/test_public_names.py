@@ -13,13 +13,7 @@ import dllab
 PACKAGES = sorted(m.name for m in pkgutil.iter_modules(dllab.__path__, "dllab.") if m.ispkg)
 
 
-# Being restructured on a branch (issue 18): their faces land with it. Strict, so the mark must go then.
-PENDING = {"dllab.asr", "dllab.p2g", "dllab.seq2seq"}
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(p, marks=pytest.mark.xfail(strict=True)) if p in PENDING else p for p in PACKAGES]
-)
+@pytest.mark.parametrize("name", PACKAGES)
 def test_declared_names_resolve(name):
     package = importlib.import_module(name)
     declared = getattr(package, "__all__", None)
