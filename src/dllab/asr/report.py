@@ -266,12 +266,14 @@ def quick_config():
     )
 
 
-def _config(decoder: str, quick: bool, scale: float = 1.0):
+def _config(decoder: str, quick: bool, scale: float = 1.0, overrides: tuple[str, ...] = ()):
     from dllab.asr.experiment import ASRConfig
+    from dllab.config import apply_overrides
 
     base = quick_config() if quick else ASRConfig()
     train = dataclasses.replace(base.train, epochs=max(1, round(base.train.epochs * scale)))
-    return dataclasses.replace(base, model=dataclasses.replace(base.model, decoder=decoder), train=train)
+    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, decoder=decoder), train=train)
+    return apply_overrides(cfg, overrides)
 
 
 def prepare_corpus(cfg, threads: int = 0) -> dict:
@@ -294,17 +296,17 @@ def train_decoder(cfg, run_path: Path, threads: int = 0) -> dict:
     return train_run(cfg, run_path, resume=run.exists(), show_progress=False)
 
 
-def experiments(runs_root: Path, quick: bool, scale: float = 1.0) -> list:
+def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tuple[str, ...] = ()) -> list:
     """The corpus (built once), then each decoder trained and tested; estimated by timing a small corpus's
     synthesis and one epoch of each decoder on it here."""
     from dllab.engine.plan import Task
 
     root = Path(runs_root) / "asr" / ("quick" if quick else "")
-    first = _config(DECODERS[0], quick, scale)
+    first = _config(DECODERS[0], quick, scale, overrides)
     synth = _estimate_corpus(first)
     tasks = [Task("asr/corpus", prepare_corpus, {"cfg": first}, seconds=synth, threads=2)]
     for decoder in DECODERS:
-        cfg = _config(decoder, quick, scale)
+        cfg = _config(decoder, quick, scale, overrides)
         tasks.append(Task(f"asr/{decoder}", train_decoder, {"cfg": cfg, "run_path": root / decoder},
                           seconds=_estimate_training(cfg), after=("asr/corpus",)))  # fmt: skip
     return tasks
@@ -346,6 +348,15 @@ def _estimate_training(cfg) -> float:
     n_eval = round(cfg.corpus.size * sizes["val"] / sum(sizes.values()))
     n_test = cfg.corpus.size - n_train - n_eval
     return timing.estimate(cfg.train.epochs, n_train, n_eval) + n_test * timing.eval_per_item
+
+
+def demo_figures(runs_root: Path) -> dict[str, float | None]:
+    """The demo's headline: the Transformer decoder's greedy test CER and its share of looping transcripts."""
+    from dllab.engine.rundir import RunDir
+
+    run = RunDir(Path(runs_root) / "asr" / "quick" / "transformer")
+    test = (run.read_test_metrics() if run.exists() else None) or {}
+    return {"asr.greedy_cer": test.get("cer"), "asr.degenerate": test.get("degenerate")}
 
 
 def run_experiments(runs_root: Path, quick: bool) -> None:

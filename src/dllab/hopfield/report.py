@@ -52,13 +52,13 @@ def run_part(part: str, overrides: list[str], out: Path, threads: int = 0) -> di
     return {"seconds": result.get("seconds")}
 
 
-def experiments(runs_root: Path, quick: bool, scale: float = 1.0) -> list:
+def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tuple[str, ...] = ()) -> list:
     """Theory checks, the retrieval experiment and the capacity sweep (quick: the CPU demo sizes), each
     estimated from a small version of itself timed here (scaled by its count of pattern-query products)."""
     from dllab.engine.plan import Task
     from dllab.hopfield.config import QUICK_CAPACITY, QUICK_RETRIEVAL
 
-    del scale  # no epochs here: the sizes are the homework's
+    del scale, overrides  # no epochs here: the sizes are the homework's
     root = Path(runs_root) / "hopfield"
     suffix = "-quick" if quick else ""
     draws = 20 if quick else 100

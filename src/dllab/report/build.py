@@ -30,11 +30,13 @@ def rerun_experiments(runs_root: Path, quick: bool, only: list[str] | None = Non
             run(runs_root, quick=quick)
 
 
-def plan_experiments(runs_root: Path, quick: bool, scale: float = 1.0, only: list[str] | None = None) -> list:
+def plan_experiments(runs_root: Path, quick: bool, scale: float = 1.0, only: list[str] | None = None,
+                     overrides: dict[str, tuple[str, ...]] | None = None) -> list:
     """Every capability's experiments as plan tasks (`dllab.engine.plan`), estimated by calibration here.
 
     A capability's report.py declares `experiments(runs_root, quick, scale) -> list[Task]`; one that only has
-    `run_experiments(runs_root, quick)` becomes a single task.
+    `run_experiments(runs_root, quick)` becomes a single task. `overrides` gives a capability's `--key=value`
+    words, applied to each of its runs' configs last (the tests run the demo's plan on tiny data this way).
     """
     from dllab.engine.plan import Task
 
@@ -45,7 +47,8 @@ def plan_experiments(runs_root: Path, quick: bool, scale: float = 1.0, only: lis
         declared = getattr(module, "experiments", None)
         if declared is not None:
             log.info("calibrating the %s experiments", capability)
-            tasks += declared(Path(runs_root), quick=quick, scale=scale)
+            tasks += declared(Path(runs_root), quick=quick, scale=scale,
+                              overrides=tuple((overrides or {}).get(capability, ())))
         elif hasattr(module, "run_experiments"):
             tasks.append(Task(f"{capability}/all", run_capability, {"capability": capability,
                               "runs_root": Path(runs_root), "quick": quick}, seconds=60.0))  # fmt: skip
