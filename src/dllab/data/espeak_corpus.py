@@ -45,17 +45,17 @@ VARIANTS: tuple[str, ...] = ("", "m1", "m3", "m5", "f1", "f2", "f4")
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    size: int = option(2400, "utterances to synthesise (the course split keeps 75% / 5% / 20%)")
-    seed: int = option(0, "seeds the choice of sentences, voices, rates and pitches")
-    min_words: int = option(4, "shortest clause kept, in words")
-    max_words: int = option(16, "longest clause kept, in words")
-    voices: tuple[str, ...] = option(VOICES, "espeak-ng voices drawn from")
+    size: int = option(2400, "utterances to synthesise (the course split keeps 75% / 5% / 20%)", ge=3)
+    seed: int = option(0, "seeds the choice of sentences, voices, rates and pitches", ge=0, lt=2**32)
+    min_words: int = option(4, "shortest clause kept, in words", ge=1, le_field="max_words")
+    max_words: int = option(16, "longest clause kept, in words", ge=1)
+    voices: tuple[str, ...] = option(VOICES, "espeak-ng voices drawn from", min_len=1)
     variants: tuple[str, ...] = option(VARIANTS, "espeak-ng voice variants drawn from ('' = none)")
-    rate_min: int = option(140, "slowest speaking rate, words per minute")
-    rate_max: int = option(200, "fastest speaking rate, words per minute")
-    pitch_min: int = option(30, "lowest pitch (espeak-ng 0-99)")
-    pitch_max: int = option(70, "highest pitch (espeak-ng 0-99)")
-    workers: int = option(2, "espeak-ng processes run at once")
+    rate_min: int = option(140, "slowest speaking rate, words per minute", ge=80, le=450, le_field="rate_max")
+    rate_max: int = option(200, "fastest speaking rate, words per minute", ge=80, le=450)
+    pitch_min: int = option(30, "lowest pitch (espeak-ng 0-99)", ge=0, le=99, le_field="pitch_max")
+    pitch_max: int = option(70, "highest pitch (espeak-ng 0-99)", ge=0, le=99)
+    workers: int = option(2, "espeak-ng processes run at once", ge=1, le=256)
 
 
 # The course notebook caps a transcript at 99 tokens, its start and end markers included.
