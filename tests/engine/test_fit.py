@@ -1,3 +1,4 @@
+import errno
 import math
 from fractions import Fraction
 
@@ -93,10 +94,10 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     def broken_save(obj, fh, *a, **k):
         fh.write(b"half a checkpoint")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=r"cannot write .*last.pt: No space left on device \(free some space"):
         save_checkpoint(path, {"w": torch.zeros(3), "epoch": 2})
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1

@@ -2,7 +2,7 @@ import pytest
 
 from dllab.engine.rundir import RunDir, find_runs
 from dllab.errors import UserError
-from dllab.vision.config import PRESETS, with_lr
+from dllab.vision.config import PRESETS, with_lr, with_model
 
 
 def test_prepare_refuses_to_clobber_and_checks_config_on_resume(tmp_path):
@@ -10,11 +10,15 @@ def test_prepare_refuses_to_clobber_and_checks_config_on_resume(tmp_path):
     cfg = PRESETS["hw2023"]
     run.prepare("vision", cfg, resume=False)
     assert run.read_config(type(cfg)) == cfg
+    run.prepare("vision", cfg, resume=False)  # no epoch finished yet: nothing to lose, a fresh start may reuse it
+    run.append_metrics({"epoch": 1, "val_acc": 0.5})
     with pytest.raises(UserError, match="--resume"):
         run.prepare("vision", cfg, resume=False)
     run.prepare("vision", cfg, resume=True)
-    with pytest.raises(UserError, match="optim.lr changed"):
-        run.prepare("vision", with_lr(cfg, 0.5), resume=True)
+    with pytest.raises(UserError, match="model.dropout changed"):
+        run.prepare("vision", with_model(cfg, dropout=0.5), resume=True)
+    run.prepare("vision", with_lr(cfg, 0.001), resume=True)  # a lower --lr may go on (after a non-finite loss)
+    assert run.read_config(type(cfg)).optim.lr == 0.001
     run.prepare("vision", with_lr(cfg, 0.5), resume=False, overwrite=True)
     assert find_runs(tmp_path)[0].path == run.path
 

@@ -129,7 +129,7 @@ def cmd_test(args) -> int:
     setup_logging()
     ensemble = [RunDir(p) for p in args.ensemble] if args.ensemble else None
     rescore = [RunDir(p) for p in args.rescore] if args.rescore else None
-    result = evaluate(RunDir(args.run), args.top_p, args.beam, args.k, args.split, args.seed, ensemble, rescore)
+    result = evaluate(RunDir(args.run).claim(), args.top_p, args.beam, args.k, args.split, args.seed, ensemble, rescore)
     for key, m in result.items():
         extra = "".join(f", {name.upper()} {m[name]:.4f}" for name in m if name.startswith("wer@"))
         print(
