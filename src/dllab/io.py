@@ -10,7 +10,10 @@
 - A file-system failure (permission denied, read-only file system, no space, not a directory) raises a
   `UserError` naming the path and the operation (`file_system_error`), and the old file is left as it was.
 - `cache_dir()`: where dllab keeps what it derives and can rebuild (compiled kernels, embedded corpora,
-  downloads): `$DLLAB_CACHE`, else `$XDG_CACHE_HOME/dllab`, else `~/.cache/dllab`.
+  downloads): `$DLLAB_CACHE`, else `$XDG_CACHE_HOME/dllab`, else `~/.cache/dllab`. A cache is keyed by what
+  it was derived from: `file_stamp` (size and modification time) of each input and output file, a
+  `sha256_file` / `sha256_text` where hashing is cheap; a cache whose recorded key no longer matches is
+  rebuilt.
 """
 
 from __future__ import annotations
@@ -97,6 +100,34 @@ def strict_json(obj: Any) -> Any:
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write `obj` as strict JSON (non-finite numbers as null, see the module docstring), atomically."""
     atomic_write_text(path, json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def file_stamp(path: str | Path) -> dict[str, int]:
+    """{"size": bytes, "mtime_ns": modification time} of `path`: what a cache records of its inputs."""
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def stamps_match(recorded: dict[str, Any], folder: str | Path) -> bool:
+    """Whether every file named in `recorded` ({name: file_stamp}) still has that stamp inside `folder`."""
+    try:
+        return all(file_stamp(Path(folder) / name) == stamp for name, stamp in recorded.items())
+    except OSError:
+        return False
+
+
+def sha256_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_json_or_none(path: str | Path) -> Any:
+    """The JSON in `path`, or None when it is missing or unreadable (a cache stamp: rebuild then)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def cache_dir(*parts: str) -> Path:

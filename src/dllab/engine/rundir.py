@@ -172,9 +172,10 @@ class RunDir:
             return _HELD[key]
         if create:
             self.create()
+        if not self.path.exists():
+            raise UserError(f"{self.config_path}: not a run directory (no config.json)")
         if not self.path.is_dir():
-            what = "is not a directory" if self.path.exists() else "does not exist"
-            raise UserError(f"{self.path}: {what} (expected a run directory)")
+            raise UserError(f"{self.path}: not a directory (expected a run directory)")
         import filelock
 
         lock = filelock.FileLock(self.lock_path, timeout=0, thread_local=False, on_acquired=_write_pid)
