@@ -314,7 +314,8 @@ def _set_base_lr(optimizer: torch.optim.Optimizer, schedule, lr: float) -> None:
 
 def _non_finite(run: RunDir, loss: Tensor, norm: Tensor, epoch: int, step: int, steps: int,
                 optimizer: torch.optim.Optimizer) -> NonFiniteLoss:  # fmt: skip
-    what = f"loss {float(loss):g}" if not math.isfinite(float(loss)) else f"gradient norm {float(norm):g}"
+    value = float(loss.detach())
+    what = f"loss {value:g}" if not math.isfinite(value) else f"gradient norm {float(norm):g}"
     lr = optimizer.param_groups[0]["lr"]
     if run.last_checkpoint.exists():  # written after every epoch, so it holds epoch - 1
         after = (f"the last good checkpoint (epoch {epoch - 1}) is kept: continue from it with --resume "
