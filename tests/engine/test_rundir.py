@@ -32,3 +32,37 @@ def test_metrics_survive_a_torn_last_line_and_truncate(tmp_path):
     assert [r["epoch"] for r in run.read_metrics()] == [1, 2, 3]
     run.truncate_metrics(2)
     assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["", " ", ".", "..", "../x", "a/b", "/etc", "a\x00b", "x" * 256])
+def test_run_names_are_one_folder_name(tmp_path, name):
+    from dllab.engine.rundir import check_run_name
+
+    with pytest.raises(UserError, match="--name"):
+        RunDir.named(tmp_path, "vision", name)
+    assert check_run_name("lr0.01") == "lr0.01"
+    assert RunDir.named(tmp_path, "p2g", "a-b_c").path == tmp_path / "p2g" / "a-b_c"
+
+
+def test_claim_is_reentrant_and_names_missing_runs(tmp_path):
+    run = RunDir(tmp_path / "r")
+    with pytest.raises(UserError, match="not a run directory"):
+        run.claim()
+    run.create()
+    assert run.claim() is run and run.claim() is run
+    with run.locked():
+        run.append_metrics({"epoch": 1})
+    assert run.holder_pid() == __import__("os").getpid()
+    run.release()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="not a directory"):
+        RunDir(tmp_path / "file").claim()
+
+
+def test_a_start_that_failed_before_its_first_epoch_does_not_block_the_name(tmp_path):
+    run = RunDir(tmp_path / "r")
+    cfg = PRESETS["hw2023"]
+    run.prepare("vision", cfg, resume=False)  # then the process died: config.json only
+    run.release()
+    run.prepare("vision", with_lr(cfg, 0.1), resume=False)
+    assert run.read_config(type(cfg)).optim.lr == 0.1
