@@ -93,11 +93,12 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"w": torch.ones(3), "epoch": 1})
 
-    def broken_save(obj, fh, *a, **k):
-        fh.write(b"half a checkpoint")
+    import dllab.io
+
+    def broken_fsync(fd):  # the half-written temporary file hits a full disk
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", broken_save)
+    monkeypatch.setattr(dllab.io.os, "fsync", broken_fsync)
     with pytest.raises(UserError, match=r"cannot write .*last.pt: No space left on device \(free some space"):
         save_checkpoint(path, {"w": torch.zeros(3), "epoch": 2})
     monkeypatch.undo()

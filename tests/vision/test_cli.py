@@ -100,6 +100,23 @@ def test_checkpoints_unwritable_mid_run_keep_the_last_epoch_loadable(tiny_fashio
     assert [r["epoch"] for r in run.read_metrics()] == [1, 2, 3]
 
 
+def test_a_full_disk_mid_run_is_one_line_and_keeps_what_was_written(tiny_fashion_root, tmp_path, capsys):
+    """A real 700 kB tmpfs (root only): the first checkpoint (~0.9 MB) does not fit."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(small)],
+                                           capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("needs root and mount to make a small file system")
+    try:
+        assert main(_args(tiny_fashion_root, small, "--name", "r", "--epochs", "2")) == 2
+        err = _one_line_error(capsys.readouterr().err)
+        assert "cannot write" in err and ".pt: No space left on device" in err
+        run = RunDir(small / "vision" / "r")
+        assert run.read_config_record()["experiment"] == "vision" and not list(run.path.rglob("*.tmp"))
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
 def test_a_diverging_lr_stops_and_a_lower_lr_resumes(tiny_fashion_root, tmp_path, capsys):
     runs = tmp_path / "runs"
     assert main(_args(tiny_fashion_root, runs, "--name", "r")) == 0
