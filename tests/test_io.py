@@ -10,7 +10,7 @@ from dllab.io import atomic_write_json, atomic_write_text, file_stamp, stamps_ma
 
 def test_json_is_strict_non_finite_numbers_become_null(tmp_path):
     path = tmp_path / "m.json"
-    atomic_write_json(path, {"loss": math.nan, "rows": [1.0, math.inf, -math.inf], "n": 3, "ok": True})
+    atomic_write_json(path, {"loss": math.nan, "rows": [1.0, math.inf, -math.inf], "n": 3, "ok": True}, strict=True)
 
     def refuse(token):
         raise AssertionError(f"bare {token}")
@@ -18,6 +18,8 @@ def test_json_is_strict_non_finite_numbers_become_null(tmp_path):
     assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": None, "rows": [1.0, None, None],
                                                                    "n": 3, "ok": True}  # fmt: skip
     assert strict_json((1.5, {"a": math.nan})) == [1.5, {"a": None}]
+    atomic_write_json(path, {"minimum": -math.inf})  # not strict: Python's own -Infinity, read back as -inf
+    assert json.loads(path.read_text()) == {"minimum": -math.inf}
 
 
 @pytest.mark.parametrize("code, hint", [(errno.EROFS, "read-only"), (errno.ENOSPC, "free some space"),

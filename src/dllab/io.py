@@ -3,10 +3,13 @@
 - `atomic_write_bytes` / `atomic_write_text` / `atomic_write_json`: write a temporary file beside the target,
   fsync it, then rename it over the target, so a kill at any moment leaves the old file or the new one,
   never half of one. The file gets the mode an ordinary `open(path, "w")` would give (0666 less the umask),
-  not the 0600 of a bare temporary file. JSON is strict: a non-finite float (NaN, +-Infinity, which
-  Python's json would write as the bare, non-JSON tokens `NaN` / `Infinity`) is written as null
-  (`strict_json`): a reader then sees "no value" rather than a file no JSON parser outside Python accepts,
-  and a run that measured one NaN does not lose its other figures by refusing to save them.
+  not the 0600 of a bare temporary file. `atomic_write_json(..., strict=True)` writes strict JSON: a
+  non-finite float (NaN, +-Infinity, which Python's json would write as the bare, non-JSON tokens `NaN` /
+  `Infinity`) is written as null (`strict_json`): a reader then sees "no value" rather than a file no JSON
+  parser outside Python accepts, and a run that measured one NaN does not lose its other figures by refusing
+  to save them. Every file of a run directory and every result file of vision and hopfield is written so.
+  The default is still Python's (strict=False) because one reader depends on it: the attention theory
+  check stores an even-K Taylor series' minimum as -Infinity and its report reads it back as -inf.
 - A file-system failure (permission denied, read-only file system, no space, not a directory) raises a
   `UserError` naming the path and the operation (`file_system_error`), and the old file is left as it was.
 - `cache_dir()`: where dllab keeps what it derives and can rebuild (compiled kernels, embedded corpora,
@@ -97,9 +100,11 @@ def strict_json(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write `obj` as strict JSON (non-finite numbers as null, see the module docstring), atomically."""
-    atomic_write_text(path, json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+def atomic_write_json(path: str | Path, obj: Any, strict: bool = False) -> None:
+    """Write `obj` as JSON, atomically; `strict`: non-finite numbers as null (see the module docstring)."""
+    if strict:
+        obj = strict_json(obj)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=not strict) + "\n")
 
 
 def file_stamp(path: str | Path) -> dict[str, int]:

@@ -209,7 +209,7 @@ class RunDir:
             **(extra or {}),
         }
         with self.locked():
-            atomic_write_json(self.config_path, record)
+            atomic_write_json(self.config_path, record, strict=True)
 
     def read_config_record(self) -> dict[str, Any]:
         try:
@@ -304,7 +304,7 @@ class RunDir:
 
     def write_test_metrics(self, metrics: dict[str, Any]) -> None:
         with self.locked():
-            atomic_write_json(self.test_metrics_path, metrics)
+            atomic_write_json(self.test_metrics_path, metrics, strict=True)
 
     def read_test_metrics(self) -> dict[str, Any] | None:
         if not self.test_metrics_path.exists():

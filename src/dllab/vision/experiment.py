@@ -191,10 +191,10 @@ def run_sweep(
     with sweep.locked():
         jobs = sweep_jobs(base, sweep_dir, lrs, ablation_lr, preset)
         runs = [j.name for j in jobs]
-        atomic_write_json(sweep_dir / "sweep.json", {"preset": preset, "runs": runs, "rows": []})
+        atomic_write_json(sweep_dir / "sweep.json", {"preset": preset, "runs": runs, "rows": []}, strict=True)
         results = run_jobs(jobs, workers=workers, ray_address=ray_address)
         rows = [results[j.name] for j in jobs]
-        atomic_write_json(sweep_dir / "sweep.json", {"preset": preset, "runs": runs, "rows": rows})
+        atomic_write_json(sweep_dir / "sweep.json", {"preset": preset, "runs": runs, "rows": rows}, strict=True)
         atomic_write_text(sweep_dir / "sweep.md", sweep_table_markdown(rows))
     return rows
 
