@@ -228,6 +228,13 @@ def _boundaries(field, value):
     return out
 
 
+def _related_key(key, other):
+    """The dotted key of the field a relation of `key` names ("/x.y" from the root, "y" beside `key`)."""
+    if other.startswith("/"):
+        return other[1:]
+    return (key.rsplit(".", 1)[0] + "." if "." in key else "") + other
+
+
 def _cases():
     cases = []
     for path, cfg in _commands().items():
@@ -236,9 +243,9 @@ def _cases():
             for bad in _out_of_range(field, values[key]):
                 cases.append(pytest.param(path, key, bad, id=f"{'-'.join(path)}--{key}={bad}"))
             for rel, other in field.metadata.get("relations", {}).items():
-                prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
-                bound = values[prefix + other]
-                bad = {"le_field": bound + 1, "lt_field": bound, "divides_field": bound + 1}[rel]
+                bound = values[_related_key(key, other)]
+                bad = {"le_field": bound + 1, "lt_field": bound, "divides_field": bound + 1, "eq_field": bound + 1,
+                       "ge_field": bound - 1, "gt_field": bound}[rel]  # fmt: skip
                 cases.append(pytest.param(path, key, bad, id=f"{'-'.join(path)}--{key}={bad}-vs-{other}"))
     return cases
 
@@ -265,8 +272,7 @@ def test_every_boundary_value_is_accepted(command):
     related = set()  # both sides of a relation: their bounds depend on the other field (see _cases)
     for key, field in options.items():
         for other in field.metadata.get("relations", {}).values():
-            holder = key.rsplit(".", 1)[0] + "." if "." in key else ""
-            related |= {key, holder + other}
+            related |= {key, _related_key(key, other)}
     checked = 0
     for key, field in options.items():
         if key in related:

@@ -51,6 +51,7 @@ _RELATIONS = {
     "gt_field": (">", lambda a, b: a > b),
     "ge_field": (">=", lambda a, b: a >= b),
     "divides_field": ("a divisor of", lambda a, b: a != 0 and b % a == 0),
+    "eq_field": ("equal to", lambda a, b: a == b),
 }
 
 
@@ -69,9 +70,10 @@ def option(
     """A dataclass field with a default, a one-line description (shown by `--help`) and its valid range.
 
     gt / ge / lt / le: bounds of a number (of each item of a tuple of numbers); multiple_of: an integer
-    step; min_len: the fewest items of a tuple; lt_field / le_field / gt_field / ge_field / divides_field:
-    the name of a sibling field of the same config (or a dotted path below it: "model.max_tokens") this
-    one must stay below or above, or divide. See the module docstring.
+    step; min_len: the fewest items of a tuple; lt_field / le_field / gt_field / ge_field / eq_field /
+    divides_field: the name of a sibling field of the same config (or a dotted path below it:
+    "model.max_tokens", or from the root config: "/features.n_mels") this one must stay below or above,
+    equal, or divide. See the module docstring.
     """
     if isinstance(default, list | dict):
         raise TypeError("configs are frozen: use a tuple, not a list or dict")
@@ -302,14 +304,15 @@ def _satisfies(value: Any, c: Any) -> bool:
     raise TypeError(f"unsupported constraint {c!r}")
 
 
-def range_errors(cfg: Any, prefix: str = "") -> list[str]:
+def range_errors(cfg: Any, prefix: str = "", root: Any = None) -> list[str]:
     """One message per leaf of `cfg` outside its declared range (see `validate`); [] when all are valid."""
     errors: list[str] = []
+    root = cfg if root is None else root
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         key = f"--{prefix}{f.name}"
         if dataclasses.is_dataclass(value):
-            errors.extend(range_errors(value, f"{prefix}{f.name}."))
+            errors.extend(range_errors(value, f"{prefix}{f.name}.", root))
             continue
         items = value if isinstance(value, tuple) else (value,)
         numbers = [v for v in items if isinstance(v, int | float) and not isinstance(v, bool)]
@@ -327,15 +330,20 @@ def range_errors(cfg: Any, prefix: str = "") -> list[str]:
         else:
             for keyword, other in f.metadata.get("relations", {}).items():
                 symbol, test = _RELATIONS[keyword]
-                bound = _get_path(cfg, other)
+                # "/features.n_mels" is a path from the root config; "n_fft" one from the config holding f.
+                if other.startswith("/"):
+                    bound, shown = _get_path(root, other[1:]), other[1:]
+                else:
+                    bound, shown = _get_path(cfg, other), prefix + other
                 if value is not None and bound is not None and not test(value, bound):
-                    errors.append(f"{key}: must be {symbol} --{prefix}{other} ({bound}), got {_fmt(value)}")
+                    errors.append(f"{key}: must be {symbol} --{shown} ({bound}), got {_fmt(value)}")
     return errors
 
 
 def _get_path(cfg: Any, key: str) -> Any:
+    """The value at dotted `key` below `cfg`; None when there is none (a config validated on its own)."""
     for part in key.split("."):
-        cfg = getattr(cfg, part)
+        cfg = getattr(cfg, part, None)
     return cfg
 
 

@@ -26,7 +26,7 @@ DecoderKind = Literal["lstm", "transformer", "taylor"]
 @dataclass(frozen=True)
 class ModelConfig:
     decoder: DecoderKind = option("transformer", "lstm | transformer | taylor")
-    n_mels: int = option(80, "input mel bands", ge=1)
+    n_mels: int = option(80, "input mel bands", ge=1, eq_field="/features.n_mels")
     hidden: int = option(200, "model width (the notebook's n_state)", ge=1)
     heads: int = option(
         2, "attention heads (encoder, cross-attention, softmax self-attention)", ge=1, divides_field="hidden"
