@@ -12,19 +12,10 @@ It holds the run's lock (`RunDir.locked`) while it trains, so a second process c
 A non-finite loss or gradient norm stops training at once, before the optimizer step that would spread it
 into the weights, with a `NonFiniteLoss` (a UserError: exit 2) naming the epoch and step. Nothing of the
 broken epoch is written, so the last checkpoint is the last good epoch and `--resume` with a lower
-`--lr` (or a `--optim.grad_clip`) goes on from it. The check costs one gradient-norm reduction and one
-host sync per step. Each epoch's metrics record is appended before its checkpoint is written: a crash
-between the two leaves a record that `--resume` drops and recomputes, never a checkpoint without its
-record.
-With `--train.precision bf16` the loss (forward pass) runs under bfloat16 autocast: weights, optimizer state
-and gradients stay float32, no loss scaling is needed (bfloat16 has float32's range), and validation runs in
-float32. On CPUs with AMX (and on GPUs) bfloat16 matmuls are several times faster than float32 ones.
-
-Under torchrun the same loop runs data-parallel (see dllab.engine.distributed): every rank draws the same
-shuffled global batches of `batch_size` and trains on its strided share of each through
-DistributedDataParallel, so the optimisation step matches one process with the same global batch; rank 0
-alone writes metrics and checkpoints. A global batch smaller than the world size (a ragged last batch) is
-dropped so that no rank waits on a step the others skip.
+`--lr` (or a `--optim.grad_clip`) goes on from it. The check costs one fused pass over the gradients
+(`non_finite_gradients`; the clipped norm when `--optim.grad_clip` is on) and one host sync per step.
+Each epoch's metrics record is appended before its checkpoint is written: a crash between the two leaves a
+record that `--resume` drops and recomputes, never a checkpoint without its record.
 """
 
 from __future__ import annotations
@@ -242,11 +233,11 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if optim_cfg.grad_clip > 0:
-                    norm = nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.grad_clip)
+                    bad = ~torch.isfinite(nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.grad_clip))
                 else:
-                    norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-                if not bool(torch.isfinite(loss.detach().float() + norm.float())):  # one host sync per step
-                    raise _non_finite(run, loss, norm, epoch, count + 1, len(batches), optimizer)
+                    bad = non_finite_gradients(model.parameters())
+                if bool(bad | ~torch.isfinite(loss.detach())):  # one host sync per step
+                    raise _non_finite(run, loss, epoch, count + 1, len(batches), optimizer)
                 optimizer.step()
                 schedule.step()
                 # Accumulate on device: no host sync per step.
@@ -312,10 +303,25 @@ def _set_base_lr(optimizer: torch.optim.Optimizer, schedule, lr: float) -> None:
         group["lr"] = lr * factor(schedule.last_epoch)
 
 
-def _non_finite(run: RunDir, loss: Tensor, norm: Tensor, epoch: int, step: int, steps: int,
+def non_finite_gradients(params) -> Tensor:
+    """A bool tensor, True when a gradient of `params` holds a NaN or an infinity; no host sync.
+
+    One fused pass over the gradients: torch's own GradScaler check (scale 1, so nothing changes). For the
+    225k-parameter 2023-24 CNN at batch 8 on one CPU thread it cost 0.7x a total gradient norm (127 against
+    175 us, 3 % of a step, measured interleaved on a shared 2-core machine), hence not `get_total_norm`.
+    """
+    grads = [p.grad for p in params if p.grad is not None]  # one device: fit moves the model there
+    if not grads:
+        return torch.zeros((), dtype=torch.bool)
+    found = torch.zeros(1, device=grads[0].device)
+    torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones(1, device=grads[0].device))
+    return found[0] > 0
+
+
+def _non_finite(run: RunDir, loss: Tensor, epoch: int, step: int, steps: int,
                 optimizer: torch.optim.Optimizer) -> NonFiniteLoss:  # fmt: skip
     value = float(loss.detach())
-    what = f"loss {value:g}" if not math.isfinite(value) else f"gradient norm {float(norm):g}"
+    what = f"loss {value:g}" if not math.isfinite(value) else "gradient"
     lr = optimizer.param_groups[0]["lr"]
     if run.last_checkpoint.exists():  # written after every epoch, so it holds epoch - 1
         after = (f"the last good checkpoint (epoch {epoch - 1}) is kept: continue from it with --resume "
