@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dllab: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     except OSError as err:  # a file-system fault no library code turned into a UserError: still one line
-        where = f" {err.filename}" if err.filename else ""
-        print(f"dllab: error:{where} {err.strerror or err}".rstrip(), file=sys.stderr)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"dllab: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except Exception as err:
         if isinstance(err, MemoryError) or (

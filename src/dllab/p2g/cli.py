@@ -107,7 +107,7 @@ def cmd_train(args) -> int:
         cfg = replace_path(replace_path(cfg, "data.dir", args.data_dir), "data.source", args.data or "course")
     if args.skip_bad_lines:
         cfg = replace_path(cfg, "data.skip_bad_lines", True)
-    run = run_path(args.runs, args.name or default_run_name(cfg))
+    run = run_path(args.runs, default_run_name(cfg) if args.name is None else args.name)
     result = train(cfg, run, resume=args.resume, overwrite=args.overwrite)
     from dllab.engine import distributed
 
