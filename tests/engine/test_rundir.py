@@ -66,3 +66,30 @@ def test_a_start_that_failed_before_its_first_epoch_does_not_block_the_name(tmp_
     run.release()
     run.prepare("vision", with_lr(cfg, 0.1), resume=False)
     assert run.read_config(type(cfg)).optim.lr == 0.1
+
+
+def test_testing_into_a_run_in_use_is_refused(tmp_path):
+    """`p2g test` / `asr test` claim the run before writing into it: a run another process trains is refused."""
+    import subprocess
+    import sys
+
+    run = RunDir(tmp_path / "r")
+    run.create()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from dllab.engine.rundir import RunDir; "
+         "RunDir(sys.argv[1]).prepare('vision', __import__('dllab.vision.config', fromlist=['x']).PRESETS['hw2023'], "
+         "resume=False); print('held', flush=True); time.sleep(60)", str(run.path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=rf"in use by another dllab process \(pid {holder.pid}\)"):
+            run.claim()
+        with pytest.raises(UserError, match="in use"):
+            run.write_test_metrics({"cer": 0.1})
+        assert not run.test_metrics_path.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    run.claim().write_test_metrics({"cer": 0.1})
+    run.release()
