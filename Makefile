@@ -30,6 +30,7 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) runs report .pytest_cache

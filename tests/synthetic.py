@@ -34,3 +34,14 @@ def square(x: int, threads: int) -> dict:
 
 def fail(threads: int) -> dict:
     raise ValueError("boom")
+
+
+def sleep_for(seconds: float, threads: int, marker: str | None = None) -> dict:
+    """A plan task that takes `seconds`; with `marker`, it appends its name to that file when it ends."""
+    import time
+
+    time.sleep(seconds)
+    if marker:
+        with open(marker, "a") as fh:
+            fh.write(f"{seconds}\n")
+    return {"slept": seconds, "threads": threads}

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", metavar="<benchmark>")
     for _, plugin in rooms("bench"):
         plugin.add_bench(bench_sub)
+    report_cli.add_bench(bench_sub)
     bench.set_defaults(func=lambda args: _print_help(bench))
     return parser
 

@@ -1,8 +1,11 @@
-"""A tiny espeak-ng corpus built once per test session (skipped where espeak-ng is missing)."""
+"""A tiny espeak-ng corpus built once per test session (skipped where espeak-ng is missing), and one epoch of
+each decoder trained on it."""
 
 import shutil
 
 import pytest
+
+from dllab.cli import main
 
 SENTENCES = [
     "the lord is my shepherd.",
@@ -31,3 +34,47 @@ def tiny_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("dllab-cache")
+
+
+@pytest.fixture
+def cache_env(monkeypatch, tiny_cache):
+    monkeypatch.setenv("DLLAB_CACHE", str(tiny_cache))
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_corpus, tiny_cache, tmp_path_factory):
+    """One epoch of each decoder on the tiny corpus: runs/asr/{lstm,transformer,taylor}."""
+    import os
+
+    runs = tmp_path_factory.mktemp("runs")
+    old = os.environ.get("DLLAB_CACHE")
+    os.environ["DLLAB_CACHE"] = str(tiny_cache)
+    try:
+        for decoder in ("lstm", "transformer", "taylor"):
+            code = main(
+                [
+                    "asr",
+                    "train",
+                    "--decoder",
+                    decoder,
+                    "--runs",
+                    str(runs),
+                    "--data.corpus",
+                    str(tiny_corpus),
+                    "--epochs",
+                    "1",
+                    "--warmup_steps",
+                    "1",
+                    "--eval_batch_size",
+                    "4",
+                    "--decode_max_len",
+                    "12",
+                ]
+            )
+            assert code == 0
+    finally:
+        if old is None:
+            os.environ.pop("DLLAB_CACHE")
+        else:
+            os.environ["DLLAB_CACHE"] = old
+    return runs

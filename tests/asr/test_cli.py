@@ -7,50 +7,6 @@ import pytest
 from dllab.cli import main
 
 
-@pytest.fixture
-def cache_env(monkeypatch, tiny_cache):
-    monkeypatch.setenv("DLLAB_CACHE", str(tiny_cache))
-
-
-@pytest.fixture(scope="session")
-def trained(tiny_corpus, tiny_cache, tmp_path_factory):
-    """One epoch of each decoder on the tiny corpus (shared by the tests below)."""
-    import os
-
-    runs = tmp_path_factory.mktemp("runs")
-    old = os.environ.get("DLLAB_CACHE")
-    os.environ["DLLAB_CACHE"] = str(tiny_cache)
-    try:
-        for decoder in ("lstm", "transformer", "taylor"):
-            code = main(
-                [
-                    "asr",
-                    "train",
-                    "--decoder",
-                    decoder,
-                    "--runs",
-                    str(runs),
-                    "--data.corpus",
-                    str(tiny_corpus),
-                    "--epochs",
-                    "1",
-                    "--warmup_steps",
-                    "1",
-                    "--eval_batch_size",
-                    "4",
-                    "--decode_max_len",
-                    "12",
-                ]
-            )
-            assert code == 0
-    finally:
-        if old is None:
-            os.environ.pop("DLLAB_CACHE")
-        else:
-            os.environ["DLLAB_CACHE"] = old
-    return runs
-
-
 @pytest.mark.slow
 def test_train_writes_metrics_and_test_results(trained):
     for decoder in ("lstm", "transformer", "taylor"):

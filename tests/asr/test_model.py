@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from dllab.asr import text as vocab
 from dllab.asr.model import ASRModel, ModelConfig, loss_fn
@@ -47,7 +48,7 @@ def test_transformer_cache_grows_and_cross_keys_are_computed_once():
     model = _model("transformer")
     feats, lens, tokens = _inputs()
     calls = []
-    model.decoder.blocks[0].cross.key.register_forward_hook(lambda *a: calls.append(1))
+    model.decoder.blocks[0].cross.k_proj.register_forward_hook(lambda *a: calls.append(1))
     with torch.no_grad():
         state = model.start({"feats": feats, "feat_lens": lens})
         for t in range(4):
@@ -131,3 +132,85 @@ def test_ctc_weight_out_of_range_is_rejected():
     with pytest.raises(ValueError, match="ctc_weight"):
         ASRModel(ModelConfig(ctc_weight=1.0))
     assert ASRModel(ModelConfig(hidden=32, ff=64)).ctc_head is None  # the notebook's model: no extra head
+
+
+class NotebookAttention(nn.Module):
+    """asr's own attention class before it used dllab.attention.MultiHeadAttention (whisper's), kept as the
+    reference twin: query, key (no bias), value and out projections around softmax attention."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.query, self.key = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False)
+        self.value, self.out = nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def _split(self, x):
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, H, L, D)
+
+    def kv(self, source):
+        return self._split(self.key(source)), self._split(self.value(source))
+
+    def forward(self, x, kv=None, key_padding_mask=None, causal=False):
+        from dllab.attention import softmax_attention
+
+        q = self._split(self.query(x))
+        k, v = self.kv(x) if kv is None else kv
+        z = softmax_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+        return self.out(z.transpose(1, 2).flatten(2))
+
+
+def _old_names(state: dict, taylor: bool) -> dict:
+    """A state dict under the names the old attention class gave its projections (the Taylor self-attention
+    was a MultiHeadAttention already)."""
+    old = {"q_proj": "query", "k_proj": "key", "v_proj": "value", "out_proj": "out"}
+    out = {}
+    for name, value in state.items():
+        parts = name.split(".")
+        if taylor and "self_blocks" in parts:
+            pass
+        elif len(parts) >= 3 and parts[-3] in ("attn", "cross") and parts[-2] in old:
+            parts[-2] = old[parts[-2]]
+        out[".".join(parts)] = value
+    return out
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_the_attention_blocks_compute_what_the_old_attention_class_did(causal):
+    """Self-attention (with padding or causal), cross-attention from cached keys and values, and the KV-cached
+    step, each against the old class carrying the same weights: the same numbers, not just close ones."""
+    from dllab.asr.model import attention
+
+    torch.manual_seed(0)
+    ref = NotebookAttention(32, 2)
+    new = attention(32, 2, causal=causal)
+    names = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "out": "out_proj"}
+    new.load_state_dict({names[k.split(".")[0]] + "." + k.split(".")[1]: v for k, v in ref.state_dict().items()})
+    x, audio = torch.randn(3, 7, 32), torch.randn(3, 11, 32)
+    pad = torch.arange(11)[None] >= torch.tensor([11, 6, 3])[:, None]  # (B, S)
+    with torch.no_grad():
+        if causal:
+            assert torch.equal(new(x), ref(x, causal=True))
+            cache, steps = None, []
+            for t in range(x.shape[1]):  # the old decoder's step: extend (k, v), attend with the newest query
+                y, cache = new.step(x[:, t], cache)
+                steps.append(y)
+            torch.testing.assert_close(torch.stack(steps, 1), ref(x, causal=True), rtol=1e-5, atol=1e-6)
+        else:
+            xpad = torch.arange(7)[None] >= torch.tensor([7, 5, 2])[:, None]
+            assert torch.equal(new(x, key_padding_mask=xpad), ref(x, key_padding_mask=xpad))
+            assert torch.equal(new(x, key_padding_mask=pad, kv=new.kv(audio)), ref(x, ref.kv(audio), pad))
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_a_checkpoint_with_the_old_projection_names_loads_to_the_same_model(decoder):
+    model = _model(decoder, decoder_layers=2)
+    old = _old_names(model.state_dict(), taylor=decoder == "taylor")
+    renamed = [k for k in old if k.endswith((".query.weight", ".key.weight", ".value.weight", ".out.weight"))]
+    softmax_blocks = 2 + (1 if decoder == "lstm" else 2) + (2 if decoder == "transformer" else 0)
+    assert len(renamed) == 4 * softmax_blocks  # every softmax attention had its projections renamed
+    torch.manual_seed(1)
+    fresh = ASRModel(model.cfg).eval()
+    fresh.load_state_dict(old)  # strict: every old name found its new place
+    feats, lens, tokens = _inputs()
+    with torch.no_grad():
+        assert torch.equal(fresh(feats, lens, tokens), model(feats, lens, tokens))

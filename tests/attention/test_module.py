@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from dllab.attention import MultiHeadAttention, linear_attention, softmax_attention
-from dllab.attention.feature_map import TaylorFeatureMap
+from dllab.attention import MultiHeadAttention, TaylorFeatureMap, linear_attention, softmax_attention
 
 
 @pytest.mark.parametrize("kind", ["softmax", "taylor"])
@@ -79,6 +78,36 @@ def test_step_matches_causal_forward(kind):
     torch.testing.assert_close(torch.stack(outs, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["softmax", "taylor"])
+def test_cached_keys_and_values_give_the_context_forward(kind):
+    """kv(context) once, then forward(x, kv=...) at every step: what a decoder's cross-attention does."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 2, kind=kind)
+    ctx = torch.randn(2, 6, 16)
+    mask = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
+    k, v = mha.kv(ctx)
+    assert k.shape == v.shape == (2, 2, 6, 8)  # (B, H, Lk, D)
+    for length in (1, 3):
+        x = torch.randn(2, length, 16)
+        assert torch.equal(mha(x, kv=(k, v), key_padding_mask=mask), mha(x, ctx, key_padding_mask=mask))
+    with pytest.raises(ValueError, match="context and kv"):
+        mha(x, ctx, kv=(k, v))
+    with pytest.raises(ValueError, match="batch size"):
+        mha(x[:1], kv=(k, v))
+
+
+def test_a_key_without_bias_is_a_softmax_no_op_and_a_parameter_fewer():
+    """key_bias=False (whisper's attention) loses only a bias that shifts each query's scores by one constant."""
+    torch.manual_seed(0)
+    full = MultiHeadAttention(16, 2)
+    bare = MultiHeadAttention(16, 2, key_bias=False)
+    assert bare.k_proj.bias is None and bare.q_proj.bias is not None and bare.v_proj.bias is not None
+    assert sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in bare.parameters()) == 16
+    bare.load_state_dict({k: v for k, v in full.state_dict().items() if k != "k_proj.bias"})
+    x, ctx = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    torch.testing.assert_close(bare(x, ctx), full(x, ctx), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -99,6 +128,13 @@ def test_bad_input_shape_names_argument():
         mha(torch.randn(2, 3, 7))
     with pytest.raises(ValueError, match="context"):
         mha(torch.randn(2, 3, 8), torch.randn(3, 3, 8))
+    with pytest.raises(ValueError, match="context: expected shape"):
+        mha(torch.randn(2, 3, 8), torch.randn(2, 3, 6))
+    with pytest.raises(ValueError, match="x_t"):
+        mha.step(torch.randn(2, 1, 8))
+    with pytest.raises(ValueError, match="dim"):
+        MultiHeadAttention(0, 1)
+    assert "num_heads=2" in repr(mha) and "kind=softmax" in repr(mha)
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -34,6 +34,9 @@ def test_cpu_shares_count_other_processes_not_this_one():
         while time.perf_counter() < end:
             pass
 
+    background = window(lambda: time.sleep(0.3))["others"]
+    if background > 0.15:  # other jobs share this machine now: their load would drown what is measured here
+        pytest.skip(f"other processes use {background:.0%} of the CPUs")
     own = window(lambda: spin(0.4))  # this process busy: not "others"
     assert 0 <= own["others"] < 0.25 and 0 <= own["steal"] <= 1
     child = "import time\nend = time.perf_counter() + 0.6\nwhile time.perf_counter() < end: pass"

@@ -1,9 +1,10 @@
 import torch
 
 from dllab.p2g.bench import skeleton_forward, skeleton_greedy
+from dllab.p2g.config import LSTMConfig
+from dllab.p2g.model import LSTMSeq2Seq
 from dllab.seq2seq.batching import pad_ids
 from dllab.seq2seq.decoding import GreedyDecoder, decode
-from dllab.seq2seq.lstm import LSTMConfig, LSTMSeq2Seq
 from dllab.seq2seq.vocab import EOS, SOS, Vocab
 
 

@@ -8,31 +8,6 @@ import pytest
 from dllab.cli import main
 from dllab.engine.rundir import RunDir
 
-# A toy spelling system: each letter has one IPA-like symbol, several of them multi-codepoint.
-SYMBOL = {"a": "æ", "b": "b", "c": "t͡ʃ", "d": "d͡ʒ", "e": "iː", "f": "f", "g": "ɡ", "h": "θ"}
-
-
-def write_split(path, n, rng):
-    lines = []
-    for _ in range(n):
-        word = "".join(rng.choices("abcdefgh", k=rng.randint(2, 6)))
-        lines.append(" ".join(SYMBOL[ch] for ch in word) + "\t" + word)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("p2g")
-    data, runs = root / "data", root / "runs"
-    data.mkdir()
-    rng = random.Random(0)
-    write_split(data / "train.tsv", 240, rng)
-    write_split(data / "valid.tsv", 40, rng)
-    argv = ["p2g", "train", "--attn", "--data-dir", str(data), "--runs", str(runs), "--name", "tiny",
-            "--train.epochs", "6", "--model.hidden", "32", "--train.batch_size", "16", "--optim.lr", "0.01"]
-    assert main(argv) == 0
-    return RunDir(runs / "p2g" / "tiny"), data
-
 
 @pytest.mark.slow
 def test_training_learns_the_toy_spelling(trained):
@@ -75,12 +50,12 @@ def test_bad_input_exits_2_with_file_and_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_spell_command_prints_one_spelling_per_word(trained, capsys):
+def test_spell_command_prints_one_spelling_per_word(trained, toy, capsys):
     run, _ = trained
     assert main(["p2g", "spell", str(run.path), "æ b", "t͡ʃ iː θ", "--beam", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in lines] == ["æ b", "t͡ʃ iː θ"]
-    assert all(set(line.split("\t")[1]) <= set(SYMBOL) for line in lines)
+    assert all(set(line.split("\t")[1]) <= set(toy.symbol) for line in lines)
 
 
 @pytest.mark.slow
@@ -119,12 +94,12 @@ def test_report_section_without_runs_names_the_command(tmp_path):
     assert "dllab p2g train" in section.blocks[0].text
 
 
-def test_skip_bad_lines_trains_and_records_the_count(tmp_path, caplog):
+def test_skip_bad_lines_trains_and_records_the_count(tmp_path, toy, caplog):
     rng = random.Random(1)
-    write_split(tmp_path / "train.tsv", 30, rng)
+    toy.write_split(tmp_path / "train.tsv", 30, rng)
     with open(tmp_path / "train.tsv", "a", encoding="utf-8") as fh:
         fh.write("no tab here\n")
-    write_split(tmp_path / "valid.tsv", 5, rng)
+    toy.write_split(tmp_path / "valid.tsv", 5, rng)
     (tmp_path / "valid.tsv").write_text((tmp_path / "valid.tsv").read_text() + "ʒ ʒ\tzz\n", encoding="utf-8")
     argv = ["p2g", "train", "--data-dir", str(tmp_path), "--runs", str(tmp_path / "runs"), "--skip-bad-lines",
             "--train.epochs", "1", "--model.hidden", "8"]  # fmt: skip
@@ -143,17 +118,6 @@ def test_bad_model_options_name_the_option(tmp_path, capsys, option, value):
     assert main(argv) != 0
     assert option in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
-
-
-@pytest.fixture(scope="module")
-def right_to_left(trained):
-    run, data = trained
-    runs = run.path.parent.parent
-    argv = ["p2g", "train", "--attn", "--data-dir", str(data), "--runs", str(runs), "--name", "tiny-r2l",
-            "--data.reverse", "true", "--train.epochs", "6", "--model.hidden", "32", "--train.batch_size", "16",
-            "--optim.lr", "0.01"]  # fmt: skip
-    assert main(argv) == 0
-    return RunDir(runs / "p2g" / "tiny-r2l")
 
 
 @pytest.mark.slow
@@ -182,34 +146,6 @@ def test_rescoring_with_a_right_to_left_run(trained, right_to_left, capsys):
     assert "needs --beam" in capsys.readouterr().err
     assert main(["p2g", "test", str(run.path), "--beam", "3", "--rescore", str(run.path)]) == 2
     assert "right-to-left runs" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_n_best_scores_are_the_models_own_sequence_log_probs(trained):
-    from dllab.p2g.experiment import load_run, spell_n_best, spelling_log_probs
-    from dllab.seq2seq.decoding import BeamSearchDecoder
-
-    run, data = trained
-    cfg, model, vocabs = load_run(run)
-    words = [tuple(line.split("\t")[0].split()) for line in (data / "valid.tsv").read_text("utf-8").splitlines()]
-    n_best = spell_n_best(model, words[:10], vocabs, BeamSearchDecoder(3, length_penalty=1.0), cfg.decode, 3)
-    texts = [(w, text, score) for w, cands in zip(words, n_best, strict=False) for text, score in cands]
-    assert all(len(c) == 3 for c in n_best)
-    logp = spelling_log_probs(model, [w for w, _, _ in texts], [t for _, t, _ in texts], vocabs)
-    for (_, text, score), lp in zip(texts, logp, strict=True):
-        assert lp / (len(text) + 1) == pytest.approx(score, abs=1e-4)  # beam's score: per token incl. EOS
-
-
-def test_rescoring_adds_the_right_to_left_score_per_token(monkeypatch):
-    from dllab.p2g import experiment
-
-    backward = {"ab": -9.0, "ba": -0.3, "abc": -0.4}  # log p of each candidate, read right to left
-    monkeypatch.setattr(experiment, "spelling_log_probs",
-                        lambda model, src, texts, vocabs: [backward[t[::-1]] for t in texts])  # fmt: skip
-    n_best = [[("ab", -0.1), ("ba", -0.2)], [("abc", -1.0)], []]
-    best = experiment.rescore_right_to_left(n_best, [("x",), ("y",), ("z",)], [object()], (None, None))
-    # ab: -0.1 - 9/3 < ba: -0.2 - 0.1; a lone candidate stays; no candidate -> empty spelling
-    assert best == ["ba", "abc", ""]
 
 
 def test_report_labels_name_the_decoding_ensemble_and_reranking():

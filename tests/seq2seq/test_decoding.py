@@ -240,21 +240,6 @@ def test_beam_handles_eos_first_and_mixed_lengths():
     assert decode(model, torch.tensor([0, 1, 2]), BeamSearchDecoder(3), SOS, EOS, 10) == [[], [2, 3, 4], [3]]
 
 
-def test_an_ensemble_averages_member_probabilities():
-    from dllab.seq2seq.ensemble import EnsembleDecoder
-
-    a, b = MarkovToy(random_tables(S=2, V=5, seed=6)), MarkovToy(random_tables(S=2, V=5, seed=7))
-    ens = EnsembleDecoder([a, b])
-    src = torch.tensor([0, 1])
-    logp, _ = ens.step(torch.tensor([SOS, SOS]), ens.start(src))
-    pa, _ = a.step(torch.tensor([SOS, SOS]), a.start(src))
-    pb, _ = b.step(torch.tensor([SOS, SOS]), b.start(src))
-    torch.testing.assert_close(logp.exp(), (pa.exp() + pb.exp()) / 2)
-    greedy = GreedyDecoder()
-    assert decode(EnsembleDecoder([a]), src, greedy, SOS, EOS, 6) == decode(a, src, greedy, SOS, EOS, 6)
-    assert len(decode(ens, src, BeamSearchDecoder(3), SOS, EOS, 6)) == 2
-
-
 def test_an_empty_batch_decodes_to_nothing():
     model = MarkovToy(random_tables())
     for strategy in (GreedyDecoder(), NucleusSampler(0.5), BeamSearchDecoder(2)):

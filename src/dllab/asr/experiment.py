@@ -94,13 +94,14 @@ def transcribe(
 
 
 def score(hyps: list[str], refs: list[str]) -> dict[str, float]:
-    """CER, WER and the course's three similarities (averaged per utterance)."""
+    """CER, WER, the course's three similarities (averaged per utterance) and the share of looping outputs."""
     return {
         "cer": metrics.character_error_rate(hyps, refs),
         "wer": metrics.word_error_rate(hyps, refs),
         "jaccard": metrics.jaccard_similarity(hyps, refs),
         "cosine": metrics.cosine_similarity(hyps, refs),
         "damerau_levenshtein": metrics.damerau_levenshtein_similarity(hyps, refs),
+        "degenerate": metrics.degenerate_share(hyps, refs),
     }
 
 

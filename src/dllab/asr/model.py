@@ -7,16 +7,19 @@
     decoder "taylor":      as "transformer" with Taylor linear attention (dllab.attention) for the causal
                            self-attention, decoded with its constant-size recurrent state
 
+Every attention is a `dllab.attention.MultiHeadAttention` (softmax ones as the notebook's: no key bias).
 Every `ASRModel` implements `dllab.seq2seq.decoding.IncrementalDecoder`: `start` encodes the audio once and
-computes each cross-attention block's keys and values once; `step` consumes one token per row, extending the
-self-attention KV cache (transformer), the LSTM's (h, c), or the Taylor state (M x D and M sums), so no step
-re-runs the prefix. `forward` (teacher forcing) is what training uses and what the cache tests compare to.
+computes each cross-attention block's keys and values once (`MultiHeadAttention.kv`); `step` consumes one
+token per row, extending the self-attention KV cache (transformer), the LSTM's (h, c), or the Taylor state
+(M x D and M sums) through `MultiHeadAttention.step`, so no step re-runs the prefix. `forward` (teacher
+forcing) is what training uses and what the cache tests compare to.
 `ModelConfig` and `DecoderKind` live in the torch-free `dllab.asr.config` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +28,7 @@ from torch.nn import functional as F
 
 from dllab.asr import text as vocab
 from dllab.asr.config import DecoderKind, ModelConfig  # noqa: F401 (DecoderKind re-exported)
-from dllab.attention import MultiHeadAttention as TaylorCapableAttention
-from dllab.attention import softmax_attention
+from dllab.attention import MultiHeadAttention
 from dllab.seq2seq.decoding import select_rows
 
 
@@ -38,38 +40,9 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10_000.0) -> Te
     return torch.cat([t.sin(), t.cos()], dim=1)
 
 
-class Attention(nn.Module):
-    """Multi-head softmax attention on `dllab.attention.softmax_attention` (torch SDPA), whisper-style.
-
-    forward(x (B, Lq, E), kv=None | (k, v) each (B, H, Lk, D), key_padding_mask (B, Lk), causal) -> (B, Lq, E)
-    """
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.query = nn.Linear(dim, dim)
-        self.key = nn.Linear(dim, dim, bias=False)
-        self.value = nn.Linear(dim, dim)
-        self.out = nn.Linear(dim, dim)
-
-    def _split(self, x: Tensor) -> Tensor:
-        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, H, L, D)
-
-    def kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys and values of `source` (B, Lk, E): two (B, H, Lk, D) tensors, cacheable."""
-        return self._split(self.key(source)), self._split(self.value(source))
-
-    def forward(
-        self,
-        x: Tensor,
-        kv: tuple[Tensor, Tensor] | None = None,
-        key_padding_mask: Tensor | None = None,
-        causal: bool = False,
-    ) -> Tensor:
-        q = self._split(self.query(x))  # (B, H, Lq, D)
-        k, v = self.kv(x) if kv is None else kv
-        z = softmax_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
-        return self.out(z.transpose(1, 2).flatten(2))  # (B, Lq, E)
+def attention(dim: int, heads: int, causal: bool = False) -> MultiHeadAttention:
+    """The notebook's (whisper's) softmax attention: q, k, v and output projections, the key without a bias."""
+    return MultiHeadAttention(dim, heads, causal=causal, key_bias=False)
 
 
 def mlp(dim: int, ff: int) -> nn.Sequential:
@@ -81,7 +54,7 @@ class EncoderBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, ff: int):
         super().__init__()
-        self.attn_ln, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
+        self.attn_ln, self.attn = nn.LayerNorm(dim), attention(dim, heads)
         self.mlp_ln, self.mlp = nn.LayerNorm(dim), mlp(dim, ff)
 
     def forward(self, x: Tensor, pad: Tensor) -> Tensor:
@@ -121,11 +94,11 @@ class CrossBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, ff: int):
         super().__init__()
-        self.cross_ln, self.cross = nn.LayerNorm(dim), Attention(dim, heads)
+        self.cross_ln, self.cross = nn.LayerNorm(dim), attention(dim, heads)
         self.mlp_ln, self.mlp = nn.LayerNorm(dim), mlp(dim, ff)
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], pad: Tensor) -> Tensor:
-        x = x + self.cross(self.cross_ln(x), kv=kv, key_padding_mask=pad)
+        x = x + self.cross(self.cross_ln(x), key_padding_mask=pad, kv=kv)
         return x + self.mlp(self.mlp_ln(x))
 
 
@@ -180,34 +153,25 @@ class LSTMDecoder(nn.Module):
 
 
 class SelfBlock(nn.Module):
-    """Pre-norm residual causal self-attention (softmax with a KV cache, or Taylor with a recurrent state)."""
+    """Pre-norm residual causal self-attention: softmax with a KV cache, or Taylor with its recurrent state."""
 
     def __init__(self, cfg: ModelConfig, taylor: bool):
         super().__init__()
-        self.taylor = taylor
         self.ln = nn.LayerNorm(cfg.hidden)
         if taylor:
-            self.attn = TaylorCapableAttention(
+            self.attn = MultiHeadAttention(
                 cfg.hidden, cfg.taylor_heads, kind="taylor", causal=True, order=cfg.taylor_order
             )
         else:
-            self.attn = Attention(cfg.hidden, cfg.heads)
+            self.attn = attention(cfg.hidden, cfg.heads, causal=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.ln(x)
-        return x + (self.attn(h) if self.taylor else self.attn(h, causal=True))
+        return x + self.attn(self.ln(x))
 
     def step(self, x: Tensor, memory) -> tuple[Tensor, object]:
-        """x (B, 1, E) the newest position; memory: (k, v) (B, H, t, D), a TaylorState, or None."""
-        h = self.ln(x)
-        if self.taylor:
-            y, memory = self.attn.step(h[:, 0], memory)  # (B, E), TaylorState
-            return x + y[:, None], memory
-        k, v = self.attn.kv(h)  # (B, H, 1, D)
-        if memory is not None:
-            k, v = torch.cat([memory[0], k], dim=2), torch.cat([memory[1], v], dim=2)
-        # The new query sees every cached key: no causal mask needed for a single newest position.
-        return x + self.attn(h, kv=(k, v)), (k, v)
+        """x (B, 1, E) the newest position; memory: (k, v) (B, H, t, D), a TaylorState, or None at the start."""
+        y, memory = self.attn.step(self.ln(x)[:, 0], memory)  # (B, E)
+        return x + y[:, None], memory
 
 
 class TransformerDecoder(nn.Module):
@@ -248,6 +212,21 @@ class TransformerDecoder(nn.Module):
         return self.ln(x[:, 0]), DecoderState(state.pad, state.cross, memory, state.steps + 1)
 
 
+# Before asr used dllab.attention.MultiHeadAttention its own attention class named the projections
+# query / key / value / out: checkpoints saved then load under the new names (the same weights, the same maths).
+_OLD_PROJECTION = re.compile(r"\.(?:attn|cross)\.(query|key|value|out)\.(?:weight|bias)$")
+_NEW_PROJECTION = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "out": "out_proj"}
+
+
+def _rename_old_projections(module, state_dict, prefix, *args) -> None:
+    """A load_state_dict pre-hook: old projection names -> MultiHeadAttention's, in place."""
+    for name in [k for k in state_dict if k.startswith(prefix)]:
+        match = _OLD_PROJECTION.search(name)
+        if match:
+            start, end = match.span(1)
+            state_dict[name[:start] + _NEW_PROJECTION[match[1]] + name[end:]] = state_dict.pop(name)
+
+
 class ASRModel(nn.Module):
     """Encoder + decoder; teacher-forced `forward` and the `IncrementalDecoder` methods.
 
@@ -269,6 +248,7 @@ class ASRModel(nn.Module):
             raise ValueError(f"ctc_weight: expected a value in [0, 1), got {cfg.ctc_weight}")
         # Joint CTC-attention (Kim, Hori & Watanabe 2017): a CTC head on the encoder, PAD as the blank.
         self.ctc_head = nn.Linear(cfg.hidden, vocab.VOCAB_SIZE) if cfg.ctc_weight > 0 else None
+        self.register_load_state_dict_pre_hook(_rename_old_projections)
 
     def forward(self, feats: Tensor, feat_lens: Tensor, tokens: Tensor, with_ctc: bool = False):
         """Teacher forcing: tokens (B, L) inputs (from `<`) -> logits (B, L, V) of the next tokens.

@@ -7,9 +7,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from dllab.attention.feature_map import TaylorFeatureMap
-from dllab.attention.linear import TaylorState, linear_attention
-from dllab.attention.softmax import softmax_attention
+# The package's public names, not its submodules: the kernels behind them may move.
+from dllab.attention import TaylorFeatureMap, TaylorState, linear_attention, softmax_attention
 
 AttentionKind = Literal["softmax", "taylor"]
 
@@ -31,13 +30,19 @@ class MultiHeadAttention(nn.Module):
         identity_init: with projections=True, start every projection at the identity (and zero bias), so the
             untrained module equals the projections=False one while remaining trainable.
         bias: whether the projections have biases.
+        key_bias: False drops the key projection's bias alone (whisper's attention): with softmax it adds
+            q^T b to every score of a query, which the softmax cancels, so it is a parameter that never learns.
         chunk_size: the causal Taylor path's chunk size (None: the measured default).
         scale: multiplier of q^T k (default 1/sqrt(D)), for both kinds.
 
-    forward(x, context=None, key_padding_mask=None):
+    forward(x, context=None, key_padding_mask=None, kv=None):
         x: (B, Lq, E) queries. context: (B, Lk, E) keys/values for cross-attention; None -> self-attention.
         key_padding_mask: (B, Lk) bool, True marks padding positions of the keys to ignore.
+        kv: instead of context, its keys and values from `kv(context)`: a decoder attending to the same
+            source at every step projects it once (the cross-attention cache).
         returns (B, Lq, E).
+
+    kv(context) -> (k, v): the projected keys and values of context (B, Lk, E), each (B, H, Lk, D).
 
     step(x_t, cache=None) -> (y_t, cache): causal self-attention one token at a time, x_t (B, E) -> (B, E).
         The cache is a TaylorState (kind="taylor": constant size, O(M D) per token) or a (k, v) pair of
@@ -54,6 +59,7 @@ class MultiHeadAttention(nn.Module):
         projections: bool = True,
         identity_init: bool = False,
         bias: bool = True,
+        key_bias: bool = True,
         chunk_size: int | None = None,
         scale: float | None = None,
     ):
@@ -71,7 +77,7 @@ class MultiHeadAttention(nn.Module):
         self.projections = projections
         if projections:
             self.q_proj = nn.Linear(dim, dim, bias=bias)
-            self.k_proj = nn.Linear(dim, dim, bias=bias)
+            self.k_proj = nn.Linear(dim, dim, bias=bias and key_bias)
             self.v_proj = nn.Linear(dim, dim, bias=bias)
             self.out_proj = nn.Linear(dim, dim, bias=bias)
             if identity_init:
@@ -98,16 +104,29 @@ class MultiHeadAttention(nn.Module):
     def _merge(self, x: Tensor) -> Tensor:
         return x.transpose(-3, -2).flatten(-2)  # (B, L, E)
 
-    def forward(self, x: Tensor, context: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
-        source = x if context is None else context
-        for name, t in (("x", x), ("context", source)):
-            if t.dim() != 3 or t.shape[-1] != self.dim:
-                raise ValueError(f"{name}: expected shape (B, L, {self.dim}), got {tuple(t.shape)}")
-        if source.shape[0] != x.shape[0]:
-            raise ValueError(f"context: batch size {source.shape[0]} differs from x's {x.shape[0]}")
+    def kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of context (B, Lk, E): two (B, H, Lk, D) tensors, for forward(x, kv=...)."""
+        if context.dim() != 3 or context.shape[-1] != self.dim:
+            raise ValueError(f"context: expected shape (B, L, {self.dim}), got {tuple(context.shape)}")
+        return self._split(self._project("k_proj", context)), self._split(self._project("v_proj", context))
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        kv: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"x: expected shape (B, L, {self.dim}), got {tuple(x.shape)}")
+        if kv is not None and context is not None:
+            raise ValueError("context and kv: pass one of them (kv holds the context's keys and values)")
+        # q first, then k and v: autograd sums a self-attention input's three gradients in this order (bit for bit
+        # as before kv= existed)
         q = self._split(self._project("q_proj", x))  # (B, H, Lq, D)
-        k = self._split(self._project("k_proj", source))  # (B, H, Lk, D)
-        v = self._split(self._project("v_proj", source))
+        k, v = self.kv(x if context is None else context) if kv is None else kv  # (B, H, Lk, D) each
+        if k.shape[0] != x.shape[0]:
+            raise ValueError(f"context: batch size {k.shape[0]} differs from x's {x.shape[0]}")
         if self.kind == "softmax":
             z = softmax_attention(q, k, v, self.causal, key_padding_mask, self.scale)
         else:

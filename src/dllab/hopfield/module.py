@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from dllab.attention.softmax import softmax_attention
+from dllab.attention import softmax_attention
 
 
 class HopfieldRetrieval(nn.Module):

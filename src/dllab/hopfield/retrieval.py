@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dllab.attention.softmax import softmax_attention
+from dllab.attention import softmax_attention
 from dllab.hopfield.landscape import check_inputs, energy_constant, energy_from_lse, max_norm
 
 

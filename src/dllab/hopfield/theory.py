@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, hessian
 
-from dllab.attention.softmax import softmax_attention
+from dllab.attention import softmax_attention
 from dllab.hopfield.landscape import (
     concave_part,
     convex_part,

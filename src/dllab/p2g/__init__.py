@@ -1,1 +1,53 @@
-"""Phoneme-to-spelling (2024-25 homework 2, question 3): data, experiments, CLI, benchmark, report."""
+"""Phoneme-to-spelling (2024-25 homework 2, question 3): spell English words from their IPA symbols.
+
+    config       P2GConfig, LSTMConfig, DataConfig, DecodeConfig (torch-free)
+    data         the word lists, vocabularies and train as tensors (build_data, PairData)
+    model        the LSTM encoder-decoder with Bahdanau attention, and ensembles of it
+    decoding     spell, n-best lists and right-to-left rescoring
+    experiment   train a run, evaluate it, load it
+    cli, bench, report   `dllab p2g ...`, `dllab bench p2g`, the report section
+
+    from dllab.engine import RunDir
+    from dllab.p2g import load_run, make_strategy, spell
+
+    cfg, model, vocabs = load_run(RunDir("runs/p2g/course-attn"))
+    strategy, _ = make_strategy(top_p=None, beam=5, seed=0)
+    spell(model, [("t͡ʃ", "ɝ", "t͡ʃ")], vocabs, strategy, cfg.decode)   # [[spelling]] per word
+"""
+
+from dllab.lazy import lazy_exports
+
+# Lazy (PEP 562): the configs load without torch, so `dllab --help` stays quick.
+_EXPORTS = {
+    # config
+    "COURSE_DIR": "config",
+    "DataConfig": "config",
+    "DecodeConfig": "config",
+    "LSTMConfig": "config",
+    "P2GConfig": "config",
+    # data
+    "P2GData": "data",
+    "PairData": "data",
+    "build_data": "data",
+    "read_vocabs": "data",
+    "to_text": "data",
+    # model
+    "EnsembleDecoder": "model",
+    "LSTMSeq2Seq": "model",
+    "build_model": "model",
+    "sequence_loss": "model",
+    # decoding
+    "make_strategy": "decoding",
+    "rescore_right_to_left": "decoding",
+    "spell": "decoding",
+    "spell_n_best": "decoding",
+    "spelling_log_probs": "decoding",
+    # experiment
+    "evaluate": "experiment",
+    "load_run": "experiment",
+    "run_path": "experiment",
+    "train": "experiment",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

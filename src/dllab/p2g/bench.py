@@ -104,7 +104,7 @@ def skeleton_epoch(model, pairs, data, max_len: int) -> tuple[float, float]:
     from torch.nn.utils.rnn import pad_sequence
     from torch.utils.data import DataLoader
 
-    from dllab.seq2seq.lstm import sequence_loss
+    from dllab.p2g.model import sequence_loss
     from dllab.seq2seq.vocab import PAD
 
     def collate(batch):
@@ -150,16 +150,11 @@ def run(args) -> int:
     from dllab.config import replace_path
     from dllab.engine import RunDir, fit, seed_everything
     from dllab.engine.logs import setup_logging
-    from dllab.p2g.experiment import (
-        COURSE_DIR,
-        P2GConfig,
-        build_data,
-        build_model,
-        loss_fn,
-        spell,
-        src_batches,
-        to_text,
-    )
+    from dllab.p2g.config import COURSE_DIR, P2GConfig
+    from dllab.p2g.data import build_data, src_batches, to_text
+    from dllab.p2g.decoding import spell
+    from dllab.p2g.experiment import loss_fn
+    from dllab.p2g.model import build_model
     from dllab.seq2seq.decoding import BeamSearchDecoder, GreedyDecoder, NucleusSampler, decode
     from dllab.seq2seq.vocab import EOS, SOS
 

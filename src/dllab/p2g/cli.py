@@ -141,7 +141,8 @@ def cmd_test(args) -> int:
 
 def cmd_spell(args) -> int:
     from dllab.engine.rundir import RunDir
-    from dllab.p2g.experiment import load_run, make_strategy, spell
+    from dllab.p2g.decoding import make_strategy, spell
+    from dllab.p2g.experiment import load_run
 
     cfg, model, vocabs = load_run(RunDir(args.run))
     strategy, _ = make_strategy(None, args.beam, 0)

@@ -1,10 +1,9 @@
 """Phoneme-to-spelling configs, torch-free so that `dllab p2g train --help` stays quick.
 
-    P2GConfig      data, model (`dllab.seq2seq.config.LSTMConfig`), optim, train and decode settings
+    P2GConfig      data, model, optim, train and decode settings
+    LSTMConfig     the LSTM encoder-decoder of `dllab.p2g.model`
     DataConfig     course TSV files or the embedded CMUdict set
     DecodeConfig   maximum output length and decoding batch size
-
-`dllab.p2g.experiment` re-exports all of them (and COURSE_DIR).
 """
 
 from __future__ import annotations
@@ -14,9 +13,16 @@ from typing import Literal
 
 from dllab.config import option
 from dllab.engine.options import OptimConfig, TrainConfig
-from dllab.seq2seq.config import LSTMConfig
 
 COURSE_DIR = "../shared/data/wikipron-p2g"
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    hidden: int = option(128, "hidden size H of encoder (both directions together) and decoder", ge=2, multiple_of=2)
+    dropout: float = option(0.3, "dropout on embeddings and on encoder / decoder outputs", ge=0, lt=1)
+    attn: bool = option(False, "Bahdanau attention in the decoder (the homework's --use_attn)")
+    layers: int = option(1, "stacked LSTM layers in encoder and decoder (the homework uses 1)", ge=1)
 
 
 @dataclass(frozen=True)

@@ -192,11 +192,18 @@ def run_sweep(
         jobs = sweep_jobs(base, sweep_dir, lrs, ablation_lr, preset)
         runs = [j.name for j in jobs]
         atomic_write_json(sweep_dir / "sweep.json", {"preset": preset, "runs": runs, "rows": []}, strict=True)
-        results = run_jobs(jobs, workers=workers, ray_address=ray_address)
-        rows = [results[j.name] for j in jobs]
-        atomic_write_json(sweep_dir / "sweep.json", {"preset": preset, "runs": runs, "rows": rows}, strict=True)
-        atomic_write_text(sweep_dir / "sweep.md", sweep_table_markdown(rows))
-    return rows
+        run_jobs(jobs, workers=workers, ray_address=ray_address)
+        return write_sweep_table(sweep_dir, preset, runs)["rows"]
+
+
+def write_sweep_table(sweep_dir: str | Path, preset: str, runs: list[str], threads: int = 0) -> dict[str, Any]:
+    """sweep.json (the runs and the table) and sweep.md, from the finished runs' directories."""
+    sweep_dir = Path(sweep_dir)
+    rows = [summarize(RunDir(sweep_dir / name)) for name in runs]
+    record = {"preset": preset, "runs": runs, "rows": rows}
+    atomic_write_json(sweep_dir / "sweep.json", record, strict=True)
+    atomic_write_text(sweep_dir / "sweep.md", sweep_table_markdown(rows))
+    return record
 
 
 SWEEP_COLUMNS = [

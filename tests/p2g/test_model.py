@@ -1,26 +1,13 @@
+"""The LSTM speller (attention, padding, incremental steps against teacher forcing) and the ensemble."""
+
+import pytest
 import torch
 
-from dllab.seq2seq.batching import PairData, pad_ids
-from dllab.seq2seq.lstm import LSTMConfig, LSTMSeq2Seq
-from dllab.seq2seq.vocab import EOS, PAD, SOS, UNK, Vocab
-
-
-def test_vocab_specials_unknowns_and_round_trip():
-    v = Vocab.build([("t͡ʃ", "æ"), ("æ", "p")])
-    assert v.tokens == ("<pad>", "<s>", "</s>", "<unk>", "p", "t͡ʃ", "æ")
-    assert (PAD, SOS, EOS, UNK) == (0, 1, 2, 3)
-    assert v.encode(["t͡ʃ", "ʒ"], bos_eos=True) == [SOS, 5, UNK, EOS]
-    assert v.count_unknown([["ʒ", "æ", "ʒ"], ["q"]]) == 3
-    assert v.decode([SOS, 5, 6, EOS, PAD]) == ["t͡ʃ", "æ"]
-    assert Vocab.from_list(v.to_list()) == v
-
-
-def test_pair_data_trims_each_batch_to_its_longest_sequence():
-    data = PairData.from_ids([[4, 5, 6, 7], [4], [5, 5]], [[1, 4, 2], [1, 4, 4, 4, 4, 2], [1, 2]])
-    src, src_len, tgt, tgt_len = data.batch(torch.tensor([1, 2]))
-    assert src.tolist() == [[4, PAD], [5, 5]] and src_len.tolist() == [1, 2]
-    assert tgt.shape == (2, 6) and tgt_len.tolist() == [6, 2]
-    assert len(data.subset(2)) == 2
+from dllab.p2g.config import LSTMConfig
+from dllab.p2g.model import EnsembleDecoder, LSTMSeq2Seq, sequence_loss, tanh
+from dllab.seq2seq.batching import pad_ids
+from dllab.seq2seq.decoding import BeamSearchDecoder, GreedyDecoder, decode
+from dllab.seq2seq.vocab import EOS, PAD, SOS
 
 
 def model(attn=True, seed=0, layers=1):
@@ -83,8 +70,6 @@ def test_stacked_layers_start_each_decoder_layer_from_its_encoder_layer():
 
 
 def test_label_smoothing_ignores_padding():
-    from dllab.seq2seq.lstm import sequence_loss
-
     logits = torch.randn(2, 3, 9)
     gold = torch.tensor([[4, 5, PAD], [6, PAD, PAD]])
     smooth = sequence_loss(logits, gold, 0.1)
@@ -112,8 +97,6 @@ def test_eval_steps_use_the_gate_table_and_training_steps_do_not():
 
 def test_sigmoid_form_attention_equals_the_textbook_tanh_formula():
     """e = vᵀtanh(W_s s + W_h h), s̃ = tanh(W_out [c; s]) written out with torch.tanh, against the module."""
-    from dllab.seq2seq.lstm import tanh
-
     x = torch.linspace(-30, 30, 20001)
     torch.testing.assert_close(tanh(x), torch.tanh(x), rtol=0, atol=3e-7)
     m = model(seed=3)
@@ -126,3 +109,31 @@ def test_sigmoid_form_attention_equals_the_textbook_tanh_formula():
     got, got_weights = att(s, enc, att.keys(enc), pad)
     torch.testing.assert_close(got_weights, weights, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_ensemble_averages_member_probabilities():
+    a, b = model(seed=6), model(seed=7)
+    src = pad_ids([[4, 5, 6], [7, 8]])
+    sos = torch.tensor([SOS, SOS])
+    ens = EnsembleDecoder([a, b])
+    logp, state = ens.step(sos, ens.start(src))
+    pa, _ = a.step(sos, a.start(src))
+    pb, _ = b.step(sos, b.start(src))
+    torch.testing.assert_close(logp.exp(), (pa.exp() + pb.exp()) / 2)
+    swapped, _ = ens.step(torch.tensor([4, 4]), ens.reorder(state, torch.tensor([1, 0])))
+    unswapped, _ = ens.step(torch.tensor([4, 4]), state)
+    torch.testing.assert_close(swapped, unswapped[[1, 0]])
+    greedy = GreedyDecoder()
+    assert decode(EnsembleDecoder([a]), src, greedy, SOS, EOS, 6) == decode(a, src, greedy, SOS, EOS, 6)
+    assert len(decode(ens, src, BeamSearchDecoder(3), SOS, EOS, 6)) == 2
+    with pytest.raises(ValueError, match="at least one"):
+        EnsembleDecoder([])
+
+
+def test_odd_hidden_sizes_and_no_layers_are_refused():
+    with pytest.raises(ValueError, match="even"):
+        LSTMSeq2Seq(5, 5, LSTMConfig(hidden=7))
+    with pytest.raises(ValueError, match="layers"):
+        LSTMSeq2Seq(5, 5, LSTMConfig(layers=0))
+    with pytest.raises(ValueError, match="no attention"):
+        model(attn=False).attention_weights(*pad_ids([[4, 5]]), torch.tensor([[SOS]]))

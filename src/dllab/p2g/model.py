@@ -1,4 +1,5 @@
-"""An LSTM encoder-decoder with optional Bahdanau (additive) attention, as in the 2024-25 homework (Q3).
+"""The phoneme-to-spelling models: an LSTM encoder-decoder with optional Bahdanau (additive) attention, as in
+the 2024-25 homework (Q3), and an ensemble of them.
 
     encoder   embedding -> dropout -> bidirectional LSTM (H/2 per direction) over packed sequences
               -> dropout; the two directions' final (h, c) are concatenated to initialise the decoder
@@ -14,19 +15,28 @@ Bahdanau attention at decoder step t over encoder outputs h_i (padding masked):
 Training runs the decoder LSTM over the whole (teacher-forced) target at once; since the attention output
 does not feed back into the LSTM, the attention for all steps is computed in one batched op. Decoding uses
 the `IncrementalDecoder` methods start / step / reorder (dllab.seq2seq.decoding).
+
+    LSTMSeq2Seq       the model (LSTMConfig in the torch-free `dllab.p2g.config`)
+    EnsembleDecoder   several models decoded together: the mean of their next-letter distributions
+    build_model       the model a P2GConfig describes, for the given vocabularies
+    sequence_loss     the teacher-forced cross-entropy, padding ignored
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from dllab.seq2seq.config import LSTMConfig
-from dllab.seq2seq.vocab import PAD
+from dllab.p2g.config import LSTMConfig, P2GConfig
+from dllab.seq2seq.decoding import IncrementalDecoder
+from dllab.seq2seq.vocab import PAD, Vocab
 
 
 def tanh(x: Tensor) -> Tensor:
@@ -197,3 +207,34 @@ def sequence_loss(logits: Tensor, gold: Tensor, label_smoothing: float = 0.0) ->
     return F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=PAD, label_smoothing=label_smoothing
     )
+
+
+def build_model(cfg: P2GConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> LSTMSeq2Seq:
+    return LSTMSeq2Seq(len(src_vocab), len(tgt_vocab), cfg.model)
+
+
+# An ensemble of IncrementalDecoders is itself an IncrementalDecoder: the mean of the members' next-token
+# distributions, so every decoding strategy works on it unchanged.
+
+
+class EnsembleDecoder:
+    """log p(y | prefix) = log mean_m p_m(y | prefix) over the member models (same target vocabulary)."""
+
+    def __init__(self, members: Sequence[IncrementalDecoder]):
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = list(members)
+
+    def start(self, src: Any) -> list[Any]:
+        return [m.start(src) for m in self.members]
+
+    def step(self, tokens: Tensor, state: list[Any]) -> tuple[Tensor, list[Any]]:
+        logps, states = [], []
+        for member, s in zip(self.members, state, strict=True):
+            logp, s = member.step(tokens, s)  # (B, V)
+            logps.append(logp)
+            states.append(s)
+        return torch.logsumexp(torch.stack(logps), dim=0) - math.log(len(logps)), states
+
+    def reorder(self, state: list[Any], index: Tensor) -> list[Any]:
+        return [m.reorder(s, index) for m, s in zip(self.members, state, strict=True)]

@@ -1,0 +1,94 @@
+"""Spelling with a model: strategies from the options, k outputs per word, n-best lists and their rescoring."""
+
+import pytest
+import torch
+
+from dllab.errors import UserError
+from dllab.p2g import decoding
+from dllab.p2g.config import DecodeConfig, LSTMConfig
+from dllab.p2g.decoding import make_strategy, spell, spell_n_best, spelling_log_probs
+from dllab.p2g.model import EnsembleDecoder, LSTMSeq2Seq
+from dllab.seq2seq.decoding import BeamSearchDecoder, GreedyDecoder, NucleusSampler
+from dllab.seq2seq.vocab import Vocab
+
+WORDS = [("t͡ʃ", "æ"), ("æ", "p", "p"), ("p",)]
+VOCABS = (Vocab.build(WORDS), Vocab.build(["chap", "app"]))
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return LSTMSeq2Seq(len(VOCABS[0]), len(VOCABS[1]), LSTMConfig(hidden=16, attn=True))
+
+
+def test_make_strategy_names_each_strategy_and_refuses_bad_options():
+    assert make_strategy(None, None, 0)[1] == "greedy" and isinstance(make_strategy(None, None, 0)[0], GreedyDecoder)
+    beam, key = make_strategy(None, 5, 0)
+    assert isinstance(beam, BeamSearchDecoder) and beam.beam_size == 5 and key == "beam5"
+    nucleus, key = make_strategy(0.8, None, 0)
+    assert isinstance(nucleus, NucleusSampler) and key == "nucleus_p0.8"
+    for top_p, beam_size, match in ((0.8, 3, "alternatives"), (None, 0, "--beam"), (1.5, None, "--top-p")):
+        with pytest.raises(UserError, match=match):
+            make_strategy(top_p, beam_size, 0)
+
+
+def test_spell_gives_k_outputs_per_word_in_eval_mode_and_restores_the_mode():
+    model = _model().train()
+    cfg = DecodeConfig(max_len=6, batch_size=2)  # two batches for three words
+    greedy = spell(model, WORDS, VOCABS, GreedyDecoder(), cfg)
+    assert model.training  # the caller's mode comes back
+    assert len(greedy) == 3 and all(len(out) == 1 and isinstance(out[0], str) for out in greedy)
+    assert greedy == spell(model.eval(), WORDS, VOCABS, GreedyDecoder(), cfg)  # decoded without dropout
+    samples = spell(model, WORDS, VOCABS, NucleusSampler(1.0, torch.Generator().manual_seed(0)), cfg, k=4)
+    assert [len(out) for out in samples] == [4, 4, 4]
+
+
+def test_an_ensemble_spells_through_the_same_functions():
+    a, b = _model(1).eval(), _model(2).eval()
+    cfg = DecodeConfig(max_len=6)
+    assert spell(EnsembleDecoder([a]), WORDS, VOCABS, GreedyDecoder(), cfg) == spell(a, WORDS, VOCABS,
+                                                                                      GreedyDecoder(), cfg)
+    assert len(spell_n_best(EnsembleDecoder([a, b]), WORDS, VOCABS, BeamSearchDecoder(2), cfg, 2)) == 3
+
+
+def test_spelling_log_probs_sum_the_steps_of_incremental_decoding():
+    """Teacher forcing in batches of 2 against one word at a time through start / step (the gate-table path)."""
+    model = _model(3).train()
+    spellings = ["chap", "ap", "p"]
+    got = spelling_log_probs(model, WORDS, spellings, VOCABS, batch_size=2)
+    assert model.training
+    src_vocab, tgt_vocab = VOCABS
+    model.eval()
+    for word, text, logp in zip(WORDS, spellings, got, strict=True):
+        ids = tgt_vocab.encode(text, bos_eos=True)
+        with torch.no_grad():
+            state = model.start((torch.tensor([src_vocab.encode(word)]), torch.tensor([len(word)])))
+            total = 0.0
+            for prev, nxt in zip(ids[:-1], ids[1:], strict=True):
+                step, state = model.step(torch.tensor([prev]), state)
+                total += float(step[0, nxt])
+        assert logp == pytest.approx(total, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_n_best_scores_of_a_trained_model_are_its_sequence_log_probs(trained):
+    from dllab.p2g.experiment import load_run
+
+    run, data = trained
+    cfg, model, vocabs = load_run(run)
+    words = [tuple(line.split("\t")[0].split()) for line in (data / "valid.tsv").read_text("utf-8").splitlines()]
+    n_best = spell_n_best(model, words[:10], vocabs, BeamSearchDecoder(3, length_penalty=1.0), cfg.decode, 3)
+    texts = [(w, text, score) for w, cands in zip(words, n_best, strict=False) for text, score in cands]
+    assert all(len(c) == 3 for c in n_best)
+    logp = spelling_log_probs(model, [w for w, _, _ in texts], [t for _, t, _ in texts], vocabs)
+    for (_, text, score), lp in zip(texts, logp, strict=True):
+        assert lp / (len(text) + 1) == pytest.approx(score, abs=1e-4)  # beam's score: per token incl. EOS
+
+
+def test_rescoring_adds_the_right_to_left_score_per_token(monkeypatch):
+    backward = {"ab": -9.0, "ba": -0.3, "abc": -0.4}  # log p of each candidate, read right to left
+    monkeypatch.setattr(decoding, "spelling_log_probs",
+                        lambda model, src, texts, vocabs: [backward[t[::-1]] for t in texts])  # fmt: skip
+    n_best = [[("ab", -0.1), ("ba", -0.2)], [("abc", -1.0)], []]
+    best = decoding.rescore_right_to_left(n_best, [("x",), ("y",), ("z",)], [object()], (None, None))
+    # ab: -0.1 - 9/3 < ba: -0.2 - 0.1; a lone candidate stays; no candidate -> empty spelling
+    assert best == ["ba", "abc", ""]
