@@ -216,7 +216,7 @@ def test_run(
     """Decode the test split (its first `limit` utterances if > 0) with the run's best checkpoint; returns the
     summary and writes it to test_metrics.json (greedy) or test_metrics_<strategy>.json (beam, nucleus)."""
     strategy = strategy or GreedyDecoder()
-    run = RunDir(run_path)
+    run = RunDir(run_path).claim()
     cfg = run.read_config(ASRConfig)
     if not run.best_checkpoint.exists():
         raise UserError(f"{run.path}: no checkpoint yet (train it with `dllab asr train`)")
