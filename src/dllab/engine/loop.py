@@ -20,6 +20,7 @@ record that `--resume` drops and recomputes, never a checkpoint without its reco
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ from dllab.engine.checkpoint import load_checkpoint, save_checkpoint
 from dllab.engine.logs import progress
 from dllab.engine.options import OptimConfig, TrainConfig
 from dllab.engine.rundir import RunDir
+from dllab.engine.track import Tracker
 from dllab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -214,7 +216,9 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
             raise UserError(f"--train.bucket: {type(train_data).__name__} examples have no length to sort by; use 0")
         lengths = train_data.length_keys()
     bf16 = train_cfg.precision == "bf16"
-    with cpu_kernels(train_cfg.mkldnn):  # every training and validation step runs on these kernels
+    tracker = Tracker(train_cfg.track if main else "none", run.path / "tensorboard", start_epoch)
+    # every training and validation step runs on these kernels; the tracker's files close however it ends
+    with cpu_kernels(train_cfg.mkldnn), contextlib.closing(tracker):
         for epoch in range(start_epoch, train_cfg.epochs + 1):
             began = time.perf_counter()
             model.train()
@@ -284,6 +288,7 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
             for key in (k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)):
                 log.warning("%s epoch %d: %s is %s (written as null)", run.name, epoch, key, record[key])
             run.append_metrics(record)  # before the checkpoint: see the module docstring
+            tracker.log(record)
             save_checkpoint(run.last_checkpoint, state)
             shown = " ".join(
                 f"{k}={v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds", "train_seconds", "lr")

@@ -37,6 +37,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = option(
         "fp32", "bf16 = training forward passes under bfloat16 autocast (fast on AMX CPUs and GPUs); weights stay fp32"
     )
+    track: Literal["none", "tensorboard"] = option(
+        "none", "tensorboard = also write each epoch's metrics as TensorBoard events in <run>/tensorboard/"
+    )
 
 
 def add_run_arguments(parser, name_help: str, runs: bool = True, resume: bool = True) -> None:

@@ -32,14 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from dllab import __version__
-from dllab.config import diff, from_dict, to_dict
+from dllab.config import diff, flatten, from_dict, to_dict
 from dllab.errors import UserError
 from dllab.io import atomic_write_json, atomic_write_text, file_system_error, strict_json
 
 LOCK_NAME = ".lock"
 # A resumed run may change these and go on: more epochs, other CPU settings, and a lower learning rate or a
 # gradient clip (the way out of a run stopped by a non-finite loss).
-RESUMABLE_CHANGES = ("train.epochs", "train.threads", "train.mkldnn", "optim.lr", "optim.grad_clip")
+RESUMABLE_CHANGES = (
+    "train.epochs", "train.threads", "train.mkldnn", "train.track", "optim.lr", "optim.grad_clip"
+)
 
 
 def check_run_name(name: str, option: str = "--name") -> str:
@@ -229,6 +231,9 @@ class RunDir:
         A finished run is left alone unless `overwrite`; a partial run needs `resume` (or `overwrite`). A
         directory without progress (a start that failed before its first epoch) is started afresh.
         """
+        from dllab.engine.track import check_available
+
+        check_available(flatten(cfg).get("train.track", "none"))  # before anything is written
         self.create()
         self.claim()
         if self.exists() and self.has_progress():
