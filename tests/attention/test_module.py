@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dllab.attention import MultiHeadAttention, linear_attention, softmax_attention
-from dllab.attention.feature_map import TaylorFeatureMap
+from dllab.attention.taylor.feature_map import TaylorFeatureMap
 
 
 @pytest.mark.parametrize("kind", ["softmax", "taylor"])

@@ -7,9 +7,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from dllab.attention.feature_map import TaylorFeatureMap
 from dllab.attention.linear import TaylorState, linear_attention
 from dllab.attention.softmax import softmax_attention
+from dllab.attention.taylor.feature_map import TaylorFeatureMap
 
 AttentionKind = Literal["softmax", "taylor"]
 
