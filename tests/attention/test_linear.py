@@ -94,6 +94,18 @@ def test_recurrent_steps_equal_chunked():
     )
 
 
+@pytest.mark.parametrize("order", [2, 3, 4], ids=lambda k: f"K{k}")
+def test_decoding_steps_follow_the_recurrent_twin(order):
+    q, k, v = (t.detach() for t in _inputs(2, 13, 3, 5))
+    fm = TaylorFeatureMap(5, order)
+    expected = recurrent_linear_attention(q, k, v, fm)
+    state = None
+    for t in range(13):
+        out, state = linear_attention_step(q[..., t, :], k[..., t, :], v[..., t, :], state, fm)
+        torch.testing.assert_close(out, expected[..., t, :])
+    assert state.steps == 13
+
+
 def test_prefill_then_step_continues_the_sequence():
     q, k, v = _inputs(2, 20, 2, 4)
     fm = TaylorFeatureMap(4, 3)

@@ -2,6 +2,8 @@
 over built features, and the build's fallbacks."""
 
 import math
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,6 +96,13 @@ def test_build_is_reused_says_so_and_leaves_no_partial_files(tmp_path, capsys):
     assert native.build(compiler, tmp_path) == first and first.stat().st_mtime_ns == stamp  # not rebuilt
     assert capsys.readouterr().err == ""
     assert [p.name for p in tmp_path.iterdir()] == [first.name]
+
+
+def test_package_data_ships_the_source():
+    """A non-editable install must carry native.c: pyproject's package-data names the package it lives in."""
+    pyproject = tomllib.loads((Path(__file__).parents[4] / "pyproject.toml").read_text())
+    package_data = pyproject["tool"]["setuptools"]["package-data"]
+    assert native.SOURCE.exists() and "native.c" in package_data[native.__name__.rsplit(".", 1)[0]]
 
 
 def test_failed_build_falls_back_with_the_reason(tmp_path):
