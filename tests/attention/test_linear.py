@@ -156,6 +156,23 @@ def test_gradcheck_through_the_returned_state():
         )
 
 
+@pytest.mark.parametrize("through", ["output", "kv", "k_sum"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_gradients_through_any_one_result(through, causal, kernels):
+    """A loss on the output alone, or on the returned state alone: each kernel's backward with the other
+    results' gradients absent."""
+    q, k, v = _inputs(2, 21, 2, 4)
+    fm = TaylorFeatureMap(4, 3)
+    out, state = linear_attention(q, k, v, fm, causal=causal, chunk_size=8, return_state=True)
+    phi_k = fm(k)  # the state's twin: kv = Phi(K)^T V, k_sum = Phi(K)^T 1
+    twins = {"output": naive_linear_attention(q, k, v, fm, causal=causal), "kv": phi_k.transpose(-2, -1) @ v}
+    twins["k_sum"] = phi_k.sum(-2)
+    got = {"output": out, "kv": state.kv, "k_sum": state.k_sum}[through]
+    torch.testing.assert_close(got, twins[through])
+    for a, b_ in zip(_grads(got, (q, k, v)), _grads(twins[through], (q, k, v)), strict=True):
+        torch.testing.assert_close(a, b_)
+
+
 def test_cross_attention_lengths_differ():
     q, _, _ = _inputs(2, 7, 3, 4)
     _, k, v = _inputs(2, 7, 3, 4, lk=19, seed=5)
@@ -262,6 +279,32 @@ def test_memory_check_uses_available_memory(monkeypatch):
     q = torch.zeros(1, 1, 1, 4).expand(1, 1, 10**7, 4)  # needs ~2 GiB: fits here, not in 1000 bytes
     with pytest.raises(ValueError, match="feature_map"):
         linear_attention(q, q, q, TaylorFeatureMap(4, 3))
+
+
+def test_wrong_types_devices_and_states_are_named():
+    q = torch.randn(1, 2, 4, 3)
+    fm = TaylorFeatureMap(3, 3)
+    with pytest.raises(TypeError, match="k: expected a torch.Tensor"):
+        linear_attention(q, q.numpy(), q, fm)
+    with pytest.raises(ValueError, match="must be on one device"):
+        linear_attention(q, q.to("meta"), q, fm)
+    with pytest.raises(ValueError, match="num_features"):
+        TaylorState.zeros(lambda x: x, (1, 2), 3)
+    with pytest.raises(ValueError, match="q_t: expected a floating-point"):
+        linear_attention_step(q[..., 0, :].long(), q[..., 0, :], q[..., 0, :], None, fm)
+    with pytest.raises(ValueError, match="must share a dtype"):
+        linear_attention_step(q[..., 0, :], q[..., 0, :], q[..., 0, :].double(), None, fm)
+
+
+def test_available_memory_reads_the_system(monkeypatch):
+    assert linear_module.available_memory(torch.device("cpu")) > 0
+    assert linear_module.available_memory(torch.device("meta")) is None
+
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(linear_module, "open", no_proc, raising=False)
+    assert linear_module.available_memory(torch.device("cpu")) > 0  # from sysconf
 
 
 def test_step_bad_inputs():

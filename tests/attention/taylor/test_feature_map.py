@@ -109,6 +109,12 @@ def test_features_are_the_weighted_monomials_in_order(dim, order):
     torch.testing.assert_close(fm(x), bare * fm.feature_weights(x))
 
 
+def test_describes_itself_and_its_monomials_only_when_compact():
+    assert repr(TaylorFeatureMap(16, 3)) == "TaylorFeatureMap(dim=16, order=3, scale=0.25, form=compact, M=153)"
+    with pytest.raises(ValueError, match="form: monomials"):
+        TaylorFeatureMap(3, 3, form="outer").monomials()
+
+
 def test_map_follows_its_device_and_dtype():
     fm = TaylorFeatureMap(3, 4).to(torch.float32)  # the degree tables are buffers
     x = torch.randn(2, 3, dtype=torch.float64)
