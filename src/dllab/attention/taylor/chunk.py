@@ -101,6 +101,7 @@ class NonCausal(torch.autograd.Function):
             out[:, b] = _features(fm, q[:, b]).transpose(-2, -1) @ state
         ctx.save_for_backward(q, k, v1, state)
         ctx.fm, ctx.tokens = fm, block_tokens(n, m, 1, longest)
+        ctx.set_materialize_grads(False)  # an unused result's gradient arrives as None: its pass is skipped
         return out, state
 
     @staticmethod
@@ -199,6 +200,7 @@ class Causal(torch.autograd.Function):
             out[:, b], state = block.output(), block.after
         ctx.save_for_backward(q, k, v1, *entering[1:])  # the first block starts from zeros
         ctx.fm, ctx.chunk, ctx.tokens = fm, chunk, tokens
+        ctx.set_materialize_grads(False)  # an unused result's gradient arrives as None: its pass is skipped
         return out, state
 
     @staticmethod

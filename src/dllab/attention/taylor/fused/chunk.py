@@ -184,6 +184,7 @@ class NonCausal(torch.autograd.Function):
             torch.div(buffer[..., :dv], buffer[..., dv:], out=out[:, block])
         ctx.save_for_backward(q, k, v, keep, kv, k_sum, out, normaliser)
         ctx.fm = fm
+        ctx.set_materialize_grads(False)  # an unused result's gradient arrives as None: its pass is skipped
         return out, kv, k_sum
 
     @staticmethod
@@ -373,6 +374,7 @@ class Causal(torch.autograd.Function):
             torch.div(block_out[..., :dv], block_out[..., dv:], out=out[:, real])
         ctx.save_for_backward(qt, kt, v, keep, out, normaliser, *befores)
         ctx.fm, ctx.chunk, ctx.tokens, ctx.length = fm, chunk, tokens, length
+        ctx.set_materialize_grads(False)  # an unused result's gradient arrives as None: its pass is skipped
         return out, state[:, :dv].transpose(-2, -1).contiguous(), state[:, dv].contiguous()
 
     @staticmethod
