@@ -1,22 +1,23 @@
-"""linear_attention against its naive twins: outputs and gradients over a grid of shapes, causal chunking,
-recurrent decoding, padding, the blockwise kernel's block boundaries, and bad input."""
+"""linear_attention, the front-end, against its naive twins on both kernel paths (fused and plain): outputs
+and gradients over a grid of shapes, causal chunking, recurrent decoding, padding, the blocks' boundaries,
+the output's layout, and bad input."""
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-import dllab.attention.chunk as chunk_module
 from dllab.attention import (
     TaylorFeatureMap,
     TaylorState,
+    kernel_path,
     linear_attention,
     linear_attention_step,
     naive_linear_attention,
-    native,
     recurrent_linear_attention,
     softmax_attention,
 )
 from dllab.attention import linear as linear_module
+from dllab.attention.taylor.fused import chunk as fused
 
 # (B, L, H, D, K): ids read B2-L64-H4-D8-K3
 SHAPES = [(1, 1, 1, 1, 1), (2, 64, 4, 8, 3), (1, 37, 2, 16, 3), (2, 50, 3, 5, 4), (1, 33, 1, 3, 5), (3, 17, 2, 4, 2)]
@@ -36,38 +37,21 @@ def _grads(out, inputs, seed=1):
     return torch.autograd.grad(out, inputs, g, materialize_grads=True)
 
 
-@pytest.fixture(
-    params=[(1 << 19, 1 << 20), (64, 64), (64, 1 << 20)], ids=["one-block", "many-blocks", "forward-one-block"]
-)
-def block_elements(request, monkeypatch):
-    """Run each test with the default block sizes, with tiny blocks (several blocks per sequence), and with
-    a non-causal forward in one block but a backward in several (their block sizes are separate settings)."""
-    elements, forward = request.param
-    monkeypatch.setattr(chunk_module, "BLOCK_ELEMENTS", elements)
-    monkeypatch.setattr(chunk_module, "FORWARD_BLOCK_ELEMENTS", forward)
-    return elements
-
-
-@pytest.fixture(params=["native", "pytorch"])
-def kernel_path(request, monkeypatch):
-    """Run with the compiled input-gradient kernel (dllab.attention.native) and with its PyTorch twin."""
-    if request.param == "native" and native.library() is None:
-        pytest.skip(native.status())
-    if request.param == "pytorch":
-        native.library()  # settle its status, then hide the library
-        monkeypatch.setattr(native, "_loaded", None)
-    chunk_module.clear_buffers()  # cached kernels chose their path when built
-    yield request.param
-    chunk_module.clear_buffers()
+def _expected_path(kernels, fm, q, v, causal):
+    """The path a call takes under the `kernels` fixture: fused only where the compiled kernels apply."""
+    applies = kernels == "fused" and fused.applies(fm, q, v.shape[-1], causal)
+    return "fused" if applies else "plain"
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_matches_naive_outputs_and_gradients(shape, causal, block_elements, kernel_path):
+def test_matches_naive_outputs_and_gradients(shape, causal, block_elements, kernels):
     b, l, h, d, k = shape
     q, kk, v = _inputs(b, l, h, d)
     fm = TaylorFeatureMap(d, k)
+    assert kernel_path(fm, q, v, causal) == _expected_path(kernels, fm, q, v, causal)
     fast = linear_attention(q, kk, v, fm, causal=causal, chunk_size=8)
+    assert fast.is_contiguous()
     naive = naive_linear_attention(q, kk, v, fm, causal=causal)
     torch.testing.assert_close(fast, naive, rtol=1e-10, atol=1e-10)
     for a, b_ in zip(_grads(fast, (q, kk, v)), _grads(naive, (q, kk, v)), strict=True):
@@ -76,32 +60,19 @@ def test_matches_naive_outputs_and_gradients(shape, causal, block_elements, kern
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("layout", ["contiguous", "transposed"])
-def test_any_output_gradient_layout(causal, layout, block_elements, kernel_path):
-    """The kernels return the output as a transposed view; an incoming gradient of either layout is read right
+def test_any_output_gradient_layout(causal, layout, block_elements, kernels):
+    """The output is contiguous (it takes .view), and an incoming gradient of either layout is read right
     (a model's head merge, out.transpose(1, 2).reshape(...), sends back a gradient strided like the merge)."""
     q, kk, v = _inputs(2, 45, 3, 8)
     fm = TaylorFeatureMap(8, 3)
     fast = linear_attention(q, kk, v, fm, causal=causal, chunk_size=8)
     naive = naive_linear_attention(q, kk, v, fm, causal=causal)
-    torch.testing.assert_close(fast.contiguous().view(2, 3, -1), naive.reshape(2, 3, -1), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fast.view(2, 3, -1), naive.reshape(2, 3, -1), rtol=1e-10, atol=1e-10)
     g = torch.randn(2, 3, 45, 8, dtype=q.dtype, generator=torch.Generator().manual_seed(3))
     if layout == "transposed":
         g = g.transpose(1, 2).contiguous().transpose(1, 2)  # (B, L, H, Dv) storage
         assert not g.is_contiguous()
     for a, b_ in zip(torch.autograd.grad(fast, (q, kk, v), g), torch.autograd.grad(naive, (q, kk, v), g), strict=True):
-        torch.testing.assert_close(a, b_, rtol=1e-9, atol=1e-9)
-
-
-@pytest.mark.parametrize("order", [1, 2, 3, 4])
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_outer_form_matches_naive(order, causal, block_elements):
-    """The full outer-product map runs the same kernels through its generic (autograd) feature path."""
-    q, k, v = _inputs(2, 40, 3, 4)
-    fm = TaylorFeatureMap(4, order, form="outer")
-    fast = linear_attention(q, k, v, fm, causal=causal, chunk_size=8)
-    naive = naive_linear_attention(q, k, v, fm, causal=causal)
-    torch.testing.assert_close(fast, naive, rtol=1e-10, atol=1e-10)
-    for a, b_ in zip(_grads(fast, (q, k, v)), _grads(naive, (q, k, v)), strict=True):
         torch.testing.assert_close(a, b_, rtol=1e-9, atol=1e-9)
 
 
@@ -115,78 +86,24 @@ def test_causal_any_chunk_size(chunk_size, block_elements):
     )
 
 
-@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "padding-mask"])
-def test_causal_without_gradients_matches(masked, block_elements):
-    """Under no_grad the causal kernel keeps no per-chunk states (one scratch buffer serves every block):
-    same outputs and final state as the run that keeps them, over several blocks and a padded last chunk."""
-    q, k, v = _inputs(2, 45, 2, 4)  # 45 = 5 chunks of 8 and a padded sixth
-    mask = torch.zeros(2, 45, dtype=torch.bool)
-    mask[1, 40:] = True
-    fm = TaylorFeatureMap(4, 3)
-    kwargs = dict(causal=True, chunk_size=8, key_padding_mask=mask if masked else None, return_state=True)
-    kept, kept_state = linear_attention(q, k, v, fm, **kwargs)
-    assert kept.requires_grad
-    with torch.no_grad():
-        scratch, scratch_state = linear_attention(q, k, v, fm, **kwargs)
-    torch.testing.assert_close(scratch, kept.detach(), rtol=0, atol=0)
-    torch.testing.assert_close(scratch_state.kv, kept_state.kv.detach(), rtol=0, atol=0)
-    torch.testing.assert_close(scratch_state.k_sum, kept_state.k_sum.detach(), rtol=0, atol=0)
-    naive = naive_linear_attention(q, k, v, fm, causal=True, key_padding_mask=mask if masked else None)
-    torch.testing.assert_close(scratch, naive)
-
-
-def test_buffers_reused_across_calls_and_threads():
-    """The kernels' buffers are cached per thread: calls alternating between maps and paths on the same
-    shapes, and calls from two threads at once, each get their own right answer (values and gradients)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    q, k, v = _inputs(2, 45, 2, 4)
-    maps = [TaylorFeatureMap(4, 3), TaylorFeatureMap(4, 3, scale=1.0), TaylorFeatureMap(4, 2)]
-    cases = [(fm, causal) for fm in maps for causal in (False, True)]
-    expected = []
-    for fm, causal in cases:
-        out = naive_linear_attention(q, k, v, fm, causal=causal)
-        expected.append((out, _grads(out, (q, k, v))))
-
-    def run(i):
-        fm, causal = cases[i % len(cases)]
-        out = linear_attention(q, k, v, fm, causal=causal, chunk_size=8)
-        return i % len(cases), out, _grads(out, (q, k, v))
-
-    def check(results):
-        for i, out, grads in results:
-            torch.testing.assert_close(out, expected[i][0])
-            for a, b_ in zip(grads, expected[i][1], strict=True):
-                torch.testing.assert_close(a, b_)
-
-    check(map(run, range(2 * len(cases))))
-    with ThreadPoolExecutor(2) as pool:
-        check(pool.map(run, range(4 * len(cases))))
-    chunk_module.clear_buffers()
-    check([run(0)])
-
-
-def test_buffers_stay_bounded_over_many_lengths():
-    """Training on sequences of many lengths must not grow the cached buffers without bound."""
-    fm = TaylorFeatureMap(8, 3)
-    for length in range(20, 80, 3):
-        q, k, v = _inputs(1, length, 2, 8, dtype=torch.float32)
-        for causal in (False, True):
-            out = linear_attention(q, k, v, fm, causal=causal, chunk_size=8)
-            _grads(out, (q, k, v))
-    entries = list(chunk_module._CACHE.entries.values())
-    assert len(entries) <= chunk_module._CACHE_SIZE
-    quadratic = [e for e in entries if isinstance(e, chunk_module.QuadraticGradient)]
-    quadratic += [e.quadratic for e in entries if isinstance(e, chunk_module._CausalBlock)]
-    assert quadratic and all(len(e.buffers) <= 2 for e in quadratic)
-
-
 def test_recurrent_steps_equal_chunked():
     q, k, v = _inputs(2, 29, 3, 6)
     fm = TaylorFeatureMap(6, 3)
     torch.testing.assert_close(
         recurrent_linear_attention(q, k, v, fm), linear_attention(q, k, v, fm, causal=True, chunk_size=8)
     )
+
+
+@pytest.mark.parametrize("order", [2, 3, 4], ids=lambda k: f"K{k}")
+def test_decoding_steps_follow_the_recurrent_twin(order):
+    q, k, v = (t.detach() for t in _inputs(2, 13, 3, 5))
+    fm = TaylorFeatureMap(5, order)
+    expected = recurrent_linear_attention(q, k, v, fm)
+    state = None
+    for t in range(13):
+        out, state = linear_attention_step(q[..., t, :], k[..., t, :], v[..., t, :], state, fm)
+        torch.testing.assert_close(out, expected[..., t, :])
+    assert state.steps == 13
 
 
 def test_prefill_then_step_continues_the_sequence():
@@ -218,7 +135,7 @@ def test_state_from_memory_reads_like_cross_attention():
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_gradcheck_float64(causal, block_elements, kernel_path):
+def test_gradcheck_float64(causal, block_elements, kernels):
     q, k, v = _inputs(2, 11, 2, 3)
     fm = TaylorFeatureMap(3, 3)
     mask = torch.zeros(2, 11, dtype=torch.bool)
@@ -237,6 +154,23 @@ def test_gradcheck_through_the_returned_state():
             lambda q, k, v, c=causal: linear_attention(q, k, v, fm, causal=c, chunk_size=4, return_state=True)[1].kv,
             (q, k, v),
         )
+
+
+@pytest.mark.parametrize("through", ["output", "kv", "k_sum"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_gradients_through_any_one_result(through, causal, kernels):
+    """A loss on the output alone, or on the returned state alone: each kernel's backward with the other
+    results' gradients absent."""
+    q, k, v = _inputs(2, 21, 2, 4)
+    fm = TaylorFeatureMap(4, 3)
+    out, state = linear_attention(q, k, v, fm, causal=causal, chunk_size=8, return_state=True)
+    phi_k = fm(k)  # the state's twin: kv = Phi(K)^T V, k_sum = Phi(K)^T 1
+    twins = {"output": naive_linear_attention(q, k, v, fm, causal=causal), "kv": phi_k.transpose(-2, -1) @ v}
+    twins["k_sum"] = phi_k.sum(-2)
+    got = {"output": out, "kv": state.kv, "k_sum": state.k_sum}[through]
+    torch.testing.assert_close(got, twins[through])
+    for a, b_ in zip(_grads(got, (q, k, v)), _grads(twins[through], (q, k, v)), strict=True):
+        torch.testing.assert_close(a, b_)
 
 
 def test_cross_attention_lengths_differ():
@@ -345,6 +279,32 @@ def test_memory_check_uses_available_memory(monkeypatch):
     q = torch.zeros(1, 1, 1, 4).expand(1, 1, 10**7, 4)  # needs ~2 GiB: fits here, not in 1000 bytes
     with pytest.raises(ValueError, match="feature_map"):
         linear_attention(q, q, q, TaylorFeatureMap(4, 3))
+
+
+def test_wrong_types_devices_and_states_are_named():
+    q = torch.randn(1, 2, 4, 3)
+    fm = TaylorFeatureMap(3, 3)
+    with pytest.raises(TypeError, match="k: expected a torch.Tensor"):
+        linear_attention(q, q.numpy(), q, fm)
+    with pytest.raises(ValueError, match="must be on one device"):
+        linear_attention(q, q.to("meta"), q, fm)
+    with pytest.raises(ValueError, match="num_features"):
+        TaylorState.zeros(lambda x: x, (1, 2), 3)
+    with pytest.raises(ValueError, match="q_t: expected a floating-point"):
+        linear_attention_step(q[..., 0, :].long(), q[..., 0, :], q[..., 0, :], None, fm)
+    with pytest.raises(ValueError, match="must share a dtype"):
+        linear_attention_step(q[..., 0, :], q[..., 0, :], q[..., 0, :].double(), None, fm)
+
+
+def test_available_memory_reads_the_system(monkeypatch):
+    assert linear_module.available_memory(torch.device("cpu")) > 0
+    assert linear_module.available_memory(torch.device("meta")) is None
+
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(linear_module, "open", no_proc, raising=False)
+    assert linear_module.available_memory(torch.device("cpu")) > 0  # from sysconf
 
 
 def test_step_bad_inputs():

@@ -90,7 +90,7 @@ class BenchReport:
 
 def taylor_flops(length: int, setup: BenchSetup, causal: bool, chunk: int) -> float:
     """Forward FLOPs of Taylor linear attention for B x H heads of L tokens (multiply and add = 2 FLOPs)."""
-    from dllab.attention.feature_map import feature_dim
+    from dllab.attention import feature_dim
 
     d, m, dv1 = setup.dim, feature_dim(setup.dim, setup.order), setup.dim + 1
     per_head = 2 * length * (m + d)  # features of q and k: one multiply per monomial, plus the input scaling
@@ -175,7 +175,7 @@ def measure_one(method: str, mode: str, length: int, setup: BenchSetup, chunk: i
     import torch
 
     from dllab.attention import TaylorFeatureMap
-    from dllab.attention.chunk import clear_buffers
+    from dllab.attention.taylor.fused.chunk import clear_buffers
     from dllab.bench.measure import load_average, peak_memory
 
     backward = mode == "forward+backward"
@@ -197,8 +197,8 @@ def measure_one(method: str, mode: str, length: int, setup: BenchSetup, chunk: i
 def run_bench(setup: BenchSetup, log=print) -> BenchReport:
     import torch
 
-    from dllab.attention import native
     from dllab.attention.linear import DEFAULT_CHUNK_SIZE
+    from dllab.attention.taylor import dispatch
     from dllab.bench.measure import cpu_counters, cpu_shares, load_average, machine, matmul_gflops, shaped_matmul_gflops
 
     started, counters = time.perf_counter(), cpu_counters()
@@ -206,7 +206,7 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
     if setup.threads:
         torch.set_num_threads(setup.threads)
     chunk = setup.chunk_size or DEFAULT_CHUNK_SIZE
-    from dllab.attention.feature_map import feature_dim
+    from dllab.attention import feature_dim
 
     m = feature_dim(setup.dim, setup.order)
     report = BenchReport(setup)
@@ -215,7 +215,7 @@ def run_bench(setup: BenchSetup, log=print) -> BenchReport:
         "matmul_gflops": matmul_gflops(setup.matmul_size),
         "taylor_matmul_gflops": shaped_matmul_gflops(setup.heads, m, 1024, setup.dim + 1),
         "chunk_size": chunk,
-        "native": native.status(),  # builds the compiled kernel now, not inside a timed call
+        "native": dispatch.status(),  # fused or plain; builds the compiled kernels now, not in a timed call
     }
     log(
         f"machine: {report.machine['threads']} threads, square matmul {report.machine['matmul_gflops']:.1f} "

@@ -61,9 +61,9 @@ def tune_results(
     """
     import torch
 
-    import dllab.attention.chunk as chunk_module
     from dllab.attention import TaylorFeatureMap, linear_attention
     from dllab.attention.linear import DEFAULT_CHUNK_SIZE
+    from dllab.attention.taylor import chunk as chunk_module  # the block sizes both paths use
 
     g = torch.Generator().manual_seed(0)
     shape = (1, 4, length, 16)

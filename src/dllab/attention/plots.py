@@ -17,13 +17,12 @@ def bench_figure(report):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dllab.attention.bench import METHODS
-
+    methods = list(dict.fromkeys(r.method for r in report.results))  # in the bench's order, no import of it
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     panels = [(axes[0], "forward", "seconds"), (axes[1], "forward+backward", "seconds")]
     panels.append((axes[2], "forward+backward", "peak_bytes"))
     for ax, mode, what in panels:
-        for method in METHODS:
+        for method in methods:
             rows = [r for r in report.results if r.method == method and r.mode == mode and getattr(r, what)]
             if not rows:
                 continue
@@ -31,7 +30,7 @@ def bench_figure(report):
             ys = [r.seconds if what == "seconds" else r.peak_bytes / 2**20 for r in rows]
             slope = report.slopes.get(f"{method} | {mode}", {}).get("time" if what == "seconds" else "memory")
             label = method + (f" (slope {slope:.2f})" if slope is not None else "")
-            ax.loglog(xs, ys, label=label, **STYLE[method])
+            ax.loglog(xs, ys, label=label, **STYLE.get(method, {}))
             skipped = [r.length for r in report.results if r.method == method and r.mode == mode and r.skipped]
             if skipped and what == "seconds":
                 ax.plot([], [], " ", label=f"  {method}: skipped L >= {min(skipped):,}")

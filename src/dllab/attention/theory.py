@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dllab.attention.feature_map import TaylorFeatureMap, feature_dim, outer_feature_dim
-from dllab.attention.linear import linear_attention, naive_linear_attention
+from dllab.attention.linear import linear_attention
 from dllab.attention.softmax import softmax_attention
+from dllab.attention.taylor.feature_map import TaylorFeatureMap, feature_dim, outer_feature_dim
+from dllab.attention.taylor.naive import naive_linear_attention
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 /* dllab's compiled attention kernels for Taylor features with K <= 3: the input gradient, and the read
  * through the features (below), each fused.
  *
- * Built by dllab.attention.native with the system's C compiler (-O3 -march=native -fopenmp) and called
- * through ctypes; dllab.attention.chunk.QuadraticGradient holds the PyTorch twin it is tested against.
+ * Built by dllab.attention.taylor.fused.native with the system's C compiler (-O3 -march=native -fopenmp)
+ * and called through ctypes; tests/attention/taylor/fused/test_native.py holds each to plain products.
  *
  * For a state S (B, M, C), an output-side gradient g (B, C, T) and the scaled inputs x = x_scale * the
  * given (B, D, T) (raw inputs, or the degree-1 rows of the features with x_scale 1), every token t gets

@@ -62,10 +62,6 @@ def test_halving_order_lists_every_pair_once(dim):
     x = torch.randn(dim, dtype=torch.float64)
     bare = torch.stack([torch.prod(x[list(m)]) if m else torch.ones((), dtype=torch.float64) for m in monomials])
     torch.testing.assert_close(fm(x), bare * fm.feature_weights(x))
-    rows = fm.pair_rows()
-    for a in range(dim):
-        for b in range(dim):
-            assert rows[a][b] == rows[b][a] and monomials[rows[a][b]] == (min(a, b), max(a, b))
 
 
 def test_halving_order_for_d4():
@@ -93,6 +89,37 @@ def test_transposed_layout_and_batching():
     x = torch.randn(2, 3, 7, 5)
     torch.testing.assert_close(fm.transposed(x.transpose(-1, -2)).transpose(-1, -2), fm(x))
     torch.testing.assert_close(fm(x[1, 2, 3]), fm(x)[1, 2, 3])
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 6], ids=lambda k: f"K{k}")
+def test_series_slope_is_the_derivative(order):
+    fm = TaylorFeatureMap(4, order)  # scale 1/2
+    t = torch.linspace(-3, 3, 61, dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad((fm.series(t) + 0 * t).sum(), t)  # K = 1: a constant series
+    torch.testing.assert_close(fm.series_slope(t.detach()), slope)
+
+
+@pytest.mark.parametrize("dim, order", [(3, 3), (5, 4), (8, 3), (2, 5)], ids=["D3-K3", "D5-K4", "D8-K3", "D2-K5"])
+def test_features_are_the_weighted_monomials_in_order(dim, order):
+    """Both constructions (colexicographic degrees, and the halving one for K = 3 with D a power of two)
+    give feature m = weights[m] * prod(x[monomials()[m]])."""
+    fm = TaylorFeatureMap(dim, order, scale=1.0)
+    x = torch.randn(7, dim, dtype=torch.float64)
+    bare = torch.stack([x[:, list(m)].prod(-1) for m in fm.monomials()], dim=-1)
+    torch.testing.assert_close(fm(x), bare * fm.feature_weights(x))
+
+
+def test_describes_itself_and_its_monomials_only_when_compact():
+    assert repr(TaylorFeatureMap(16, 3)) == "TaylorFeatureMap(dim=16, order=3, scale=0.25, form=compact, M=153)"
+    with pytest.raises(ValueError, match="form: monomials"):
+        TaylorFeatureMap(3, 3, form="outer").monomials()
+
+
+def test_map_follows_its_device_and_dtype():
+    fm = TaylorFeatureMap(3, 4).to(torch.float32)  # the degree tables are buffers
+    x = torch.randn(2, 3, dtype=torch.float64)
+    assert fm(x).dtype == torch.float64 and fm(x.float()).dtype == torch.float32
+    torch.testing.assert_close(fm(x.float()), fm(x).float())
 
 
 def test_series_sign_depends_on_parity_of_k():

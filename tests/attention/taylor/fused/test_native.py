@@ -1,17 +1,30 @@
-"""The compiled kernel (dllab.attention.native) against its PyTorch twin, and its build's fallbacks."""
+"""The compiled loops (dllab.attention.taylor.fused.native, through fused.chunk.Kernels) against plain products
+over built features, and the build's fallbacks."""
 
 import math
-import os
-import subprocess
-import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
 
-from dllab.attention import TaylorFeatureMap, native
-from dllab.attention.chunk import FeatureProducts, QuadraticGradient
+from dllab.attention import TaylorFeatureMap
+from dllab.attention.taylor.fused import native
+from dllab.attention.taylor.fused.chunk import Kernels
 
 needs_native = pytest.mark.skipif(native.library() is None, reason=native.status())
+
+
+def _features(fm, xt, weighted):
+    """The twin: the map's features (B, M, T) of raw inputs xt (B, D, T), or its bare monomials."""
+    phi = fm.transposed(xt)
+    return phi if weighted else phi / fm.feature_weights(phi).unsqueeze(-1)
+
+
+def _gradient_twin(fm, state, grad, xt, weighted):
+    """dL/dxt through the features when dL/du = state @ grad, by autograd."""
+    xt = xt.detach().requires_grad_()
+    return torch.autograd.grad(_features(fm, xt, weighted), xt, state @ grad)[0]
 
 
 def _case(d, order, weighted, tokens, dtype, transposed_g, batch=3, seed=0):
@@ -23,10 +36,8 @@ def _case(d, order, weighted, tokens, dtype, transposed_g, batch=3, seed=0):
         grad = torch.randn(batch, tokens, channels, generator=g, dtype=dtype).transpose(-2, -1)
     else:
         grad = torch.randn(batch, channels, tokens, generator=g, dtype=dtype)
-    phi = fm.workspace(batch, tokens, state, weighted=weighted).features(
-        torch.randn(batch, d, tokens, generator=g, dtype=dtype)
-    )
-    return fm, state, grad, phi.clone()
+    xt = torch.randn(batch, d, tokens, generator=g, dtype=dtype)
+    return fm, state, grad, xt
 
 
 @needs_native
@@ -37,31 +48,29 @@ def _case(d, order, weighted, tokens, dtype, transposed_g, batch=3, seed=0):
 @pytest.mark.parametrize("weighted", [False, True], ids=["bare", "weighted"])
 @pytest.mark.parametrize("tokens", [1, 70, 130])
 @pytest.mark.parametrize("transposed_g", [False, True], ids=["g-rows", "g-transposed"])
-def test_kernel_matches_the_pytorch_twin(dtype, d, order, weighted, tokens, transposed_g):
-    fm, state, grad, phi = _case(d, order, weighted, tokens, dtype, transposed_g)
-    fast = QuadraticGradient(fm, state, weighted=weighted)
-    slow = QuadraticGradient(fm, state, weighted=weighted, use_native=False)
-    assert fast.native and not slow.native
-    expected = slow.gradient(slow.prepare(state), grad, phi)
+def test_gradient_matches_autograd_through_the_features(dtype, d, order, weighted, tokens, transposed_g):
+    fm, state, grad, xt = _case(d, order, weighted, tokens, dtype, transposed_g)
+    kernels = Kernels(fm, state, weighted)
+    expected = _gradient_twin(fm, state, grad, xt, weighted)
     tol = 1e-5 if dtype == torch.float32 else 1e-12
-    torch.testing.assert_close(fast.gradient(fast.prepare(state), grad, phi), expected, rtol=tol, atol=tol)
+    torch.testing.assert_close(kernels.gradient(state, grad, xt, torch.empty_like(xt)), expected, rtol=tol, atol=tol)
     # a transposed state (the causal kernel keeps them so), and an output slice of a longer sequence
     state_t = state.transpose(-2, -1).contiguous()
     whole = torch.full((state.shape[0], d, tokens + 9), float("nan"), dtype=dtype)
-    fast.gradient(fast.prepare_transposed(state_t), grad, phi, out=whole[..., 4 : 4 + tokens])
+    kernels.gradient(state_t.transpose(-2, -1), grad, xt, out=whole[..., 4 : 4 + tokens])
     torch.testing.assert_close(whole[..., 4 : 4 + tokens], expected, rtol=tol, atol=tol)
     assert whole[..., :4].isnan().all() and whole[..., 4 + tokens :].isnan().all()  # nothing written outside
 
 
 @needs_native
 def test_kernel_follows_torch_threads():
-    fm, state, grad, phi = _case(16, 3, False, 300, torch.float32, False, batch=4)
-    quadratic = QuadraticGradient(fm, state)
-    many = quadratic.gradient(quadratic.prepare(state), grad, phi)
+    fm, state, grad, xt = _case(16, 3, False, 300, torch.float32, False, batch=4)
+    kernels = Kernels(fm, state, False)
+    many = kernels.gradient(state, grad, xt, torch.empty_like(xt))
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
-        one = quadratic.gradient(quadratic.prepare(state), grad, phi)
+        torch.set_num_threads(2)
+        one = kernels.gradient(state, grad, xt, torch.empty_like(xt))
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(one, many, rtol=0, atol=0)  # each token is summed by one thread, same order
@@ -69,12 +78,12 @@ def test_kernel_follows_torch_threads():
 
 @needs_native
 def test_kernel_rejects_mismatched_arguments():
-    fm, state, grad, phi = _case(4, 3, False, 10, torch.float32, False)
-    quadratic = QuadraticGradient(fm, state)
+    fm, state, grad, xt = _case(4, 3, False, 10, torch.float32, False)
+    kernels = Kernels(fm, state, False)
     with pytest.raises(ValueError, match="shapes do not fit"):
-        quadratic.gradient(quadratic.prepare(state[:2]), grad, phi)
+        kernels.gradient(state[:2], grad, xt, torch.empty_like(xt))
     with pytest.raises(ValueError, match="share a dtype"):
-        quadratic.gradient(quadratic.prepare(state), grad.double(), phi)
+        kernels.gradient(state, grad.double(), xt, torch.empty_like(xt))
 
 
 def test_build_is_reused_says_so_and_leaves_no_partial_files(tmp_path, capsys):
@@ -89,34 +98,19 @@ def test_build_is_reused_says_so_and_leaves_no_partial_files(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == [first.name]
 
 
+def test_package_data_ships_the_source():
+    """A non-editable install must carry native.c: pyproject's package-data names the package it lives in."""
+    pyproject = tomllib.loads((Path(__file__).parents[4] / "pyproject.toml").read_text())
+    package_data = pyproject["tool"]["setuptools"]["package-data"]
+    assert native.SOURCE.exists() and "native.c" in package_data[native.__name__.rsplit(".", 1)[0]]
+
+
 def test_failed_build_falls_back_with_the_reason(tmp_path):
     library, line = native.load("/bin/false", tmp_path)
     assert library is None and line.startswith("off:") and "false failed" in line
     assert not list(tmp_path.iterdir())  # the temporary output was removed
     library, line = native.load(None, tmp_path)
     assert library is None and "no C compiler" in line
-
-
-def test_environment_turns_it_off():
-    env = {**os.environ, "DLLAB_NATIVE": "0"}
-    code = (
-        "import torch; from dllab.attention import native, TaylorFeatureMap, linear_attention, naive_linear_attention\n"
-        "q, k, v = (torch.randn(1, 2, 40, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))\n"
-        "fm = TaylorFeatureMap(4, 3)\n"
-        "for causal in (False, True):\n"
-        "    a = torch.autograd.grad(linear_attention(q, k, v, fm, causal=causal).sum(), q)[0]\n"
-        "    b = torch.autograd.grad(naive_linear_attention(q, k, v, fm, causal=causal).sum(), q)[0]\n"
-        "    torch.testing.assert_close(a, b)\n"
-        "print(native.status())\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "off (DLLAB_NATIVE=0)" in result.stdout
-
-
-def _features(fm, xt, weighted):
-    """The twin: features built by a workspace, (B, M, T)."""
-    return fm.workspace(xt.shape[0], xt.shape[-1], xt, weighted=weighted).features(xt).clone()
 
 
 GRID = [(1, 3), (3, 3), (6, 3), (16, 3), (20, 3), (8, 2)]
@@ -131,7 +125,7 @@ GRID_IDS = ["D1-K3", "D3-K3", "D6-K3", "D16-K3", "D20-K3", "D8-K2"]
 def test_read_matches_the_product_with_built_features(dtype, d, order, weighted, channels):
     g = torch.Generator().manual_seed(d * 100 + channels)
     fm = TaylorFeatureMap(d, order)
-    products = FeatureProducts(fm, torch.zeros(1, dtype=dtype), weighted)
+    products = Kernels(fm, torch.zeros(1, dtype=dtype), weighted)
     raw = torch.randn(3, 45, d, generator=g, dtype=dtype)  # (B, T, D): read as (B, D, T), token stride D
     a = torch.randn(3, fm.num_features, channels, generator=g, dtype=dtype).transpose(-2, -1)  # strided (B, C, M)
     expected = a @ _features(fm, raw.transpose(-2, -1), weighted)
@@ -150,7 +144,7 @@ def test_read_matches_the_product_with_built_features(dtype, d, order, weighted,
 def test_sum_matches_the_product_with_built_features(dtype, d, order, weighted, channels):
     g = torch.Generator().manual_seed(d * 100 + channels)
     fm = TaylorFeatureMap(d, order)
-    products = FeatureProducts(fm, torch.zeros(1, dtype=dtype), weighted)
+    products = Kernels(fm, torch.zeros(1, dtype=dtype), weighted)
     raw = torch.randn(2, 96, d, generator=g, dtype=dtype)
     grad = torch.randn(2, 96, channels, generator=g, dtype=dtype).transpose(-2, -1)  # (B, C, T), token stride C
     tol = 1e-5 if dtype == torch.float32 else 1e-12
@@ -172,7 +166,7 @@ def test_sum_matches_the_product_with_built_features(dtype, d, order, weighted, 
 @needs_native
 def test_products_reject_mismatched_arguments():
     fm = TaylorFeatureMap(4, 3)
-    products = FeatureProducts(fm, torch.zeros(1), False)
+    products = Kernels(fm, torch.zeros(1), False)
     x = torch.randn(2, 4, 10)
     with pytest.raises(ValueError, match="shapes do not fit"):
         products.read(torch.randn(2, 3, fm.num_features), x, out=torch.empty(2, 4, 10))
@@ -236,32 +230,13 @@ def test_chunk_kernel_refuses_what_it_cannot_hold():
 
 
 @needs_native
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_wide_heads_mix_compiled_and_plain_parts(causal):
-    """D = 33: the read, sum and input-gradient kernels run, the chunk kernel (D <= 32) does not."""
-    from dllab.attention import linear_attention, naive_linear_attention
-
-    g = torch.Generator().manual_seed(3)
-    q, k, v = (torch.randn(1, 2, 21, 33, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3))
-    fm = TaylorFeatureMap(33, 3)
-    fast = linear_attention(q, k, v, fm, causal=causal, chunk_size=8)
-    slow = naive_linear_attention(q, k, v, fm, causal=causal)
-    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
-    grad = torch.randn(fast.shape, generator=g, dtype=torch.float64)
-    for a, b in zip(
-        torch.autograd.grad(fast, (q, k, v), grad), torch.autograd.grad(slow, (q, k, v), grad), strict=True
-    ):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
-
-
-@needs_native
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("d, channels", [(16, 17), (5, 4), (16, 40)], ids=["D16-C17", "D5-C4", "D16-C40"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["prefix", "suffix"])
 def test_scan_is_the_exclusive_running_sum_of_chunk_sums(dtype, d, channels, reverse):
     g = torch.Generator().manual_seed(d + channels)
     fm = TaylorFeatureMap(d, 3)
-    products = FeatureProducts(fm, torch.zeros(1, dtype=dtype), True)
+    products = Kernels(fm, torch.zeros(1, dtype=dtype), True)
     raw = torch.randn(2, 5 * 12 + 3, d, generator=g, dtype=dtype)
     chunks_x = raw[:, 3:].unflatten(1, (5, 12)).transpose(-2, -1)  # (2, 5, D, 12), read in place
     grad = torch.randn(2, 5, channels, 12, generator=g, dtype=dtype)
