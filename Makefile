@@ -23,6 +23,7 @@ demo: setup
 	$(VENV)/bin/dllab report --rerun --quick
 
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/pytest -q
 
 bench: setup

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dllab.attention.linear import FeatureMap, check_inputs
+from dllab.attention.taylor.inputs import FeatureMap, check_inputs
 
 
 def naive_linear_attention(
