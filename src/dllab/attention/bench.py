@@ -170,6 +170,36 @@ def _timed_call(method: str, mode: str, length: int, setup: BenchSetup, chunk: i
     return best
 
 
+def estimate_bench(setup: BenchSetup, probe: int = 1024) -> float:
+    """Seconds `run_bench(setup)` will take here: each method and mode timed once at L = `probe` (after a
+    warm-up), scaled to every length by its complexity (L for Taylor, L^2 for softmax), times the calls the
+    bench makes of it (warm-up, repeats, rounds under ROUND_LIMIT_S, target rounds at TARGET_L), with the
+    configurations the time budget skips left out, plus the matmul-rate measurements."""
+    import torch
+
+    from dllab.bench.measure import matmul_gflops
+
+    chunk = setup.chunk_size or 64
+    began = time.perf_counter()
+    matmul_gflops(setup.matmul_size, repeats=1)
+    matmul = time.perf_counter() - began
+    total = matmul * (2 + setup.rounds + setup.target_rounds)
+    with torch.random.fork_rng():
+        for mode in MODES:
+            for method in METHODS:
+                _timed_call(method, mode, 64, setup, chunk, 1)
+                base = _timed_call(method, mode, probe, setup, chunk, 2)
+                power = 2 if QUADRATIC[method] else 1
+                for length in setup.lengths:
+                    seconds = base * (length / probe) ** power
+                    if QUADRATIC[method] and seconds > setup.time_budget_s:
+                        break
+                    calls = 1 + setup.repeats + (setup.rounds if seconds < ROUND_LIMIT_S else 0)
+                    calls += setup.target_rounds if length == TARGET_L and seconds < ROUND_LIMIT_S else 0
+                    total += calls * seconds
+    return total
+
+
 def measure_one(method: str, mode: str, length: int, setup: BenchSetup, chunk: int, repeats: int) -> Result:
     """Peak memory and time of the first call (the warm-up), then the best of a few more calls."""
     import torch

@@ -22,19 +22,58 @@ DERIVATION = (
 )
 
 
-def run_experiments(runs_root: Path, quick: bool) -> None:
-    """Theory checks and the approximation-error sweep, then the benchmark (quick: its < 1 minute variant)."""
-    from dllab.attention.bench import QUICK_SETUP, BenchSetup, run_bench, to_json
+def run_checks(root: Path, quick: bool, threads: int = 0) -> dict:
+    """A plan task: the theory checks and the approximation-error sweep."""
     from dllab.attention.experiment import error_results, theory_results
     from dllab.io import atomic_write_json
 
+    atomic_write_json(Path(root) / "theory.json", theory_results(quick))
+    atomic_write_json(Path(root) / "error.json", error_results(quick))
+    return {"quick": quick}
+
+
+def run_benchmark(out: Path, quick: bool, threads: int = 0) -> dict:
+    """A plan task (exclusive: it times kernels): `dllab bench attention` (quick: its < 1 minute variant)."""
+    from dllab.attention.bench import QUICK_SETUP, BenchSetup, run_bench, to_json
+    from dllab.bench.allocator import keep_freed_memory
+    from dllab.io import atomic_write_json
+
+    keep_freed_memory()  # as every `dllab bench` command does
+    report = run_bench(QUICK_SETUP if quick else BenchSetup(), log=lambda *_: None)
+    atomic_write_json(Path(out), to_json(report))
+    return {"targets": [t["status"] for t in report.targets]}
+
+
+def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tuple[str, ...] = ()) -> list:
+    """The checks, then the benchmark with the machine to itself; estimated by timing the quick checks and one
+    call of each kernel here (see `estimate_bench`)."""
+    import tempfile
+    import time
+
+    from dllab.attention.bench import QUICK_SETUP, BenchSetup, estimate_bench
+    from dllab.engine.plan import Task
+
+    del scale, overrides  # the sizes are the homework's, not epochs
     root = Path(runs_root) / "attention"
-    atomic_write_json(root / "theory.json", theory_results(quick))
-    atomic_write_json(root / "error.json", error_results(quick))
-    if quick:
-        atomic_write_json(root / "bench-quick.json", to_json(run_bench(QUICK_SETUP, log=lambda *_: None)))
-    else:
-        atomic_write_json(root / "bench.json", to_json(run_bench(BenchSetup(), log=lambda *_: None)))
+    with tempfile.TemporaryDirectory(prefix="dllab-calibrate-") as tmp:
+        began = time.perf_counter()
+        run_checks(Path(tmp), quick=True)
+        checks = time.perf_counter() - began
+    # full: Gram-matrix ranks up to 1,000 features instead of 200 and errors at L = 512 instead of 128; fixed
+    # costs dominate both, so the full checks took 2.5x the quick ones here (76 s against 32 s, 2026-12-06)
+    checks = checks if quick else checks * 2.5
+    bench = estimate_bench(QUICK_SETUP if quick else BenchSetup())
+    name = "bench-quick.json" if quick else "bench.json"
+    return [
+        Task("attention/checks", run_checks, {"root": root, "quick": quick}, seconds=checks),
+        Task("attention/bench", run_benchmark, {"out": root / name, "quick": quick}, seconds=bench, exclusive=True),
+    ]
+
+
+def run_experiments(runs_root: Path, quick: bool) -> None:
+    """Run `experiments` one after another in this process (see `dllab.report.build` for the planned way)."""
+    for task in experiments(runs_root, quick):
+        task.fn(**task.kwargs)
 
 
 def _read(path: Path) -> dict | None:
