@@ -47,8 +47,13 @@ def plan_experiments(runs_root: Path, quick: bool, scale: float = 1.0, only: lis
         declared = getattr(module, "experiments", None)
         if declared is not None:
             log.info("calibrating the %s experiments", capability)
-            tasks += declared(Path(runs_root), quick=quick, scale=scale,
-                              overrides=tuple((overrides or {}).get(capability, ())))
+            root, level = logging.getLogger(), logging.getLogger().level
+            root.setLevel(logging.WARNING)  # the calibration runs' own lines are not news
+            try:
+                tasks += declared(Path(runs_root), quick=quick, scale=scale,
+                                  overrides=tuple((overrides or {}).get(capability, ())))
+            finally:
+                root.setLevel(level)
         elif hasattr(module, "run_experiments"):
             tasks.append(Task(f"{capability}/all", run_capability, {"capability": capability,
                               "runs_root": Path(runs_root), "quick": quick}, seconds=60.0))  # fmt: skip
