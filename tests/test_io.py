@@ -54,3 +54,19 @@ def test_stamps_notice_a_changed_file(tmp_path):
     assert not stamps_match(recorded, tmp_path)
     path.unlink()
     assert not stamps_match(recorded, tmp_path)
+
+
+def test_one_cache_folder_with_one_variable_and_the_old_name_deprecated(monkeypatch, tmp_path):
+    from dllab.io import cache_dir
+
+    for name in ("DLLAB_CACHE", "DLLAB_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "dllab"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir("espeak") == tmp_path / "xdg" / "dllab" / "espeak"
+    monkeypatch.setenv("DLLAB_CACHE_DIR", str(tmp_path / "old"))
+    with pytest.warns(DeprecationWarning, match="DLLAB_CACHE instead"):
+        assert cache_dir() == tmp_path / "old"
+    monkeypatch.setenv("DLLAB_CACHE", str(tmp_path / "new"))
+    assert cache_dir("features") == tmp_path / "new" / "features"  # the new name wins, silently
