@@ -10,7 +10,7 @@ from pathlib import Path
 
 # key -> (what it is, ">=" or "<=", threshold)
 THRESHOLDS: dict[str, tuple[str, str, float]] = {
-    "vision.test_acc": ("Fashion-MNIST test accuracy, 2023-24 net, best lr by validation", ">=", 0.85),
+    "vision.test_acc": ("Fashion-MNIST test accuracy, 2023-24 net, best run and epoch by validation", ">=", 0.85),
     "p2g.greedy_cer": ("speller greedy CER, attention model, embedded CMUdict set", "<=", 0.30),
     "asr.greedy_cer": ("speech recognition greedy CER, Transformer decoder", "<=", 0.60),
     "asr.degenerate": ("share of speech transcripts looping on a repeated word", "<=", 0.0),

@@ -9,14 +9,14 @@ from dllab.engine.rundir import RunDir
 from dllab.report.document import Code, Paragraph, ReportContext, Section, Table
 from dllab.vision.experiment import SWEEP_COLUMNS, read_sweep
 
-# The demo's sizes per year: the 2023-24 sweep (lr 0.1 and 0.01, and the strided net) on all 50,000 training
-# images for 3 epochs, so that its best run by validation shows the homework's accuracy (>= 0.85 on
-# Fashion-MNIST's test set); the 2024-25 net, about 8x dearer per image, on 8,000 images for 2 epochs (its
-# BN + GAP comparison shows at that size already).
-QUICK = {"hw2023": {"train_limit": 0, "val_limit": 2000, "epochs": 3},
+# The demo's sizes per year: the 2023-24 sweep at lr 0.1 and 0.01 on all 50,000 training images for 4 epochs,
+# so that its best run by validation shows the homework's accuracy (>= 0.85 on Fashion-MNIST's test set; 3
+# epochs reached 0.853 with lr 0.1); the 2024-25 net, about 8x dearer per image, on 8,000 images for 2 epochs
+# (its BN + GAP comparison shows at that size already). The strided ablation is left to `dllab reproduce`.
+QUICK = {"hw2023": {"train_limit": 0, "val_limit": 2000, "epochs": 4},
          "hw2024": {"train_limit": 8000, "val_limit": 2000, "epochs": 2}}  # fmt: skip
-YEARS = (("hw2023", (0.1, 0.01, 0.001)), ("hw2024", (0.1, 0.01, 0.001)))
-QUICK_YEARS = (("hw2023", (0.1, 0.01)), ("hw2024", (0.01,)))
+QUICK_YEARS = (("hw2023", (0.1, 0.01), None), ("hw2024", (0.01,), 0.01))
+YEARS = (("hw2023", (0.1, 0.01, 0.001), 0.01), ("hw2024", (0.1, 0.01, 0.001), 0.01))  # (preset, lrs, ablation lr)
 
 
 def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tuple[str, ...] = ()) -> list:
@@ -31,7 +31,7 @@ def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tup
     from dllab.vision.experiment import sweep_jobs, write_sweep_table
 
     tasks = []
-    for preset, lrs in QUICK_YEARS if quick else YEARS:
+    for preset, lrs, ablation_lr in QUICK_YEARS if quick else YEARS:
         cfg = PRESETS[preset]
         if quick:
             sizes = QUICK[preset]
@@ -39,7 +39,7 @@ def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tup
                                         f"--data.val_limit={sizes['val_limit']}", f"--train.epochs={sizes['epochs']}"])
         cfg = apply_overrides(cfg, [f"--train.epochs={max(1, round(cfg.train.epochs * scale))}", *overrides])
         sweep_dir = Path(runs_root) / "vision" / f"{preset}-fashion-mnist{'-quick' if quick else ''}"
-        jobs = sweep_jobs(cfg, sweep_dir, lrs, 0.01, preset)
+        jobs = sweep_jobs(cfg, sweep_dir, lrs, ablation_lr, preset)
         seconds = _estimate(cfg)
         names = [f"vision/{preset}/{job.name}" for job in jobs]
         tasks += [Task(name, job.fn, job.kwargs, seconds=seconds) for name, job in zip(names, jobs, strict=True)]
@@ -66,15 +66,15 @@ def _estimate(cfg) -> float:
 
 
 def demo_figures(runs_root: Path) -> dict[str, float | None]:
-    """The demo's headline: the test accuracy of the 2023-24 sweep's best run by validation accuracy (the
-    homework's way of choosing the learning rate), max-pooling variant."""
+    """The demo's headline: the 2023-24 sweep's run with the best validation accuracy (the homework's way of
+    choosing the learning rate), tested at its best validation epoch."""
     from dllab.vision.experiment import summarize
 
     sweep = Path(runs_root) / "vision" / "hw2023-fashion-mnist-quick"
     rows = [summarize(RunDir(p.parent)) for p in sorted(sweep.glob("lr*/test_metrics.json"))]
     if not rows:
         return {"vision.test_acc": None}
-    return {"vision.test_acc": max(rows, key=lambda r: r["final_val_acc"])["test_acc"]}
+    return {"vision.test_acc": max(rows, key=lambda r: r["best_val_acc"])["best_model_test_acc"]}
 
 
 def run_experiments(runs_root: Path, quick: bool) -> None:
