@@ -45,3 +45,12 @@ def sleep_for(seconds: float, threads: int, marker: str | None = None) -> dict:
         with open(marker, "a") as fh:
             fh.write(f"{seconds}\n")
     return {"slept": seconds, "threads": threads}
+
+
+def die(threads: int) -> dict:
+    """A plan task whose worker process is killed (as the kernel's OOM killer would)."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}

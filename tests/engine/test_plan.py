@@ -102,3 +102,14 @@ def test_what_others_wait_for_starts_first():
     ]
     slots = {s.task: s for s in simulate(tasks, cores=2)}
     assert slots["corpus"].start == 0 and makespan(slots.values()) == 13  # 12 + the core "other" held
+
+
+def test_a_killed_worker_stops_the_plan_cleanly_and_a_rerun_goes_on(tmp_path):
+    from synthetic import die
+
+    tasks = [Task("dies", die, seconds=5), Task("later", sleep_for, {"seconds": 0.1}, seconds=1)]
+    with pytest.raises(UserError) as err:
+        run_plan(tasks, tmp_path, cores=1, show_progress=False)
+    assert "dies:" in str(err.value) and "later: not run" in str(err.value)
+    fixed = [Task("dies", sleep_for, {"seconds": 0.1}, seconds=5), tasks[1]]
+    assert set(run_plan(fixed, tmp_path, cores=1, show_progress=False)) == {"dies", "later"}

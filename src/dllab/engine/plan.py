@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,7 @@ def run_plan(tasks: list[Task], state_dir: str | Path, cores: int, show_progress
     ranks = _ranks(tasks)
     failed: list[str] = []
     blocked: list[str] = []
+    broken = False  # a worker process died: finish what runs, start nothing more
     running: dict[str, float] = {}
     futures: dict[Future, str] = {}
     free = cores
@@ -279,13 +281,20 @@ def run_plan(tasks: list[Task], state_dir: str | Path, cores: int, show_progress
             for t in [t for t in todo if any(a in failed or a in blocked for a in t.after)]:
                 blocked.append(t.name)
                 todo.remove(t)
-            task = _pick(ready, free, cores, len(futures), ranks)
+            task = None if broken else _pick(ready, free, cores, len(futures), ranks)
             if task is not None:
                 need = cores if task.exclusive else min(task.threads, cores)
                 free -= need
                 todo.remove(task)
                 running[task.name] = time.monotonic()
-                futures[pool.submit(_run_job, task.fn, task.kwargs, need)] = task.name
+                try:
+                    futures[pool.submit(_run_job, task.fn, task.kwargs, need)] = task.name
+                except BrokenProcessPool:  # a worker died (killed, out of memory): the pool takes no more
+                    running.pop(task.name)
+                    free += need
+                    todo.append(task)
+                    broken = True
+                    continue
                 progress.start(task, _eta(tasks, state, running, cores))
                 continue
             if not futures:
@@ -313,10 +322,10 @@ def run_plan(tasks: list[Task], state_dir: str | Path, cores: int, show_progress
         ) from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    if failed or blocked:
+    if failed or blocked or todo:
         lines = [f"{n}: {state.tasks[n].get('error', '')}" for n in failed] + [
             f"{n}: not run (it waits for a failed task)" for n in blocked
-        ]
+        ] + [f"{t.name}: not run (a worker process died; rerun to go on)" for t in todo]
         raise UserError("plan: some tasks did not finish (rerun to retry them):\n  " + "\n  ".join(lines))
     return {name: v.get("summary", {}) for name, v in state.tasks.items() if v.get("status") == "done"}
 
