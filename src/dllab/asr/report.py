@@ -1,7 +1,7 @@
 """The report's speech-recognition section: loss and similarity curves, the decoder comparison, examples.
 
-Reads run directories under `<runs>/asr/` (written by `dllab asr train`, or by `run_experiments`, which
-puts its quick CPU-demo runs under `<runs>/asr/quick/`); never trains anything itself.
+Reads run directories under `<runs>/asr/` (written by `dllab asr train`, or by `dllab report --rerun` and
+`dllab reproduce`, which put the demo's runs under `<runs>/asr/quick/`); never trains anything itself.
 """
 
 from __future__ import annotations
@@ -357,9 +357,3 @@ def demo_figures(runs_root: Path) -> dict[str, float | None]:
     run = RunDir(Path(runs_root) / "asr" / "quick" / "transformer")
     test = (run.read_test_metrics() if run.exists() else None) or {}
     return {"asr.greedy_cer": test.get("cer"), "asr.degenerate": test.get("degenerate")}
-
-
-def run_experiments(runs_root: Path, quick: bool) -> None:
-    """Run `experiments` one after another in this process (see `dllab.report.build` for the planned way)."""
-    for task in experiments(runs_root, quick):
-        task.fn(**task.kwargs)

@@ -70,12 +70,6 @@ def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tup
     ]
 
 
-def run_experiments(runs_root: Path, quick: bool) -> None:
-    """Run `experiments` one after another in this process (see `dllab.report.build` for the planned way)."""
-    for task in experiments(runs_root, quick):
-        task.fn(**task.kwargs)
-
-
 def _read(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())

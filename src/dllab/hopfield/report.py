@@ -110,12 +110,6 @@ def _estimate(part: str, overrides: list[str]) -> float:
     return seconds * searches * max(1.0, c.max_random_patterns / bank) / 2
 
 
-def run_experiments(runs_root: Path, quick: bool) -> None:
-    """Run `experiments` one after another in this process (see `dllab.report.build` for the planned way)."""
-    for task in experiments(runs_root, quick):
-        task.fn(**task.kwargs)
-
-
 def _latest(root: Path, name: str) -> Path | None:
     """runs/hopfield/<name> (a full run) if it exists, else <name>-quick."""
     for folder in (root / name, root / f"{name}-quick"):

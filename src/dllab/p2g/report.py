@@ -1,7 +1,7 @@
 """The phoneme-to-spelling section of the report: learning curves, the homework's results table, examples.
 
-Reads run directories under `<runs>/p2g/` (written by `dllab p2g train` / `dllab p2g test`, or by
-`run_experiments`), never trains. `run_experiments` reruns the homework's grid: no attention vs attention,
+Reads run directories under `<runs>/p2g/` (written by `dllab p2g train` / `dllab p2g test`, or by the planned
+reruns), never trains. `experiments` declares the homework's grid for the planner: no attention vs attention,
 each decoded greedily, with nucleus sampling (p = 0.8, 3 samples) and with beam search (5).
 """
 
@@ -94,12 +94,6 @@ def demo_figures(runs_root: Path) -> dict[str, float | None]:
     run = RunDir(Path(runs_root) / "p2g" / "quick-attn")
     test = run.read_test_metrics() if run.exists() else None
     return {"p2g.greedy_cer": (test or {}).get("greedy", {}).get("cer")}
-
-
-def run_experiments(runs_root: Path, quick: bool) -> None:
-    """Run `experiments` one after another in this process (see `dllab.report.build` for the planned way)."""
-    for task in experiments(runs_root, quick):
-        task.fn(**task.kwargs)
 
 
 def _runs(ctx: ReportContext) -> list[tuple[RunDir, dict, list[dict], dict]]:

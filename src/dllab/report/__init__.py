@@ -3,7 +3,8 @@
 - document.py: the document model (`Section`, `Paragraph`, `Table`, `Figure`, `Code`, `ReportContext`) and
   its HTML / Markdown writers. Each capability's `report.py` returns a `Section` built from these.
 - figures.py: `run_curves`, `compare_runs`, drawn from metrics.jsonl.
-- build.py: `build_report` gathers every capability's section; `rerun_experiments` reruns them first.
+- build.py: `build_report` gathers every capability's section; `plan_experiments` gathers their experiments
+  as plan tasks (`dllab.engine.plan`) for `dllab report --rerun` and `dllab reproduce`.
 """
 
 from dllab.lazy import lazy_exports
@@ -16,7 +17,7 @@ _EXPORTS = {
     "Section": "document",
     "Table": "document",
     "build_report": "build",
-    "rerun_experiments": "build",
+    "plan_experiments": "build",
     "compare_runs": "figures",
     "run_curves": "figures",
 }

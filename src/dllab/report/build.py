@@ -19,27 +19,14 @@ def capability_reports() -> list[tuple[str, object]]:
     return rooms("report")
 
 
-def rerun_experiments(runs_root: Path, quick: bool, only: list[str] | None = None) -> None:
-    """Run every capability's experiments one after another in this process (no plan, no parallelism)."""
-    for capability, module in capability_reports():
-        if only and capability not in only:
-            continue
-        run = getattr(module, "run_experiments", None)
-        if run is not None:
-            log.info("running the %s experiments (%s)", capability, "quick" if quick else "full")
-            run(runs_root, quick=quick)
-
-
 def plan_experiments(runs_root: Path, quick: bool, scale: float = 1.0, only: list[str] | None = None,
                      overrides: dict[str, tuple[str, ...]] | None = None) -> list:
     """Every capability's experiments as plan tasks (`dllab.engine.plan`), estimated by calibration here.
 
-    A capability's report.py declares `experiments(runs_root, quick, scale) -> list[Task]`; one that only has
-    `run_experiments(runs_root, quick)` becomes a single task. `overrides` gives a capability's `--key=value`
-    words, applied to each of its runs' configs last (the tests run the demo's plan on tiny data this way).
+    A capability's report.py declares `experiments(runs_root, quick, scale, overrides) -> list[Task]` (see
+    dllab.report.document). `overrides` gives a capability's `--key=value` words, applied to each of its runs'
+    configs last (the tests run the demo's plan on tiny data this way).
     """
-    from dllab.engine.plan import Task
-
     tasks = []
     for capability, module in capability_reports():
         if only and capability not in only:
@@ -54,18 +41,7 @@ def plan_experiments(runs_root: Path, quick: bool, scale: float = 1.0, only: lis
                                   overrides=tuple((overrides or {}).get(capability, ())))
             finally:
                 root.setLevel(level)
-        elif hasattr(module, "run_experiments"):
-            tasks.append(Task(f"{capability}/all", run_capability, {"capability": capability,
-                              "runs_root": Path(runs_root), "quick": quick}, seconds=60.0))  # fmt: skip
     return tasks
-
-
-def run_capability(capability: str, runs_root: Path, quick: bool, threads: int = 0) -> dict:
-    """A plan task: one capability's `run_experiments` (for capabilities that declare no finer tasks)."""
-    import importlib
-
-    importlib.import_module(f"dllab.{capability}.report").run_experiments(runs_root, quick=quick)
-    return {"capability": capability}
 
 
 def build_report(runs_root: Path, out_dir: Path, only: list[str] | None = None) -> Path:

@@ -7,10 +7,13 @@ Capabilities contribute sections through `dllab/<capability>/report.py`, which d
         # ctx.save_figure(fig, "name.png"), and return a Section. With no runs yet, return a Section whose
         # paragraph says which command produces them.
 
-and optionally
+and, for `dllab report --rerun` and `dllab reproduce` (dllab.report.build, dllab.engine.plan),
 
-    def run_experiments(runs_root: Path, quick: bool) -> None
-        # rerun this capability's experiments for `dllab report --rerun` (quick=True: the CPU demo size).
+    def experiments(runs_root: Path, quick: bool, scale: float, overrides: tuple[str, ...]) -> list[Task]
+        # this capability's experiments as plan tasks with calibrated estimates (quick: the demo's sizes;
+        # scale: multiplies the epochs; overrides: --key=value words applied to every config last)
+    def demo_figures(runs_root: Path) -> dict[str, float | None]
+        # the demo's headline figures, judged against dllab.report.demo.THRESHOLDS
 """
 
 from __future__ import annotations

@@ -77,12 +77,6 @@ def demo_figures(runs_root: Path) -> dict[str, float | None]:
     return {"vision.test_acc": max(rows, key=lambda r: r["best_val_acc"])["best_model_test_acc"]}
 
 
-def run_experiments(runs_root: Path, quick: bool) -> None:
-    """Run `experiments` one after another in this process (see `dllab.report.build` for the planned way)."""
-    for task in experiments(runs_root, quick):
-        task.fn(**task.kwargs, threads=0)
-
-
 def build_section(ctx: ReportContext) -> Section:
     section = Section("Q2 — CNN image classification")
     sweeps = sorted(p.parent for p in (ctx.runs_root / "vision").glob("*/sweep.json"))
