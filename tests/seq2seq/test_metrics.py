@@ -93,3 +93,13 @@ def test_undefined_rates_are_errors():
         word_error_rate(["a"], [" "])
     with pytest.raises(ValueError, match="at least one sample"):
         wer_at_k([[]], ["a"])
+
+
+def test_group_by_length_puts_every_reference_in_one_group():
+    from dllab.seq2seq.metrics import group_by_length
+
+    refs = ["a" * n for n in (1, 50, 51, 100, 101, 187)]
+    assert group_by_length(refs, (50, 100)) == {"<= 50": [0, 1], "51-100": [2, 3], "> 100": [4, 5]}
+    assert group_by_length([], (50, 100)) == {"<= 50": [], "51-100": [], "> 100": []}
+    with pytest.raises(ValueError, match="increasing"):
+        group_by_length(refs, (100, 50))
