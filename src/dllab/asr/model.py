@@ -175,12 +175,20 @@ class SelfBlock(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    """Token embedding + learned positions -> [causal self-attention, cross-attention + MLP] x N -> norm."""
+    """Token embedding + positions -> [causal self-attention, cross-attention + MLP] x N -> norm.
+
+    Positions are learned (the notebook's) or sinusoidal, `cfg.max_tokens` of them: the config's longest
+    token sequence (SOS and EOS included)."""
 
     def __init__(self, cfg: ModelConfig, taylor: bool = False):
         super().__init__()
         self.embed = nn.Embedding(vocab.VOCAB_SIZE, cfg.hidden)
-        self.positions = nn.Parameter(torch.randn(cfg.max_tokens, cfg.hidden) * 0.02)
+        if cfg.positions == "learned":
+            self.positions = nn.Parameter(torch.randn(cfg.max_tokens, cfg.hidden) * 0.02)
+        elif cfg.positions == "sinusoidal":
+            self.register_buffer("positions", sinusoids(cfg.max_tokens, cfg.hidden), persistent=False)
+        else:
+            raise ValueError(f"positions: expected learned or sinusoidal, got {cfg.positions!r}")
         self.self_blocks = nn.ModuleList(SelfBlock(cfg, taylor) for _ in range(cfg.decoder_layers))
         self.blocks = nn.ModuleList(
             CrossBlock(cfg.hidden, cfg.heads, cfg.ff) for _ in range(cfg.decoder_layers)
@@ -235,6 +243,11 @@ class ASRModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig = ModelConfig()):  # noqa: B008 (a frozen dataclass)
         super().__init__()
+        if cfg.max_tokens < 3:
+            raise ValueError(
+                f"max_tokens: expected >= 3 (SOS, a character, EOS), got {cfg.max_tokens} "
+                "(0 means 'derived from the data': dllab.asr.experiment.resolve_lengths fills it in)"
+            )
         self.cfg = cfg
         self.encoder = AudioEncoder(cfg)
         if cfg.decoder == "lstm":
@@ -266,6 +279,15 @@ class ASRModel(nn.Module):
     def start(self, src: dict[str, Tensor]) -> DecoderState:
         xa, pad = self.encoder(src["feats"], src["feat_lens"])
         return self.decoder.start(xa, pad)
+
+    def start_with_ctc(self, src: dict[str, Tensor]) -> tuple[DecoderState, Tensor, Tensor]:
+        """`start` plus the CTC head's log-probabilities (B, S, V) float32 and frame counts (B,), from one
+        pass of the encoder (for `dllab.seq2seq.ctc.JointCTCDecoder`). Needs a CTC head."""
+        if self.ctc_head is None:
+            raise ValueError("this model has no CTC head (it was trained with model.ctc_weight = 0)")
+        xa, pad = self.encoder(src["feats"], src["feat_lens"])
+        ctc = F.log_softmax(self.ctc_head(xa).float(), dim=-1)  # (B, S, V)
+        return self.decoder.start(xa, pad), ctc, (~pad).sum(dim=1)
 
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         h, state = self.decoder.step(tokens, state)
