@@ -249,3 +249,18 @@ def test_a_checkpoint_with_the_old_projection_names_loads_to_the_same_model(deco
     feats, lens, tokens = _inputs()
     with torch.no_grad():
         assert torch.equal(fresh(feats, lens, tokens), model(feats, lens, tokens))
+
+
+def test_subsampling_by_4_halves_the_encoder_positions_and_keeps_utterances_independent_of_their_batch():
+    model = _model("transformer", subsample=4, ctc_weight=0.3)
+    feats, lens, tokens = _inputs()  # T = 41, 30, 17 frames
+    with torch.no_grad():
+        xa, pad = model.encoder(feats, lens)
+        _, _, enc_lens = model(feats, lens, tokens, with_ctc=True)
+        batch = model(feats, lens, tokens)[1]
+        alone = model(feats[1:2, : lens[1]], lens[1:2], tokens[1:2])[0]
+    assert xa.shape[1] == 11 and enc_lens.tolist() == [11, 8, 5]  # ceil(ceil(T / 2) / 2)
+    assert (~pad).sum(1).tolist() == enc_lens.tolist()
+    torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="subsample"):
+        _model("transformer", subsample=3)

@@ -31,6 +31,9 @@ class ModelConfig:
     heads: int = option(2, "attention heads (encoder, cross-attention, softmax self-attention)")
     ff: int = option(400, "feed-forward width of each block")
     encoder_layers: int = option(2, "audio encoder blocks")
+    subsample: Literal[2, 4] = option(
+        2, "frames per encoder position: 2 = the notebook's (the second conv strides), 4 = both convs stride"
+    )
     decoder_layers: int = option(1, "decoder blocks (transformer / taylor); the LSTM decoder has one")
     taylor_heads: int = option(4, "heads of the Taylor self-attention (M grows as head_dim^2 / 2)")
     taylor_order: int = option(3, "Taylor terms K (3 = 1 + t + t^2/2, the homework's map)")
