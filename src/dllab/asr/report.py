@@ -308,6 +308,15 @@ def _speed(path: Path) -> list[Paragraph | Table]:
                     f"{rate:.1f} utt/s ({rate / t['notebook_utt_per_s']:.1f}x)",
                 ]
             )
+        if "dllab_bf16_subsample4_utt_per_s" in t:
+            rate = t["dllab_bf16_subsample4_utt_per_s"]
+            rows.append(
+                [
+                    "training, the same with --model.subsample 4 (dllab)",
+                    "-",
+                    f"{rate:.1f} utt/s ({rate / t['notebook_utt_per_s']:.1f}x)",
+                ]
+            )
     which = "a trained" if d["trained"] else "an untrained"
     return [
         Table(
