@@ -137,3 +137,6 @@ def test_joint_ctc_beam_search_decodes_every_test_utterance(long_corpus, cache_e
     assert summary["ctc_weight"] == 0.3 and summary["utterances"] == 2
     assert main(["asr", "test", str(run), "--beam", "3", "--ctc-weight", "0"]) == 0
     assert "CTC" not in capsys.readouterr().out.split("\n")[0]
+    assert main(["asr", "test", str(run), "--split", "val", "--ctc-weight", "0.5"]) == 0  # greedy + CTC, on val
+    assert "val, full mode (1 of 1 utterances scored, GreedyDecoder() + CTC 0.5)" in capsys.readouterr().out
+    assert (run / "val_metrics_GreedyDecoder___ctc=0.5.json").exists()

@@ -96,6 +96,9 @@ def add_commands(sub) -> None:
     test.add_argument(
         "--limit", type=int, default=0, help="decode only the first N test utterances (0 = all)"
     )
+    test.add_argument(
+        "--split", choices=["test", "val"], default="test", help="which split (default test; val to tune decoding)"
+    )
     test.add_argument("--seed", type=int, default=0, help="seed of nucleus sampling (default 0)")
     test.add_argument("--examples", type=int, default=5, help="example transcriptions to print")
     test.set_defaults(func=cmd_test)
@@ -169,14 +172,15 @@ def cmd_test(args) -> int:
 
         trained = RunDir(args.run).read_config(ASRConfig).model.ctc_weight
         ctc_weight = trained if args.beam > 1 and args.top_p is None else 0.0
-    summary = test_run(args.run, strategy=strategy, limit=args.limit, ctc_weight=ctc_weight)
+    summary = test_run(args.run, strategy=strategy, limit=args.limit, ctc_weight=ctc_weight, split=args.split)
     _print_summary(args.run, summary, args.examples)
     return 0
 
 
 def _print_summary(run_path: Path, s: dict, examples: int) -> None:
     print(
-        f"{run_path}: test, {s['mode']} mode ({s['utterances']} of {s['of']} utterances scored, {s['decoding']}) "
+        f"{run_path}: {s.get('split', 'test')}, {s['mode']} mode ({s['utterances']} of {s['of']} utterances "
+        f"scored, {s['decoding']}) "
         f"CER {s['cer']:.4f}  WER {s['wer']:.4f}  "
         f"Jaccard {s['jaccard']:.4f}  cosine {s['cosine']:.4f}  DL {s['damerau_levenshtein']:.4f}  "
         f"loss {s['loss']:.4f}  ({s['decode_utterances_per_second']:.1f} utterances/s decoded)"

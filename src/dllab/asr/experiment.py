@@ -347,9 +347,12 @@ def test_run(
     examples: int = 10,
     limit: int = 0,
     ctc_weight: float = 0.0,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Decode the test split (its first `limit` utterances if > 0) with the run's best checkpoint; returns the
     summary and writes it to test_metrics.json (greedy, attention alone) or test_metrics_<strategy>.json.
+    `split="val"` decodes the validation split instead (to choose decoding settings without the test split),
+    into val_metrics_<strategy>.json.
 
     Every test utterance is decoded and scored (`utterances` of `of`). The metrics are against the mode's
     references (course mode: transcripts cut as the notebook's); `cer_whole` is against whole transcripts, and
@@ -368,7 +371,9 @@ def test_run(
         raise UserError(f"--ctc-weight: expected a weight in [0, 1], got {ctc_weight}")
     splits = splits or load_splits(cfg, show_progress=False)
     cfg = resolve_lengths(cfg, {**splits, "train": training_split(cfg, splits["train"])[0]})
-    features = splits["test"]
+    if split not in ("test", "val"):
+        raise UserError(f"--split: expected test or val, got {split!r}")
+    features = splits[split]
     if limit:
         features = features.subset(list(range(min(limit, len(features)))))
     test = speech_data(cfg, features)
@@ -385,7 +390,8 @@ def test_run(
         "max_tokens": cfg.model.max_tokens,
         "loss": mean_loss(model, test, cfg.eval_batch_size, cfg.label_smoothing),
         "utterances": len(hyps),
-        "of": len(splits["test"]),
+        "split": split,
+        "of": len(splits[split]),
         "by_length": _by_length(hyps, refs, whole),
         "decoding": label,
         "ctc_weight": ctc_weight,
@@ -398,12 +404,12 @@ def test_run(
             for i, r, h in list(zip(features.ids, refs, hyps, strict=True))[:examples]
         ],
     }
-    if isinstance(strategy, GreedyDecoder) and not ctc_weight:
+    if split == "test" and isinstance(strategy, GreedyDecoder) and not ctc_weight:
         run.write_test_metrics(summary)
     else:
         name = "".join(ch if ch.isalnum() or ch in "._=" else "_" for ch in repr(strategy))
         name += f"_ctc={ctc_weight:g}" if ctc_weight else ""
-        atomic_write_json(run.path / f"test_metrics_{name}.json", summary)
+        atomic_write_json(run.path / f"{split}_metrics_{name}.json", summary)
     return summary
 
 
