@@ -78,3 +78,47 @@ def trained(tiny_corpus, tiny_cache, tmp_path_factory):
         else:
             os.environ["DLLAB_CACHE"] = old
     return runs
+
+
+# Transcripts of the generated long corpus: split_ranges(12) gives train 0-8, validation 9, test 10-11.
+LONG_TEXTS = [
+    "a short one.",
+    "and the second is longer than the first, but not by much.",
+    "x" * 60 + ".",
+    "y " * 65 + "end.",  # 134 characters: longer than the course's 97
+    "tiny.",
+    "medium length sentence here, with a comma.",
+    "z" * 40,
+    "q " * 30,
+    "another short transcript.",
+    "v " * 75 + ".",  # validation: 151 characters
+    "w" * 45,  # test: <= 50
+    "the longest of them all, " * 6 + "said he.",  # test: 158 characters
+]
+
+
+@pytest.fixture(scope="session")
+def long_corpus(tmp_path_factory):
+    """A generated LJSpeech-layout corpus (noise bursts, about 0.1 s per 5 characters) whose validation and
+    test splits hold transcripts longer than the course's 99-token cap; no espeak-ng needed."""
+    import numpy as np
+    import soundfile
+
+    root = tmp_path_factory.mktemp("long") / "corpus"
+    (root / "wavs").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, text in enumerate(LONG_TEXTS):
+        uid = f"L-{i:03d}"
+        seconds = 0.3 + len(text) / 50
+        audio = (0.1 * rng.standard_normal(int(22_050 * seconds))).astype(np.float32)
+        soundfile.write(root / "wavs" / f"{uid}.wav", audio, 22_050)
+        lines.append(f"{uid}|{text}|{text}\n")
+    (root / "metadata.csv").write_text("".join(lines))
+    return root
+
+
+@pytest.fixture(scope="session")
+def long_texts():
+    """The transcripts of `long_corpus`, in order."""
+    return list(LONG_TEXTS)

@@ -87,7 +87,8 @@ def test_report_section_draws_figures_and_tables(trained, tmp_path):
     from dllab.report.document import Figure, ReportContext, Table
 
     section = build_section(ReportContext(runs_root=trained, out_dir=tmp_path))
-    assert sum(isinstance(b, Figure) for b in section.blocks) == 2
+    figures = [b.path for b in section.blocks if isinstance(b, Figure)]
+    assert figures == ["figures/asr_lengths.png", "figures/asr_loss.png", "figures/asr_similarities.png"]
     tables = [b for b in section.blocks if isinstance(b, Table)]
     assert {row[1] for row in tables[0].rows} >= {"lstm", "transformer", "taylor"}
     assert (tmp_path / "figures" / "asr_loss.png").exists()
@@ -150,3 +151,16 @@ def test_report_shows_the_saved_benchmark(tmp_path):
     path.write_text(json.dumps({"threads": 1, "quick": False, "decoding": decoding, "training": training}))
     (table,) = _speed(path)
     assert [row[2] for row in table.rows[-3:]] == ["10.0 utt/s", "40.0 utt/s (4.0x)", "60.0 utt/s (6.0x)"]
+
+
+@pytest.mark.slow
+def test_bench_compares_frame_budget_batches_with_batches_of_16(long_corpus, cache_env, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["bench", "asr", "--quick", "--corpus", str(long_corpus), "--pool", "9", "--utterances", "2",
+            "--batch-size", "2", "--out", str(out), "--run", str(tmp_path / "none")]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "frame budget vs batches of 16 (random)" in printed
+    batching = json.loads(out.read_text())["batching"]
+    assert batching["utterances"] == 9 and len(batching["rows"]) == 3
+    assert all(row["utt_per_s"] > 0 for row in batching["rows"])

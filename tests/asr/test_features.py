@@ -1,4 +1,5 @@
-import logging
+import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -51,16 +52,43 @@ def _utts(tmp_path, texts):
     return out
 
 
-def test_features_are_cached_and_long_transcripts_skipped(tmp_path, monkeypatch, caplog):
-    utts = _utts(tmp_path, ["short one.", "x" * vocab.MAX_TOKENS, "another."])
+def test_features_are_cached_and_no_utterance_is_skipped(tmp_path, monkeypatch):
+    long = "x" * (vocab.MAX_TOKENS + 50)  # longer than the course's cap: kept all the same
+    utts = _utts(tmp_path, ["short one.", long, "another."])
     cache = tmp_path / "cache" / "train.pt"
-    with caplog.at_level(logging.INFO):
-        fs = F.compute_features(utts, F.FeatureConfig(), cache)
-    assert fs.ids == ["u0", "u2"] and "skipped 1 of 3" in caplog.text
-    assert fs.lengths().tolist() == [int(0.2 * 22_050) // 160, int(0.4 * 22_050) // 160]
+    fs = F.compute_features(utts, F.FeatureConfig(), cache)
+    assert fs.ids == ["u0", "u1", "u2"] and fs.texts[1] == long
+    assert fs.lengths().tolist() == [int((0.2 + 0.1 * i) * 22_050) // 160 for i in range(3)]
     monkeypatch.setattr(F, "read_wav", lambda *a, **k: pytest.fail("features recomputed despite the cache"))
     again = F.compute_features(utts, F.FeatureConfig(), cache)
     assert again.ids == fs.ids and torch.equal(again.frames, fs.frames)
+
+
+def test_a_cache_written_when_long_transcripts_were_skipped_is_not_reused(tmp_path):
+    utts = _utts(tmp_path, ["short one.", "x" * 120])
+    cache = tmp_path / "train.pt"
+    old_key = hashlib.sha256(
+        json.dumps([F.FeatureConfig().__dict__, [(u.id, u.normalized) for u in utts]]).encode()
+    ).hexdigest()[:16]
+    stale = F.compute_features(utts[:1], F.FeatureConfig())
+    from dllab.engine.checkpoint import save_checkpoint
+
+    save_checkpoint(cache, {"key": old_key, "ids": stale.ids, "texts": stale.texts, "frames": stale.frames,
+                            "offsets": stale.offsets})  # fmt: skip
+    assert F.compute_features(utts, F.FeatureConfig(), cache).ids == ["u0", "u1"]
+
+
+def test_course_mode_cuts_targets_and_full_mode_keeps_them_whole(tmp_path):
+    texts = ["a b.", "y" * 150, "cd."]
+    features = F.compute_features(_utts(tmp_path, texts), F.FeatureConfig())
+    course = F.SpeechData(features, max_tokens=vocab.MAX_TOKENS, cut=True)
+    assert course.targets == ["a b.", "y" * 97, "cd."]
+    tokens = course.batch(torch.tensor([0, 1]))["tokens"]
+    assert tokens.shape == (2, 99) and tokens[1, 0] == vocab.SOS and tokens[1, 98] == vocab.EOS
+    full = F.SpeechData(features, max_tokens=152)
+    assert full.targets == texts and full.batch(torch.tensor([1]))["tokens"].shape == (1, 152)
+    with pytest.raises(ValueError, match="152 tokens"):
+        F.SpeechData(features, max_tokens=151)
 
 
 def test_batches_are_padded_to_their_longest_utterance(tmp_path):
@@ -85,10 +113,12 @@ def test_batches_can_be_rounded_up_to_fixed_multiples(tmp_path):
     assert torch.equal(batch["feats"][:, :T], want["feats"]) and torch.all(batch["feats"][:, T:] == 0)
     assert torch.equal(batch["tokens"][:, :L], want["tokens"]) and torch.all(batch["tokens"][:, L:] == vocab.PAD)
     assert batch["feat_lens"].tolist() == want["feat_lens"].tolist()
-    # Rounding never goes past the decoder's token budget.
-    assert vocab.pad_tokens([[5] * 90], multiple=16).shape[1] == 96
-    assert vocab.pad_tokens([[5] * 97], multiple=16).shape[1] == vocab.MAX_TOKENS
-    assert vocab.pad_tokens([[5] * 99], multiple=16).shape[1] == 99
+    # Rounding never goes past the decoder's token budget (the config's max_tokens).
+    assert vocab.pad_tokens([[5] * 90], multiple=16, limit=99).shape[1] == 96
+    assert vocab.pad_tokens([[5] * 97], multiple=16, limit=99).shape[1] == 99
+    assert vocab.pad_tokens([[5] * 99], multiple=16, limit=99).shape[1] == 99
+    assert vocab.pad_tokens([[5] * 150], multiple=16, limit=152).shape[1] == 152
+    assert vocab.pad_tokens([[5] * 150], multiple=16).shape[1] == 160
 
 
 def test_spec_augment_masks_bands_and_spans_inside_each_utterance():

@@ -22,6 +22,7 @@ def _inputs(seed=0, B=3, T=41, L=9):
 
 def _model(decoder, **kw):
     torch.manual_seed(0)
+    kw.setdefault("max_tokens", 20)
     return ASRModel(ModelConfig(decoder=decoder, hidden=32, heads=2, ff=64, taylor_heads=2, **kw)).eval()
 
 
@@ -101,7 +102,7 @@ def test_loss_ignores_padding_and_training_reduces_it():
 
 def test_unknown_decoder_is_rejected():
     with pytest.raises(ValueError, match="decoder"):
-        ASRModel(ModelConfig(decoder="gru"))  # type: ignore[arg-type]
+        ASRModel(ModelConfig(decoder="gru", max_tokens=20))  # type: ignore[arg-type]
 
 
 def test_ctc_term_scores_the_transcript_without_markers_and_ignores_padding():
@@ -130,8 +131,42 @@ def test_ctc_term_scores_the_transcript_without_markers_and_ignores_padding():
 
 def test_ctc_weight_out_of_range_is_rejected():
     with pytest.raises(ValueError, match="ctc_weight"):
-        ASRModel(ModelConfig(ctc_weight=1.0))
-    assert ASRModel(ModelConfig(hidden=32, ff=64)).ctc_head is None  # the notebook's model: no extra head
+        ASRModel(ModelConfig(ctc_weight=1.0, max_tokens=20))
+    assert ASRModel(ModelConfig(hidden=32, ff=64, max_tokens=20)).ctc_head is None  # the notebook's: no extra head
+
+
+def test_max_tokens_left_to_the_data_must_be_resolved_first():
+    with pytest.raises(ValueError, match="derived from the data"):
+        ASRModel(ModelConfig())
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_the_decoder_has_max_tokens_positions_of_either_kind(positions):
+    model = _model("transformer", positions=positions, max_tokens=30)
+    assert model.decoder.positions.shape == (30, 32)
+    assert ("decoder.positions" in model.state_dict()) == (positions == "learned")
+    feats, lens, tokens = _inputs(L=30)
+    with torch.no_grad():
+        assert model(feats, lens, tokens).shape == (3, 30, vocab.VOCAB_SIZE)
+        with pytest.raises(ValueError, match="31 positions"):
+            model(feats, lens, torch.cat([tokens, tokens[:, :1]], dim=1))
+    with pytest.raises(ValueError, match="positions"):
+        _model("transformer", positions="rotary")
+
+
+def test_start_with_ctc_gives_the_ctc_heads_log_probabilities_from_one_encoder_pass():
+    model = _model("transformer", ctc_weight=0.3)
+    feats, lens, tokens = _inputs()
+    calls = []
+    model.encoder.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        state, logp, frames = model.start_with_ctc({"feats": feats, "feat_lens": lens})
+        _, ctc, ctc_lens = model(feats, lens, tokens, with_ctc=True)
+    assert calls == [1, 1] and state.steps == 0
+    torch.testing.assert_close(logp, ctc.transpose(0, 1))
+    assert frames.tolist() == ctc_lens.tolist()
+    with pytest.raises(ValueError, match="no CTC head"):
+        _model("transformer").start_with_ctc({"feats": feats, "feat_lens": lens})
 
 
 class NotebookAttention(nn.Module):
@@ -214,3 +249,18 @@ def test_a_checkpoint_with_the_old_projection_names_loads_to_the_same_model(deco
     feats, lens, tokens = _inputs()
     with torch.no_grad():
         assert torch.equal(fresh(feats, lens, tokens), model(feats, lens, tokens))
+
+
+def test_subsampling_by_4_halves_the_encoder_positions_and_keeps_utterances_independent_of_their_batch():
+    model = _model("transformer", subsample=4, ctc_weight=0.3)
+    feats, lens, tokens = _inputs()  # T = 41, 30, 17 frames
+    with torch.no_grad():
+        xa, pad = model.encoder(feats, lens)
+        _, _, enc_lens = model(feats, lens, tokens, with_ctc=True)
+        batch = model(feats, lens, tokens)[1]
+        alone = model(feats[1:2, : lens[1]], lens[1:2], tokens[1:2])[0]
+    assert xa.shape[1] == 11 and enc_lens.tolist() == [11, 8, 5]  # ceil(ceil(T / 2) / 2)
+    assert (~pad).sum(1).tolist() == enc_lens.tolist()
+    torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="subsample"):
+        _model("transformer", subsample=3)

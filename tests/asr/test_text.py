@@ -1,3 +1,5 @@
+import pytest
+
 from dllab.asr import text as vocab
 
 
@@ -22,3 +24,12 @@ def test_decode_stops_at_eos_and_skips_padding():
 def test_pad_tokens_right_pads_with_pad():
     out = vocab.pad_tokens([[0, 5, 1], [0, 1]])
     assert out.tolist() == [[0, 5, 1], [0, 1, vocab.PAD]]
+
+
+def test_cut_keeps_what_fits_the_cap_with_both_markers():
+    text = "a" * 150
+    assert vocab.cut(text, vocab.MAX_TOKENS) == "a" * 97
+    assert len(vocab.encode(vocab.cut(text, vocab.MAX_TOKENS))) == vocab.MAX_TOKENS
+    assert vocab.cut("short.", vocab.MAX_TOKENS) == "short."
+    with pytest.raises(ValueError, match="max_tokens"):
+        vocab.cut(text, 2)

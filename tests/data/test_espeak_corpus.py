@@ -87,3 +87,46 @@ def test_a_stale_corpus_is_noticed_and_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setattr(ec, "espeak_fingerprint", lambda: {**fingerprint, "version": "eSpeak NG 9.99"})
     ec.build_corpus(cfg, root=root, sentences=other, show_progress=False)  # another espeak-ng: rebuilt
     assert len(spoken) == 7
+
+
+def test_verses_are_kept_whole_and_long_ones_split_at_the_clause_nearest_the_middle():
+    long = (
+        "And it came to pass, when the king heard the words of the law, that he rent his clothes; "
+        "and the king commanded the priest, and the scribe, and the servant of the king, saying, "
+        "Go ye, enquire of the LORD for me."
+    )
+    out = ec.verses_split(["Jesus wept.", long, "Jesus wept.", "In the beginning God created the heaven"], 100)
+    assert out[0] == "jesus wept." and out[-1] == "in the beginning god created the heaven."
+    pieces = out[1:-1]
+    assert all(len(p) <= 100 for p in pieces) and len(pieces) >= 2
+    assert " ".join(pieces).replace(". ", ", ").rstrip(".") in ec.normalize(long).replace(". ", ", ")
+    assert pieces[0].endswith("clothes.")  # the `;` nearest the middle
+    assert ec.verses_split([long], 400) == [ec.normalize(long)]
+
+
+@pytest.mark.skipif(shutil.which("bible") is None, reason="Debian package bible-kjv not installed")
+def test_verse_corpus_has_ljspeechs_lengths():
+    """Whole KJV verses (split over 190 characters): LJSpeech has mean 99.9, longest 187, 55% over 97."""
+    out = ec.verses_split(ec.kjv_verses(), 190)
+    lengths = [len(t) for t in out]
+    assert len(out) > 10_000
+    assert 95 <= sum(lengths) / len(lengths) <= 110 and max(lengths) <= 190
+    assert 0.45 <= sum(n > 97 for n in lengths) / len(lengths) <= 0.6
+
+
+def test_one_speaker_reads_everything_with_one_voice_rate_and_pitch():
+    sentences = [f"sentence number {w}." for w in ("one", "two", "three", "four", "five")]
+    plans = ec.plan_corpus(ec.CorpusConfig(size=5, one_speaker=True), sentences)
+    assert {(p.voice, p.rate, p.pitch) for p in plans} == {("en-us", 170, 50)}
+    many = ec.plan_corpus(ec.CorpusConfig(size=5), sentences)
+    assert len({(p.voice, p.rate, p.pitch) for p in many}) > 1
+
+
+def test_new_options_at_their_defaults_keep_the_old_corpus_names():
+    # Names of corpora built before `unit`, `max_chars` and `one_speaker` existed.
+    assert ec.corpus_name(ec.CorpusConfig()) == "kjv-2400-5122693b"
+    assert ec.corpus_name(ec.CorpusConfig(size=48)) == "kjv-48-8c5bcffc"
+    names = {ec.corpus_name(ec.CorpusConfig(**kw)) for kw in ({}, {"unit": "verse"}, {"one_speaker": True})}
+    assert len(names) == 3
+    with pytest.raises(UserError, match="max_chars"):
+        ec.plan_corpus(ec.CorpusConfig(size=3, unit="verse", max_chars=5), ["a b c.", "d e f.", "g h i."])

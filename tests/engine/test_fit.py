@@ -321,3 +321,54 @@ def test_a_non_finite_gradient_is_caught_when_clipping_too(tmp_path):
     tcfg = TrainConfig(epochs=1, batch_size=8, seed=3, device="cpu")
     with pytest.raises(NonFiniteLoss, match="non-finite gradient at epoch 1, step 1/12"):
         fit(model, train, loss, lambda m: {"val_acc": 0.5}, optim, tcfg, RunDir(tmp_path / "c"))
+
+
+def test_budget_batches_cover_every_example_once_within_the_budget():
+    from dllab.engine.loop import budget_batches
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(10, 300, (1000,), generator=g)
+    lengths[7] = 5000  # longer than the budget: a batch of its own
+    batches = budget_batches(lengths, 2000, torch.Generator().manual_seed(1), bucket=10)
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    sizes = [len(b) * int(lengths[b].max()) for b in batches]
+    assert [b.tolist() for b in batches if len(b) * int(lengths[b].max()) > 2000] == [[7]]
+    assert sum(sizes) > 0.85 * 2000 * (len(batches) - 1)  # full batches: packing wastes little of the budget
+    counts = {int(lengths[b].max()) // 100: len(b) for b in batches}
+    assert counts[0] > 2 * counts[2]  # short examples travel in larger batches than long ones
+    again = budget_batches(lengths, 2000, torch.Generator().manual_seed(1), bucket=10)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))  # seeded: resumable
+    plain = budget_batches(lengths, 2000, torch.Generator().manual_seed(1), shuffle=False)
+    assert torch.equal(torch.cat(plain), torch.arange(1000))
+    with pytest.raises(ValueError, match="budget"):
+        budget_batches(lengths, 0, torch.Generator())
+
+
+class _Sized(TensorData):
+    """TensorData whose examples have lengths (what --train.batch_budget sorts and packs by)."""
+
+    def length_keys(self):
+        return torch.arange(len(self)) % 7 + 1
+
+
+def test_fit_with_a_batch_budget_sees_every_example_and_sizes_the_schedule(tmp_path):
+    base = _data()
+    train = _Sized(*base.tensors)
+    seen = []
+
+    def loss(m, batch):
+        x, y = batch
+        seen.append(len(y))
+        return F.cross_entropy(m(x), y)
+
+    # batch_size 2 would give 48 steps per epoch: the schedule must count the budget's batches instead
+    cfg = TrainConfig(epochs=2, batch_size=2, seed=3, device="cpu", batch_budget=28, bucket=2)
+    optim = OptimConfig(optimizer="sgd", lr=0.1, schedule="warmup_linear", warmup_steps=2)
+    run = RunDir(tmp_path / "budget")
+    run.path.mkdir(parents=True)
+    fit(_model(0), train, loss, lambda m: {"val_acc": 0.5}, optim, cfg, run)
+    assert sum(seen) == 2 * len(train) and max(seen) > 8  # batches of up to 28 examples of length 1
+    assert len(seen) < 2 * 48
+    assert run.read_metrics()[-1]["lr"] < 0.1 * 0.2  # the schedule decayed over the budget's step count
+    with pytest.raises(UserError, match="--train.batch_budget"):
+        fit(_model(0), base, loss, lambda m: {"val_acc": 0.5}, optim, cfg, RunDir(tmp_path / "plain"))

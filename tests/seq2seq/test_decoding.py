@@ -259,3 +259,20 @@ def test_finished_rows_leave_the_state_in_groups_without_changing_outputs():
     model = MarkovToy(spell_tables(words, V=6))
     assert decode(model, torch.arange(8), GreedyDecoder(), SOS, EOS, max_len=10) == words
     assert model.steps == 8 + 6 * 5
+
+
+@pytest.mark.parametrize("strategy", [GreedyDecoder(), BeamSearchDecoder(3)], ids=["greedy", "beam3"])
+def test_length_limited_ends_each_source_after_its_own_limit(strategy):
+    from dllab.seq2seq.decoding import LengthLimited
+
+    # Source 0 never ends by itself, source 1 ends after 2 tokens, source 2 never ends.
+    model = MarkovToy(spell_tables([[2, 3, 4, 2, 3, 4, 2, 3, 4, 2, 3, 4], [3, 4], [4] * 12], V=5, T=12))
+    src = torch.tensor([0, 1, 2])
+    limited = LengthLimited(model, torch.tensor([4, 6, 0]), eos=EOS)
+    assert isinstance(limited, IncrementalDecoder)
+    out = decode(limited, src, strategy, sos=SOS, eos=EOS, max_len=12)
+    assert out == [[2, 3, 4, 2], [3, 4], []]
+    free = decode(model, src, strategy, sos=SOS, eos=EOS, max_len=12)
+    assert len(free[0]) == 12 and free[1] == [3, 4]
+    with pytest.raises(ValueError, match="limits"):
+        LengthLimited(model, torch.tensor([-1]), eos=EOS)

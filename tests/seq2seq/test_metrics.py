@@ -102,3 +102,13 @@ def test_degenerate_share_counts_loops_the_reference_lacks():
     hyps = ["and the the the the", "no no no said he", "a b c", "go go go go go"]
     assert degenerate_share(hyps, refs) == 0.5  # the second repeats as its reference does
     assert degenerate_share(["the the"], ["x"]) == 0.0  # two in a row is not a loop
+
+
+def test_group_by_length_puts_every_reference_in_one_group():
+    from dllab.seq2seq.metrics import group_by_length
+
+    refs = ["a" * n for n in (1, 50, 51, 100, 101, 187)]
+    assert group_by_length(refs, (50, 100)) == {"<= 50": [0, 1], "51-100": [2, 3], "> 100": [4, 5]}
+    assert group_by_length([], (50, 100)) == {"<= 50": [], "51-100": [], "> 100": []}
+    with pytest.raises(ValueError, match="increasing"):
+        group_by_length(refs, (100, 50))

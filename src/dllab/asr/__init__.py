@@ -2,10 +2,10 @@
 Taylor linear-attention decoders, decoded incrementally through `dllab.seq2seq.decoding`.
 
     config       ASRConfig, ModelConfig, DataConfig, FeatureConfig, AugmentConfig (torch-free)
-    text         the notebook's 35-symbol vocabulary (a `dllab.seq2seq.Vocab`) and its 99-token cap
+    text         the notebook's 35-symbol vocabulary (a `dllab.seq2seq.Vocab`) and course mode's 99-token cap
     features     log-mel features, cached per corpus split, and padded speech batches
     model        the audio encoder and the three decoders, on `dllab.attention.MultiHeadAttention`
-    experiment   corpus splits, training, greedy / beam evaluation
+    experiment   corpus splits, lengths resolved from the data, training, greedy / beam / joint CTC evaluation
     cli, bench, report   `dllab asr ...`, `dllab bench asr`, the report section
 
     from dllab.asr import ASRConfig, ASRModel, SpeechData, load_splits, transcribe
@@ -14,7 +14,7 @@ Taylor linear-attention decoders, decoded incrementally through `dllab.seq2seq.d
     run = RunDir("runs/asr/transformer")
     cfg = run.read_config(ASRConfig)
     model = load_best(ASRModel(cfg.model), run).eval()
-    transcribe(model, SpeechData(load_splits(cfg)["test"]))   # one transcript per test utterance
+    transcribe(model, SpeechData(load_splits(cfg)["test"]), cfg)   # one transcript per test utterance
 """
 
 from dllab.lazy import lazy_exports

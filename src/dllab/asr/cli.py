@@ -79,9 +79,25 @@ def add_commands(sub) -> None:
     )
     test.add_argument("run", type=Path, help="a run directory (runs/asr/<name>)")
     test.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy, the default)")
+    test.add_argument(
+        "--ctc-weight",
+        type=float,
+        default=None,
+        help="joint CTC/attention decoding: weight of the CTC prefix scores (default: with --beam > 1, the "
+        "run's training model.ctc_weight when it has a CTC head; 0 = the attention decoder alone)",
+    )
+    test.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        help="beam search ranks hypotheses by score / length**penalty (default 1)",
+    )
     test.add_argument("--top-p", type=float, default=None, help="nucleus sampling with this top-p instead")
     test.add_argument(
         "--limit", type=int, default=0, help="decode only the first N test utterances (0 = all)"
+    )
+    test.add_argument(
+        "--split", choices=["test", "val"], default="test", help="which split (default test; val to tune decoding)"
     )
     test.add_argument("--seed", type=int, default=0, help="seed of nucleus sampling (default 0)")
     test.add_argument("--examples", type=int, default=5, help="example transcriptions to print")
@@ -147,20 +163,36 @@ def cmd_test(args) -> int:
             raise UserError(f"--top-p: must be in (0, 1], got {args.top_p}")
         strategy = NucleusSampler(args.top_p, torch.Generator().manual_seed(args.seed))
     else:
-        strategy = GreedyDecoder() if args.beam == 1 else BeamSearchDecoder(args.beam)
+        strategy = GreedyDecoder() if args.beam == 1 else BeamSearchDecoder(args.beam, args.length_penalty)
     if args.limit < 0:
         raise UserError(f"--limit: must be >= 0, got {args.limit}")
-    summary = test_run(args.run, strategy=strategy, limit=args.limit)
+    ctc_weight = args.ctc_weight
+    if ctc_weight is None:
+        from dllab.asr.config import ASRConfig
+        from dllab.engine.rundir import RunDir
+
+        trained = RunDir(args.run).read_config(ASRConfig).model.ctc_weight
+        ctc_weight = trained if args.beam > 1 and args.top_p is None else 0.0
+    summary = test_run(args.run, strategy=strategy, limit=args.limit, ctc_weight=ctc_weight, split=args.split)
     _print_summary(args.run, summary, args.examples)
     return 0
 
 
 def _print_summary(run_path: Path, s: dict, examples: int) -> None:
     print(
-        f"{run_path}: test ({s['utterances']} utterances, {s['decoding']}) "
+        f"{run_path}: {s.get('split', 'test')}, {s['mode']} mode ({s['utterances']} of {s['of']} utterances "
+        f"scored, {s['decoding']}) "
         f"CER {s['cer']:.4f}  WER {s['wer']:.4f}  "
         f"Jaccard {s['jaccard']:.4f}  cosine {s['cosine']:.4f}  DL {s['damerau_levenshtein']:.4f}  "
         f"loss {s['loss']:.4f}  ({s['decode_utterances_per_second']:.1f} utterances/s decoded)"
     )
+    groups = "  ".join(
+        f"{g['lengths']} chars: {g['utterances']} utts, CER {g['cer']:.4f}"
+        + (f" (whole {g['cer_whole']:.4f})" if s["mode"] == "course" else "")
+        for g in s["by_length"]
+        if g["utterances"]
+    )
+    whole = f"; against whole transcripts CER {s['cer_whole']:.4f}" if s["mode"] == "course" else ""
+    print(f"  by transcript length: {groups}{whole}")
     for ex in s["examples"][:examples]:
         print(f"  ref: {ex['reference']}\n  hyp: {ex['hypothesis']}")

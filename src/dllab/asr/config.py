@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dllab.asr import text as vocab
 from dllab.config import option
 from dllab.data.espeak_corpus import CorpusConfig
 from dllab.data.ljspeech import SAMPLE_RATE
 from dllab.engine.options import OptimConfig, TrainConfig
 
 DecoderKind = Literal["lstm", "transformer", "taylor"]
+Mode = Literal["full", "course"]
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,23 @@ class ModelConfig:
     )
     ff: int = option(400, "feed-forward width of each block", ge=1)
     encoder_layers: int = option(2, "audio encoder blocks", ge=1)
+    subsample: Literal[2, 4] = option(
+        2, "frames per encoder position: 2 = the notebook's (the second conv strides), 4 = both convs stride"
+    )
     decoder_layers: int = option(1, "decoder blocks (transformer / taylor); the LSTM decoder has one", ge=1)
     taylor_heads: int = option(
         4, "heads of the Taylor self-attention (M grows as head_dim^2 / 2)", ge=1, divides_field="hidden"
     )
     taylor_order: int = option(3, "Taylor terms K (3 = 1 + t + t^2/2, the homework's map)", ge=1, le=8)
-    max_tokens: int = option(vocab.MAX_TOKENS, "longest token sequence (learned positions)", ge=2)
+    max_tokens: int = option(
+        0,
+        "longest token sequence, SOS and EOS included: the decoder's positions, decoding's cap, padding; "
+        "0 = derived from the data (course mode: 99; full mode: the corpus's longest transcript)",
+        ge=0,
+    )
+    positions: Literal["learned", "sinusoidal"] = option(
+        "learned", "decoder positions: learned (the notebook's) or sinusoidal (fixed, as the encoder's)"
+    )
     ctc_weight: float = option(
         0.0,
         "weight of an auxiliary CTC loss on the encoder (joint CTC-attention training); 0 = off, as the notebook",
@@ -75,6 +86,17 @@ class DataConfig:
     )
     train_limit: int = option(0, "use the first N training utterances (0 = all)", ge=0)
     eval_limit: int = option(0, "use the first N validation and test utterances (0 = all)", ge=0)
+    mode: Mode = option(
+        "full",
+        "full = whole transcripts; course = the notebook's targets: every transcript cut to max_tokens (99) "
+        "tokens, SOS and EOS included. No utterance is dropped in either mode",
+    )
+    train_max_chars: int = option(
+        0,
+        "leave training utterances with longer transcripts out (logged and counted in the report; "
+        "0 = keep all); validation and test always keep every utterance",
+        ge=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -91,5 +113,14 @@ class ASRConfig:
     label_smoothing: float = option(0.1, "label smoothing of the cross-entropy (padding is ignored)", ge=0, lt=1)
     eval_batch_size: int = option(64, "utterances decoded at once during evaluation", ge=1)
     decode_max_len: int = option(
-        vocab.MAX_TOKENS - 1, "most tokens decoded per utterance (EOS included)", ge=1, lt_field="model.max_tokens"
+        0,
+        "most tokens decoded per utterance, EOS included (0 = max_tokens - 1); each utterance is further "
+        "capped by its duration (decode_chars_per_second)",
+        ge=0,
+    )
+    decode_chars_per_second: float = option(
+        0.0,
+        "an utterance decodes at most this many characters per second of its audio, + 10; "
+        "0 = derived from the training split (its fastest speech, + 25%)",
+        ge=0,
     )

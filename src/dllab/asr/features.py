@@ -81,12 +81,11 @@ class FeatureSet:
 def compute_features(
     utterances: list[Utterance], cfg: FeatureConfig, cache: Path | None = None, desc: str = "features"
 ) -> FeatureSet:
-    """Features of `utterances`, read from `cache` when it holds exactly these utterances and settings.
-
-    Transcripts longer than `text.MAX_TOKENS` tokens are skipped (and counted in a log line), never cut.
-    """
+    """Features of every one of `utterances`, read from `cache` when it holds exactly these utterances and
+    settings. Nothing is skipped here: cutting (course mode) and the explicit training filter happen later."""
+    # "all": caches written before every utterance was kept (long transcripts were skipped) never match.
     key = hashlib.sha256(
-        json.dumps([cfg.__dict__, [(u.id, u.normalized) for u in utterances]]).encode()
+        json.dumps(["all", cfg.__dict__, [(u.id, u.normalized) for u in utterances]]).encode()
     ).hexdigest()[:16]
     if cache is not None and cache.exists():
         try:
@@ -96,16 +95,8 @@ def compute_features(
             saved = {}
         if saved.get("key") == key:
             return FeatureSet(saved["ids"], saved["texts"], saved["frames"], saved["offsets"])
-    kept = [u for u in utterances if len(vocab.encode(u.normalized)) <= vocab.MAX_TOKENS]
-    if len(kept) < len(utterances):
-        log.info(
-            "skipped %d of %d utterances with more than %d tokens",
-            len(utterances) - len(kept),
-            len(utterances),
-            vocab.MAX_TOKENS,
-        )
     frames = []
-    for u in progress(kept, total=len(kept), desc=desc):
+    for u in progress(utterances, total=len(utterances), desc=desc):
         audio = torch.from_numpy(read_wav(u.wav, cfg.sample_rate))
         if audio.numel() < cfg.n_fft:
             raise UserError(f"{u.wav}: too short for one {cfg.n_fft}-sample analysis window")
@@ -113,8 +104,8 @@ def compute_features(
     lengths = torch.tensor([len(f) for f in frames], dtype=torch.long)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     out = FeatureSet(
-        [u.id for u in kept],
-        [u.normalized for u in kept],
+        [u.id for u in utterances],
+        [u.normalized for u in utterances],
         torch.cat(frames) if frames else torch.zeros(0, cfg.n_mels, dtype=torch.half),
         offsets,
     )
@@ -156,6 +147,10 @@ BF16_PAD_MULTIPLE = (64, 16)
 class SpeechData:
     """A split as `fit` wants it: `len()` and `batch(idx)` -> dict of padded tensors.
 
+    `max_tokens` is the model's longest token sequence (SOS and EOS included). With `cut` (course mode, and
+    the teacher-forced loss of evaluation splits) each target is cut to fit it (`text.cut`); without, a
+    longer transcript is a ValueError: full mode trains on whole transcripts. `targets` are the transcripts
+    the batches hold (what a transcription of this split is scored against).
     With an `augment` config whose masks are on, every batch is SpecAugmented (give it to the training split only).
     `pad_multiple` = (frames, tokens) rounds each batch's padded lengths up to those multiples: under bfloat16
     autocast on CPU, oneDNN compiles kernels per tensor shape, and a new shape every batch costs more than the
@@ -163,12 +158,26 @@ class SpeechData:
     """
 
     def __init__(
-        self, features: FeatureSet, augment: AugmentConfig | None = None, pad_multiple: tuple[int, int] = (1, 1)
+        self,
+        features: FeatureSet,
+        augment: AugmentConfig | None = None,
+        pad_multiple: tuple[int, int] = (1, 1),
+        max_tokens: int | None = None,
+        cut: bool = False,
     ):
         self.features = features
         self.pad_multiple = pad_multiple
+        self.max_tokens = max_tokens
         self.augment = augment if augment and (augment.freq_masks or augment.time_masks) else None
-        self.tokens = [vocab.encode(t) for t in features.texts]
+        texts = features.texts
+        if max_tokens is not None and cut:
+            texts = [vocab.cut(t, max_tokens) for t in texts]
+        elif max_tokens is not None:
+            longest = max((len(t) + 2 for t in texts), default=0)
+            if longest > max_tokens:
+                raise ValueError(f"a transcript needs {longest} tokens, more than max_tokens={max_tokens}")
+        self.targets = texts
+        self.tokens = [vocab.encode(t) for t in texts]
         self.lengths = features.lengths()
 
     def __len__(self) -> int:
@@ -190,5 +199,7 @@ class SpeechData:
         return {
             "feats": feats,  # (B, T, n_mels)
             "feat_lens": lens.clone(),  # (B,)
-            "tokens": vocab.pad_tokens([self.tokens[i] for i in rows], self.pad_multiple[1]),  # (B, L)
+            "tokens": vocab.pad_tokens(  # (B, L)
+                [self.tokens[i] for i in rows], self.pad_multiple[1], self.max_tokens
+            ),
         }

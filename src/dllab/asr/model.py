@@ -63,9 +63,14 @@ class EncoderBlock(nn.Module):
 
 
 class AudioEncoder(nn.Module):
+    """conv1 (k3, stride 1, or 2 with `subsample` 4) -> conv2 (k3, stride 2) -> sinusoids -> blocks -> norm."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.conv1 = nn.Conv1d(cfg.n_mels, cfg.hidden, kernel_size=3, padding=1)
+        if cfg.subsample not in (2, 4):
+            raise ValueError(f"subsample: expected 2 or 4, got {cfg.subsample!r}")
+        self.stride1 = cfg.subsample // 2
+        self.conv1 = nn.Conv1d(cfg.n_mels, cfg.hidden, kernel_size=3, stride=self.stride1, padding=1)
         self.conv2 = nn.Conv1d(cfg.hidden, cfg.hidden, kernel_size=3, stride=2, padding=1)
         self.blocks = nn.ModuleList(
             EncoderBlock(cfg.hidden, cfg.heads, cfg.ff) for _ in range(cfg.encoder_layers)
@@ -73,16 +78,19 @@ class AudioEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(cfg.hidden)
 
     def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
-        """feats (B, T, n_mels), feat_lens (B,) -> xa (B, S, E), pad (B, S) bool True = padding."""
+        """feats (B, T, n_mels), feat_lens (B,) -> xa (B, S, E), pad (B, S) bool True = padding;
+        S = ceil(T / 2), or ceil(ceil(T / 2) / 2) with `subsample` 4."""
         T = feats.shape[1]
         valid = torch.arange(T, device=feats.device)[None, :] < feat_lens[:, None]  # (B, T)
         # Zeroing padded frames before and after conv1 makes an utterance's encoding independent of its batch.
         x = (feats * valid[:, :, None]).transpose(1, 2)  # (B, n_mels, T)
-        x = F.gelu(self.conv1(x)) * valid[:, None, :]  # (B, E, T)
+        x = F.gelu(self.conv1(x))  # (B, E, T1), T1 = T or ceil(T / 2)
+        lens = feat_lens if self.stride1 == 1 else (feat_lens - 1) // 2 + 1
+        x = x * (torch.arange(x.shape[-1], device=x.device)[None, :] < lens[:, None])[:, None, :]
         x = F.gelu(self.conv2(x)).transpose(1, 2)  # (B, S, E)
         S = x.shape[1]
         x = x + sinusoids(S, x.shape[-1]).to(x)
-        lens = (feat_lens - 1) // 2 + 1  # conv2 (k 3, stride 2, padding 1) output lengths
+        lens = (lens - 1) // 2 + 1  # conv2 (k 3, stride 2, padding 1) output lengths
         pad = torch.arange(S, device=x.device)[None, :] >= lens[:, None]  # (B, S)
         for block in self.blocks:
             x = block(x, pad)
@@ -175,12 +183,20 @@ class SelfBlock(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    """Token embedding + learned positions -> [causal self-attention, cross-attention + MLP] x N -> norm."""
+    """Token embedding + positions -> [causal self-attention, cross-attention + MLP] x N -> norm.
+
+    Positions are learned (the notebook's) or sinusoidal, `cfg.max_tokens` of them: the config's longest
+    token sequence (SOS and EOS included)."""
 
     def __init__(self, cfg: ModelConfig, taylor: bool = False):
         super().__init__()
         self.embed = nn.Embedding(vocab.VOCAB_SIZE, cfg.hidden)
-        self.positions = nn.Parameter(torch.randn(cfg.max_tokens, cfg.hidden) * 0.02)
+        if cfg.positions == "learned":
+            self.positions = nn.Parameter(torch.randn(cfg.max_tokens, cfg.hidden) * 0.02)
+        elif cfg.positions == "sinusoidal":
+            self.register_buffer("positions", sinusoids(cfg.max_tokens, cfg.hidden), persistent=False)
+        else:
+            raise ValueError(f"positions: expected learned or sinusoidal, got {cfg.positions!r}")
         self.self_blocks = nn.ModuleList(SelfBlock(cfg, taylor) for _ in range(cfg.decoder_layers))
         self.blocks = nn.ModuleList(
             CrossBlock(cfg.hidden, cfg.heads, cfg.ff) for _ in range(cfg.decoder_layers)
@@ -235,6 +251,11 @@ class ASRModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig = ModelConfig()):  # noqa: B008 (a frozen dataclass)
         super().__init__()
+        if cfg.max_tokens < 3:
+            raise ValueError(
+                f"max_tokens: expected >= 3 (SOS, a character, EOS), got {cfg.max_tokens} "
+                "(0 means 'derived from the data': dllab.asr.experiment.resolve_lengths fills it in)"
+            )
         self.cfg = cfg
         self.encoder = AudioEncoder(cfg)
         if cfg.decoder == "lstm":
@@ -266,6 +287,15 @@ class ASRModel(nn.Module):
     def start(self, src: dict[str, Tensor]) -> DecoderState:
         xa, pad = self.encoder(src["feats"], src["feat_lens"])
         return self.decoder.start(xa, pad)
+
+    def start_with_ctc(self, src: dict[str, Tensor]) -> tuple[DecoderState, Tensor, Tensor]:
+        """`start` plus the CTC head's log-probabilities (B, S, V) float32 and frame counts (B,), from one
+        pass of the encoder (for `dllab.seq2seq.ctc.JointCTCDecoder`). Needs a CTC head."""
+        if self.ctc_head is None:
+            raise ValueError("this model has no CTC head (it was trained with model.ctc_weight = 0)")
+        xa, pad = self.encoder(src["feats"], src["feat_lens"])
+        ctc = F.log_softmax(self.ctc_head(xa).float(), dim=-1)  # (B, S, V)
+        return self.decoder.start(xa, pad), ctc, (~pad).sum(dim=1)
 
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         h, state = self.decoder.step(tokens, state)

@@ -33,6 +33,7 @@ def _runs(root: Path) -> list[dict[str, Any]]:
         out.append(
             {
                 "name": str(run.path.relative_to(root)),
+                "path": run.path,
                 "decoder": record["config"]["model"]["decoder"],
                 "config": record,
                 "metrics": run.read_metrics(),
@@ -63,9 +64,10 @@ def build_section(ctx: ReportContext) -> Section:
         "Quick demo runs (tiny corpus, few epochs: they only show that the pipeline works). " if quick else ""
     )
     split = ", ".join(f"{k} {v}" for k, v in sizes.items())
+    unit = shown[0]["config"]["config"].get("corpus", {}).get("unit", "clause")
     section.add(
         Paragraph(
-            f"{caveat}Corpus `{corpus}` ({split} utterances): public-domain KJV clauses spoken by espeak-ng "
+            f"{caveat}Corpus `{corpus}` ({split} utterances): public-domain KJV {unit}s spoken by espeak-ng "
             "with several voices, rates and pitches, 22,050 Hz, 80 log-mel bands. Encoder: 2 conv layers + 2 "
             "pre-norm attention blocks (hidden 200, 2 heads). Training: AdamW lr 1e-3, linear warm-up and "
             "decay, label smoothing 0.1 with padding ignored (the notebook also scored padding positions), "
@@ -73,10 +75,189 @@ def build_section(ctx: ReportContext) -> Section:
         )
     )
     section.add(_table(shown))
+    section.add(*_lengths(ctx, shown))
     section.add(*_figures(ctx, shown))
     section.add(*_examples(shown))
     section.add(*_speed(root / "bench.json"))
+    section.add(*_batching(root / "bench.json"))
     return section
+
+
+def _batching(path: Path) -> list[Table]:
+    """`dllab bench asr`'s batching comparison: frame-budget batches against batches of 16, in one run."""
+    import json
+
+    if not path.exists():
+        return []
+    b = json.loads(path.read_text()).get("batching")
+    if not b:
+        return []
+    base = b["rows"][0]["utt_per_s"]
+    rows = [
+        [
+            row["batches"],
+            row["count"],
+            row["largest"],
+            f"{row['padding']:.0%}",
+            f"{row['peak_bytes'] / 2**20:.0f}" if row.get("peak_bytes") is not None else "-",
+            f"{row['utt_per_s']:.1f} ({row['utt_per_s'] / base:.2f}x)",
+        ]
+        for row in b["rows"]
+    ]
+    return [
+        Table(
+            ["training batches", "batches", "largest", "padding", "peak MB", "utterances/s"],
+            rows,
+            f"`dllab bench asr`: one epoch over the same {b['utterances']} training utterances per row, bf16 "
+            "autocast, Transformer decoder, measured in one run; padding is the share of padded frames.",
+        )
+    ]
+
+
+# -- transcript lengths: the corpus next to LJSpeech, CER by length and mode -------------------------------
+
+# LJSpeech 1.1's normalised transcripts (13,100): mean 99.9 characters, longest 187, 55% over 97 (what the
+# course's 99-token cap cuts); of the course's test split (utterances 10480-13100) 59% are over 97.
+LJSPEECH_LENGTHS = {"mean": 99.9, "max": 187, "over_97": 0.55, "test_over_97": 0.59}
+
+
+def _lengths(ctx: ReportContext, runs: list[dict[str, Any]]) -> list[Paragraph | Table | Figure]:
+    """The transcript-length blocks: the corpus's lengths against LJSpeech's, test CER by length and mode,
+    and how many utterances the training filter left out."""
+    return [*_corpus_lengths(ctx, runs), *_cer_by_length(runs), *_left_out(runs)]
+
+
+def _corpus_lengths(ctx: ReportContext, runs: list[dict[str, Any]]) -> list[Table | Figure]:
+    """One row per corpus the runs used (from config.json's `transcripts`), LJSpeech's figures, a histogram."""
+    corpora: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        stats = r["config"].get("transcripts")
+        if stats and "test" in stats:
+            corpora.setdefault(r["config"].get("corpus", "?"), stats)
+    if not corpora:
+        return []
+    rows = []
+    for corpus, stats in corpora.items():
+        merged = _merge(stats.values())
+        rows.append(
+            [
+                f"`{Path(corpus).name}`",
+                merged["utterances"],
+                f"{merged['mean']:.1f}",
+                merged["max"],
+                f"{merged['over_97']:.0%}",
+                f"{stats['test']['over_97']:.0%}",
+            ]
+        )
+    lj = LJSPEECH_LENGTHS
+    rows.append(["LJSpeech 1.1", 13_100, f"{lj['mean']:.1f}", lj["max"], f"{lj['over_97']:.0%}",
+                 f"{lj['test_over_97']:.0%}"])  # fmt: skip
+    table = Table(
+        ["corpus", "utterances", "mean characters", "longest", "over 97", "test split over 97"],
+        rows,
+        "Transcript lengths in characters. Over 97 characters a transcript does not fit the course notebook's "
+        "99 tokens (SOS and EOS included): course mode cuts it, full mode keeps it whole. LJSpeech's test split "
+        "is the course's (utterances 10480-13100).",
+    )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for corpus, stats in corpora.items():
+        hist = _merge(stats.values())["histogram"]
+        total = sum(hist)
+        ax.bar([10 * i + 5 for i in range(len(hist))], [h / total for h in hist], width=9, alpha=0.6,
+               label=f"{Path(corpus).name} (mean {_merge(stats.values())['mean']:.0f})")  # fmt: skip
+    ax.axvline(lj["mean"], color="k", ls="--", lw=1, label=f"LJSpeech mean {lj['mean']}")
+    ax.axvline(lj["max"], color="k", ls=":", lw=1, label=f"LJSpeech longest {lj['max']}")
+    ax.axvline(97.5, color="r", lw=1, label="course cap (97 characters)")
+    ax.set(xlabel="transcript characters", ylabel="share of utterances", title="Transcript lengths")
+    ax.legend(fontsize=7)
+    figure = ctx.save_figure(fig, "asr_lengths.png", "Transcript lengths of the corpus (10-character bins) "
+                             "against LJSpeech's mean and longest and the course's cap.")  # fmt: skip
+    return [table, figure]
+
+
+def _merge(splits) -> dict[str, Any]:
+    """The length statistics of several splits (`experiment.transcript_lengths` records) as one."""
+    splits = list(splits)
+    n = sum(s["utterances"] for s in splits)
+    width = max(len(s["histogram"]) for s in splits)
+    return {
+        "utterances": n,
+        "mean": sum(s["mean"] * s["utterances"] for s in splits) / max(n, 1),
+        "max": max(s["max"] for s in splits),
+        "over_97": sum(s["over_97"] * s["utterances"] for s in splits) / max(n, 1),
+        "histogram": [sum(s["histogram"][i] for s in splits if i < len(s["histogram"])) for i in range(width)],
+    }
+
+
+def _test_results(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every test summary of a run: greedy (test_metrics.json) and beam / joint CTC (test_metrics_*.json)."""
+    import json
+
+    out = [run["test"]] if run["test"] else []
+    for path in sorted(Path(run["path"]).glob("test_metrics_*.json")):
+        out.append(json.loads(path.read_text()))
+    return [t for t in out if "by_length" in t]  # summaries written before lengths were recorded have none
+
+
+def _cer_by_length(runs: list[dict[str, Any]]) -> list[Table]:
+    rows = []
+    for r in runs:
+        for t in _test_results(r):
+            groups = {g["lengths"]: g for g in t["by_length"]}
+
+            def cell(name: str, groups=groups) -> str:
+                g = groups.get(name)
+                return f"{g['cer']:.4f} ({g['utterances']})" if g and g["utterances"] else "-"
+
+            rows.append(
+                [
+                    r["name"],
+                    t["mode"],
+                    t["decoding"],
+                    f"{t['utterances']} of {t['of']}",
+                    _fmt(t["cer"]),
+                    cell("<= 50"),
+                    cell("51-100"),
+                    cell("> 100"),
+                    _fmt(t["cer_whole"]),
+                ]
+            )
+    if not rows:
+        return []
+    return [
+        Table(
+            ["run", "mode", "decoding", "test utterances scored", "CER", "<= 50 chars", "51-100", "> 100",
+             "CER vs whole transcripts"],  # fmt: skip
+            rows,
+            "Test CER by transcript length (characters of the whole transcript; utterances in brackets) and by "
+            "mode. No test utterance is ever skipped. In course mode the references are cut to 97 characters as "
+            "the notebook scored them; the last column scores the same transcripts against the whole "
+            "transcripts (in full mode the two agree).",
+        )
+    ]
+
+
+def _left_out(runs: list[dict[str, Any]]) -> list[Paragraph]:
+    lines = []
+    for r in runs:
+        if "left_out_of_training" not in r["config"]:
+            continue
+        n = r["config"]["left_out_of_training"]
+        limit = r["config"]["config"]["data"].get("train_max_chars", 0)
+        total = r["config"].get("sizes", {}).get("train", "?")
+        lines.append(
+            f"`{r['name']}`: {n} of {total} training utterances left out by `--data.train_max_chars {limit}`"
+            if n
+            else f"`{r['name']}`: all {total} training utterances used"
+        )
+    if not lines:
+        return []
+    return [Paragraph("Training filter (validation and test always keep every utterance): " + "; ".join(lines) + ".")]
 
 
 def _speed(path: Path) -> list[Paragraph | Table]:
@@ -123,6 +304,15 @@ def _speed(path: Path) -> list[Paragraph | Table]:
             rows.append(
                 [
                     "training, bf16 autocast, rounded to 64 frames (dllab)",
+                    "-",
+                    f"{rate:.1f} utt/s ({rate / t['notebook_utt_per_s']:.1f}x)",
+                ]
+            )
+        if "dllab_bf16_subsample4_utt_per_s" in t:
+            rate = t["dllab_bf16_subsample4_utt_per_s"]
+            rows.append(
+                [
+                    "training, the same with --model.subsample 4 (dllab)",
                     "-",
                     f"{rate:.1f} utt/s ({rate / t['notebook_utt_per_s']:.1f}x)",
                 ]

@@ -2,14 +2,19 @@
 
 Source text: the King James Version of the Bible (1611; its copyright has long expired, see
 /usr/share/doc/bible-kjv-text/copyright) as shipped by the Debian packages `bible-kjv-text` (the text) and
-`bible-kjv` (the `bible` program that prints it). Verses are cut at `;`, `:` and sentence ends into
-clauses of `min_words`..`max_words` words, normalised onto the notebook's vocabulary (`data.text.normalize`),
-de-duplicated, shuffled with `seed`, and the first `size` are spoken.
+`bible-kjv` (the `bible` program that prints it), normalised onto the notebook's vocabulary
+(`data.text.normalize`), de-duplicated, shuffled with `seed`; the first `size` are spoken. Two units:
+
+    clause   verses cut at `;`, `:` and sentence ends into clauses of `min_words`..`max_words` words, at most
+             97 characters (the course's 99-token cap): short speech, about 3 s
+    verse    whole verses, a verse over `max_chars` split at the clause boundary nearest its middle: LJSpeech's
+             lengths (mean about 100 characters, longest under 190, about half over 97; 1-10 s of speech)
 
 Speech: espeak-ng (Debian package `espeak-ng`), one of several English voices and voice variants, a
-speaking rate and a pitch drawn per utterance from `seed`, written at 22,050 Hz mono as
-`wavs/<id>.wav`, with `metadata.csv` lines `id|text|normalized` (both transcripts are the normalised
-clause: espeak-ng speaks exactly what the model must write).
+speaking rate and a pitch drawn per utterance from `seed` (or, with `one_speaker`, one voice at one rate and
+pitch, as LJSpeech has one reader), written at 22,050 Hz mono as `wavs/<id>.wav`, with `metadata.csv` lines
+`id|text|normalized` (both transcripts are the normalised text: espeak-ng speaks exactly what the model must
+write).
 
 `build_corpus(cfg)` builds once into `<cache>/espeak/<name>/` (cache = `dllab.io.cache_dir()`)
 and later calls return the finished folder; a half-built corpus is never mistaken for a finished one.
@@ -31,9 +36,9 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dllab.config import option, to_dict
 from dllab.data.text import normalize
@@ -62,15 +67,32 @@ class CorpusConfig:
     pitch_min: int = option(30, "lowest pitch (espeak-ng 0-99)", ge=0, le=99, le_field="pitch_max")
     pitch_max: int = option(70, "highest pitch (espeak-ng 0-99)", ge=0, le=99)
     workers: int = option(2, "espeak-ng processes run at once", ge=1, le=256)
+    unit: Literal["clause", "verse"] = option(
+        "clause",
+        "clause: clauses of min_words..max_words words (short speech); verse: whole verses, split over "
+        "max_chars (LJSpeech's lengths: mean about 100 characters)",
+    )
+    max_chars: int = option(190, "verse: the longest utterance in characters (LJSpeech's longest has 187)", ge=1)
+    one_speaker: bool = option(
+        False, "one reader as LJSpeech: the first voice, no variant, the middle rate and pitch"
+    )
 
 
 # The course notebook caps a transcript at 99 tokens, its start and end markers included.
 MAX_CLAUSE_CHARACTERS = 97
+# Options added after corpora were first built: at their defaults they stay out of the name, so that the
+# corpora built before them keep their folders.
+_LATER_OPTIONS = ("unit", "max_chars", "one_speaker")
 
 
 def corpus_name(cfg: CorpusConfig) -> str:
     """A folder name that changes whenever anything that shapes the corpus changes (not `workers`)."""
-    shape = {k: v for k, v in to_dict(cfg).items() if k != "workers"}
+    defaults = {f.name: f.default for f in fields(CorpusConfig)}
+    shape = {
+        k: v
+        for k, v in to_dict(cfg).items()
+        if k != "workers" and not (k in _LATER_OPTIONS and v == defaults[k])
+    }
     digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:8]
     return f"kjv-{cfg.size}-{digest}"
 
@@ -116,6 +138,39 @@ def clauses(verses: Sequence[str], min_words: int, max_words: int) -> list[str]:
     return out
 
 
+def _sentence(text: str) -> str:
+    """Normalised text ending in `.` or `?` (a trailing comma dropped), as an utterance's transcript."""
+    text = normalize(text).rstrip(",").strip()
+    if text and text[-1] not in ".?":
+        text += "."
+    return text
+
+
+def _halves(text: str, max_chars: int) -> list[str]:
+    """`text` (raw) cut at the clause boundary (`;:,.?!`) nearest its middle, again until every piece fits
+    `max_chars` once normalised; a piece without a boundary is cut at the space nearest its middle."""
+    if len(_sentence(text)) <= max_chars:
+        return [text]
+    cuts = [m.end() for m in re.finditer(r"[;:,.?!](?=\s)", text)] or [m.start() for m in re.finditer(r" ", text)]
+    if not cuts:
+        return [text]  # one long word: nothing to cut at
+    at = min(cuts, key=lambda c: abs(c - len(text) / 2))
+    return _halves(text[:at], max_chars) + _halves(text[at:], max_chars)
+
+
+def verses_split(verses: Sequence[str], max_chars: int) -> list[str]:
+    """Whole verses, normalised; a verse longer than `max_chars` is cut into pieces at the clause boundaries
+    nearest its middle. Duplicates are dropped."""
+    out, seen = [], set()
+    for verse in verses:
+        for piece in _halves(verse, max_chars):
+            text = _sentence(piece)
+            if text and text not in seen and len(text) <= max_chars:
+                seen.add(text)
+                out.append(text)
+    return out
+
+
 def synthesize(text: str, path: Path, voice: str, rate: int, pitch: int) -> None:
     """Speak `text` into the 22,050 Hz mono wav `path` with espeak-ng."""
     program = _require("espeak-ng", "espeak-ng")
@@ -140,7 +195,11 @@ def plan_corpus(cfg: CorpusConfig, sentences: Sequence[str] | None = None) -> li
         raise UserError(f"--corpus.size: need at least 3 utterances (train / val / test), got {cfg.size}")
     if not cfg.voices:
         raise UserError("--corpus.voices: give at least one espeak-ng voice")
-    if sentences is None:
+    if cfg.unit == "verse" and cfg.max_chars < 10:
+        raise UserError(f"--corpus.max_chars: expected at least 10 characters, got {cfg.max_chars}")
+    if sentences is None and cfg.unit == "verse":
+        sentences = verses_split(kjv_verses(), cfg.max_chars)
+    elif sentences is None:
         sentences = clauses(kjv_verses(), cfg.min_words, cfg.max_words)
     rng = random.Random(cfg.seed)
     pool = list(sentences)
@@ -151,16 +210,13 @@ def plan_corpus(cfg: CorpusConfig, sentences: Sequence[str] | None = None) -> li
         )
     plans = []
     for i, text in enumerate(pool[: cfg.size]):
-        voice, variant = rng.choice(cfg.voices), rng.choice(cfg.variants or ("",))
-        plans.append(
-            Plan(
-                id=f"KJV-{i:05d}",
-                text=text,
-                voice=f"{voice}+{variant}" if variant else voice,
-                rate=rng.randint(cfg.rate_min, cfg.rate_max),
-                pitch=rng.randint(cfg.pitch_min, cfg.pitch_max),
-            )
-        )
+        if cfg.one_speaker:
+            voice, rate, pitch = cfg.voices[0], (cfg.rate_min + cfg.rate_max) // 2, (cfg.pitch_min + cfg.pitch_max) // 2
+        else:
+            voice, variant = rng.choice(cfg.voices), rng.choice(cfg.variants or ("",))
+            voice = f"{voice}+{variant}" if variant else voice
+            rate, pitch = rng.randint(cfg.rate_min, cfg.rate_max), rng.randint(cfg.pitch_min, cfg.pitch_max)
+        plans.append(Plan(id=f"KJV-{i:05d}", text=text, voice=voice, rate=rate, pitch=pitch))
     return plans
 
 

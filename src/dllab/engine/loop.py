@@ -126,6 +126,48 @@ def index_batches(
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
+def budget_batches(
+    lengths: Tensor, budget: int, generator: torch.Generator, shuffle: bool = True, bucket: int = 0
+) -> list[Tensor]:
+    """The epoch's batches of example indices, each within a padded-size budget (`--train.batch_budget`).
+
+    A batch holds as many examples as keep (examples x its longest length) <= `budget`; an example longer
+    than the budget alone is a batch of one. With `bucket` > 0 the shuffled order is cut into pools of about
+    `bucket` batches' worth of length, each pool sorted by length before it is packed (as `index_batches`
+    does), and the batches are shuffled: short examples travel in large batches, long ones in small ones,
+    and each batch's memory stays about the same. Every example is seen once per epoch.
+    """
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1, got {budget}")
+    order = torch.randperm(len(lengths), generator=generator) if shuffle else torch.arange(len(lengths))
+    pools = [order]
+    if bucket > 0 and len(order):
+        per_pool = max(1, int(bucket * budget / float(lengths.float().mean().clamp(min=1))))
+        pools = [pool[torch.argsort(lengths[pool], stable=True)] for pool in order.split(per_pool)]
+    batches: list[Tensor] = []
+    for pool in pools:
+        batch: list[int] = []
+        longest = 0
+        for i, n in zip(pool.tolist(), lengths[pool].tolist(), strict=True):
+            if batch and (len(batch) + 1) * max(longest, n) > budget:
+                batches.append(torch.tensor(batch))
+                batch, longest = [], 0
+            batch.append(i)
+            longest = max(longest, n)
+        if batch:
+            batches.append(torch.tensor(batch))
+    if not shuffle:
+        return batches
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def epoch_batches(n: int, train_cfg: TrainConfig, generator: torch.Generator, lengths: Tensor | None) -> list[Tensor]:
+    """The epoch's batches as `train_cfg` asks: `budget_batches` with a `batch_budget`, else `index_batches`."""
+    if train_cfg.batch_budget > 0:
+        return budget_batches(lengths, train_cfg.batch_budget, generator, bucket=train_cfg.bucket)
+    return index_batches(n, train_cfg.batch_size, generator, lengths=lengths, bucket=train_cfg.bucket)
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, Tensor):
         return batch.to(device, non_blocking=True)
@@ -184,7 +226,15 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
         torch.manual_seed(train_cfg.seed + 7919 * dist_info.rank)
     fail_at = _injected_failure(dist_info.rank)
     optimizer = make_optimizer(model.parameters(), optim_cfg)
+    lengths = None
+    if train_cfg.bucket > 0 or train_cfg.batch_budget > 0:
+        if not hasattr(train_data, "length_keys"):
+            flag = "--train.batch_budget" if train_cfg.batch_budget > 0 else "--train.bucket"
+            raise UserError(f"{flag}: {type(train_data).__name__} examples have no length to sort by; use 0")
+        lengths = train_data.length_keys()
     steps_per_epoch = math.ceil(len(train_data) / train_cfg.batch_size)
+    if train_cfg.batch_budget > 0:  # the count varies a little from epoch to epoch: one draw sizes the schedule
+        steps_per_epoch = len(epoch_batches(len(train_data), train_cfg, torch.Generator().manual_seed(0), lengths))
     schedule = make_schedule(optimizer, optim_cfg, steps_per_epoch * train_cfg.epochs)
     shuffle_rng = torch.Generator().manual_seed(train_cfg.seed)
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
@@ -210,11 +260,6 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
     elif main and run.metrics_path.exists():
         run.truncate_metrics(0)
 
-    lengths = None
-    if train_cfg.bucket > 0:
-        if not hasattr(train_data, "length_keys"):
-            raise UserError(f"--train.bucket: {type(train_data).__name__} examples have no length to sort by; use 0")
-        lengths = train_data.length_keys()
     bf16 = train_cfg.precision == "bf16"
     tracker = Tracker(train_cfg.track if main else "none", run.path / "tensorboard", start_epoch)
     # every training and validation step runs on these kernels; the tracker's files close however it ends
@@ -223,8 +268,7 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
             began = time.perf_counter()
             model.train()
             total, count = torch.zeros((), device=device), 0
-            batches = index_batches(len(train_data), train_cfg.batch_size, shuffle_rng, lengths=lengths,
-                                    bucket=train_cfg.bucket)  # fmt: skip
+            batches = epoch_batches(len(train_data), train_cfg, shuffle_rng, lengths)
             if dist_info.enabled:
                 batches = [distributed.shard_batch(b) for b in batches if len(b) >= dist_info.world]
             desc = f"{run.name} epoch {epoch}/{train_cfg.epochs}"

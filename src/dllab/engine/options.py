@@ -34,6 +34,11 @@ class TrainConfig:
     bucket: int = option(
         0, "sort by length within shuffled pools of this many batches, less padding (0 = plain shuffling)", ge=0
     )
+    batch_budget: int = option(
+        0,
+        "batches by size instead of count: each holds as many examples as fit in this many padded length "
+        "units (examples x the longest; frames for speech), sorted within --train.bucket pools; 0 = batch_size",
+    )
     precision: Literal["fp32", "bf16"] = option(
         "fp32", "bf16 = training forward passes under bfloat16 autocast (fast on AMX CPUs and GPUs); weights stay fp32"
     )

@@ -15,6 +15,10 @@ sequence stops at EOS or after `max_len` steps.
     NucleusSampler(top_p, generator)             Holtzman et al. (2020) top-p sampling
     BeamSearchDecoder(beam_size, length_penalty) beam search, hypotheses ranked by score / length**penalty
 
+Wrappers that are themselves IncrementalDecoders change what the strategies see, not how they search:
+`LengthLimited(model, limits, eos)` gives each source its own maximum length, and
+`dllab.seq2seq.ctc.JointCTCDecoder` adds CTC prefix scores (joint CTC/attention decoding).
+
 `decode(model, src, strategy, sos, eos, max_len)` returns token ids without SOS / EOS (for beam search the
 best hypothesis); `decode_n_best` the n best hypotheses of beam search with their scores (for rescoring);
 `sample_k` draws k samples per source while encoding each source once.
@@ -317,6 +321,50 @@ class BeamSearchDecoder:
         best_len[dest] = length
         if length:
             best_tokens[dest, :length] = history.index_select(0, rows * K + beam[rows])[:, :length]
+
+
+# -- a length limit per source ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LimitedState:
+    """inner: the wrapped model's state; limits (R,): tokens each row may emit before its EOS; steps: tokens fed
+    so far (SOS included), the same for every row (every strategy steps all live rows together)."""
+
+    inner: Any
+    limits: Tensor
+    steps: int = 0
+
+
+class LengthLimited:
+    """An `IncrementalDecoder` around `model` that ends each source's output after that source's own number of
+    tokens: once a row has emitted `limits[i]` tokens, EOS is its only possible next token (log-prob 0).
+
+    `limits` (B,) belongs to one batch of sources. Every strategy runs on it unchanged; pass
+    `max_len >= limits.max() + 1` so that the forced EOS fits. Speech, for example, caps each utterance by its
+    duration, so that a decoder that starts repeating itself stops near the end of the audio."""
+
+    def __init__(self, model: IncrementalDecoder, limits: Tensor, eos: int):
+        if bool((limits < 0).any()):
+            raise ValueError("limits must be >= 0")
+        self.model, self.limits, self.eos = model, limits.long(), eos
+
+    def start(self, src: Any) -> LimitedState:
+        state = self.model.start(src)
+        return LimitedState(state, self.limits.to(_device_of(state)), 0)
+
+    def step(self, tokens: LongTensor, state: LimitedState) -> tuple[Tensor, LimitedState]:
+        logp, inner = self.model.step(tokens, state.inner)
+        # Step k (k = state.steps tokens fed, SOS first) chooses output token k + 1: past the limit only EOS.
+        full = state.limits <= state.steps  # (R,)
+        if bool(full.any()):
+            forced = torch.full_like(logp, -math.inf)
+            forced[:, self.eos] = 0.0
+            logp = torch.where(full[:, None], forced, logp)
+        return logp, LimitedState(inner, state.limits, state.steps + 1)
+
+    def reorder(self, state: LimitedState, index: LongTensor) -> LimitedState:
+        return LimitedState(self.model.reorder(state.inner, index), select_rows(state.limits, index), state.steps)
 
 
 # -- entry points -------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ nothing here is hand-written dynamic programming.
                              the 2023-24 course's per-pair textdistance similarities, averaged over pairs
     degenerate_share         share of outputs caught in a loop: a word repeated 3+ times in a row that the
                              reference does not repeat so (the "the the the ..." failure of untrained decoders)
+    group_by_length          indices of references grouped by length (to give any metric per length group)
 """
 
 from __future__ import annotations
@@ -119,3 +120,15 @@ def text_metrics(hyps: Sequence[str], refs: Sequence[str], words: bool = False) 
     """CER plus the word error rate that fits the data: sentence WER (`words=True`) or single-word WER."""
     wer = word_error_rate(hyps, refs) if words else single_word_error_rate(hyps, refs)
     return {"cer": character_error_rate(hyps, refs), "wer": wer}
+
+
+def group_by_length(refs: Sequence[str], edges: Sequence[int]) -> dict[str, list[int]]:
+    """Indices of `refs` grouped by length in characters, every reference in exactly one group, groups in
+    order and present even when empty: edges (50, 100) -> {"<= 50": [...], "51-100": [...], "> 100": [...]}."""
+    if list(edges) != sorted(set(edges)) or not edges:
+        raise ValueError(f"edges must be increasing and not empty, got {edges}")
+    names = [f"<= {edges[0]}"] + [f"{a + 1}-{b}" for a, b in zip(edges, edges[1:], strict=False)] + [f"> {edges[-1]}"]
+    groups: dict[str, list[int]] = {name: [] for name in names}
+    for i, ref in enumerate(refs):
+        groups[names[sum(len(ref) > e for e in edges)]].append(i)
+    return groups
