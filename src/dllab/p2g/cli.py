@@ -141,12 +141,15 @@ def cmd_test(args) -> int:
 
 def cmd_spell(args) -> int:
     from dllab.engine.rundir import RunDir
+    from dllab.p2g.data import symbols_for
     from dllab.p2g.decoding import make_strategy, spell
     from dllab.p2g.experiment import load_run
 
     cfg, model, vocabs = load_run(RunDir(args.run))
     strategy, _ = make_strategy(None, args.beam, 0)
-    words = [tuple(p.split()) for p in args.phonemes]
-    for phonemes, out in zip(args.phonemes, spell(model, words, vocabs, strategy, cfg.decode), strict=True):
-        print(f"{phonemes}\t{out[0][::-1] if cfg.data.reverse else out[0]}")
+    symbols = symbols_for(cfg.data)  # a g2p run reads spellings; a right-to-left run's output comes out in order
+    words = [symbols.source(p) for p in args.phonemes]
+    outputs = spell(model, words, vocabs, strategy, cfg.decode, symbols=symbols)
+    for phonemes, out in zip(args.phonemes, outputs, strict=True):
+        print(f"{phonemes}\t{out[0]}")
     return 0

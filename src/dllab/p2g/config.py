@@ -1,9 +1,12 @@
 """Phoneme-to-spelling configs, torch-free so that `dllab p2g train --help` stays quick.
 
-    P2GConfig      data, model, optim, train and decode settings
-    LSTMConfig     the LSTM encoder-decoder of `dllab.p2g.model`
-    DataConfig     course TSV files or the embedded CMUdict set
-    DecodeConfig   maximum output length and decoding batch size
+    P2GConfig          data, model, optim, train and decode settings
+    LSTMConfig         the LSTM encoder-decoder of `dllab.p2g.model`
+    TransformerConfig  the Transformer encoder-decoder of `dllab.p2g.transformer` (`--arch transformer`)
+    DataConfig         course TSV files, the embedded CMUdict set, or a SIGMORPHON 2021 Task 1 language;
+                       the direction (p2g: phones -> spelling, g2p: spelling -> phones) and spelling units
+    DecodeConfig       maximum output length and decoding batch size
+    PRESETS, preset_for   per-size settings for the SIGMORPHON data (800 / 8,000 / 33,000 training words)
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dllab.config import option
 from dllab.engine.options import OptimConfig, TrainConfig
 
 COURSE_DIR = "../shared/data/wikipron-p2g"
+SIGMORPHON_DIR = "../shared/data/sigmorphon2021"
 
 
 @dataclass(frozen=True)
@@ -26,14 +30,33 @@ class LSTMConfig:
 
 
 @dataclass(frozen=True)
+class TransformerConfig:
+    d_model: int = option(128, "model width")
+    heads: int = option(4, "attention heads")
+    ff: int = option(512, "feed-forward width")
+    encoder_layers: int = option(2, "encoder layers")
+    decoder_layers: int = option(2, "decoder layers")
+    dropout: float = option(0.2, "dropout on embeddings, attention weights and sublayer outputs")
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    source: Literal["course", "cmudict"] = option("cmudict", "course TSV files, or the embedded CMUdict set")
+    source: Literal["course", "cmudict", "sigmorphon"] = option(
+        "cmudict", "course TSV files, the embedded CMUdict set, or a SIGMORPHON 2021 Task 1 language"
+    )
     dir: str = option(COURSE_DIR, "course split directory: train.tsv, valid.tsv [, test.tsv]")
     seed: int = option(0, "seed that draws the CMUdict words")
     limit_train: int = option(0, "use only the first N training pairs (0 = all)")
     limit_valid: int = option(0, "use only the first N validation / test pairs (0 = all)")
     skip_bad_lines: bool = option(False, "skip malformed TSV lines (and report how many) instead of failing")
     reverse: bool = option(False, "spell right to left (train on reversed spellings): a model for `p2g test --rescore`")
+    language: str = option("", "SIGMORPHON 2021 language code (eng_us, kor, ady, ...) with source sigmorphon")
+    sigmorphon_dir: str = option(SIGMORPHON_DIR, "the task's data folder (high/, medium/, low/)")
+    direction: Literal["p2g", "g2p"] = option("p2g", "p2g: phones -> spelling; g2p: spelling -> phones")
+    spelling_units: Literal["auto", "graphemes", "codepoints", "decomposed"] = option(
+        "auto", "spelling symbols: grapheme clusters, code points, or NFD code points (Hangul as jamo); "
+        "auto = graphemes for sigmorphon, code points for the course"
+    )
 
 
 @dataclass(frozen=True)
@@ -52,3 +75,21 @@ class P2GConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, threads=1, bucket=50))
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy, padding ignored (homework: 0)")
+    arch: Literal["lstm", "transformer"] = option("lstm", "the homework's LSTM speller, or a Transformer")
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    select: Literal["cer", "wer"] = option("cer", "keep the checkpoint with the best validation CER or WER")
+    average: int = option(0, "average the weights of the best N checkpoints (by --select) after training; 0/1 = off")
+
+
+# Per-size settings for SIGMORPHON 2021 Task 1, chosen on dev (see README, "SIGMORPHON 2021"): the preset for
+# the training set's size. Keys are config paths as on the command line.
+PRESETS: dict[str, dict[str, object]] = {
+    "low": {},
+    "medium": {},
+    "high": {},
+}
+
+
+def preset_for(train_words: int) -> str:
+    """The SIGMORPHON preset for a training set of this many words: low < 2,000 <= medium < 20,000 <= high."""
+    return "low" if train_words < 2000 else "medium" if train_words < 20000 else "high"
