@@ -6,7 +6,6 @@
     DataConfig         course TSV files, the embedded CMUdict set, or a SIGMORPHON 2021 Task 1 language;
                        the direction (p2g: phones -> spelling, g2p: spelling -> phones) and spelling units
     DecodeConfig       maximum output length and decoding batch size
-    PRESETS, preset_for   per-size settings for the SIGMORPHON data (800 / 8,000 / 33,000 training words)
 """
 
 from __future__ import annotations
@@ -79,17 +78,3 @@ class P2GConfig:
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     select: Literal["cer", "wer"] = option("cer", "keep the checkpoint with the best validation CER or WER")
     average: int = option(0, "average the weights of the best N checkpoints (by --select) after training; 0/1 = off")
-
-
-# Per-size settings for SIGMORPHON 2021 Task 1, chosen on dev (see README, "SIGMORPHON 2021"): the preset for
-# the training set's size. Keys are config paths as on the command line.
-PRESETS: dict[str, dict[str, object]] = {
-    "low": {},
-    "medium": {},
-    "high": {},
-}
-
-
-def preset_for(train_words: int) -> str:
-    """The SIGMORPHON preset for a training set of this many words: low < 2,000 <= medium < 20,000 <= high."""
-    return "low" if train_words < 2000 else "medium" if train_words < 20000 else "high"

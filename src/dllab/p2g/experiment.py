@@ -271,6 +271,8 @@ def write_task_predictions(path: Path, src: list[tuple[str, ...]], outputs: list
 
 
 def default_run_name(cfg: P2GConfig) -> str:
+    if cfg.data.source == "sigmorphon":
+        return f"sigmorphon-{cfg.data.language}-{cfg.data.direction}"
     return f"{cfg.data.source}-{'attn' if cfg.model.attn else 'noattn'}"
 
 

@@ -1,0 +1,65 @@
+"""Per-size settings for SIGMORPHON 2021 Task 1 (torch-free): 800 training words need a smaller model and more
+regularisation than 33,000. Chosen on the dev splits (README, "SIGMORPHON 2021"); never on test.
+
+    PRESETS                 name -> {config path: value}; "common" applies to every size
+    ENSEMBLES               name -> the members (seeds) per language and the beam a sweep decodes with
+    preset_for(words)       low < 2,000 <= medium < 20,000 <= high training words
+    apply_preset(cfg, ...)  a config with a preset applied under the user's own overrides
+    train_words(data_cfg)   the training set's size, counted without reading the pairs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dllab.config import apply_overrides, replace_path
+from dllab.errors import UserError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The homework's BiLSTM + Bahdanau speller, selected on dev WER (the task's measure).
+    "common": {"model.attn": True, "select": "wer", "train.bucket": 50},
+    "low": {"model.hidden": 128, "model.dropout": 0.3, "train.epochs": 60, "train.batch_size": 32},
+    "medium": {"model.hidden": 256, "model.dropout": 0.3, "train.epochs": 30, "train.batch_size": 64},
+    "high": {"model.hidden": 256, "model.dropout": 0.3, "train.epochs": 30, "train.batch_size": 64},
+}
+
+
+# Members per language (one per seed, decoded together) and the beam of the final decoding, per size.
+ENSEMBLES: dict[str, dict[str, Any]] = {
+    "low": {"seeds": (1,), "beam": 1},
+    "medium": {"seeds": (1,), "beam": 1},
+    "high": {"seeds": (1,), "beam": 1},
+}
+
+
+def preset_for(train_words: int) -> str:
+    """The preset for a training set of this many words: low < 2,000 <= medium < 20,000 <= high."""
+    return "low" if train_words < 2000 else "medium" if train_words < 20000 else "high"
+
+
+def train_words(data_cfg) -> int:
+    """Lines in the language's train file (what the preset is chosen by), or --data.limit_train if smaller."""
+    from dllab.data.sigmorphon import language_files
+
+    path = Path(language_files(data_cfg.sigmorphon_dir, data_cfg.language).train)
+    lines = sum(1 for line in path.read_bytes().split(b"\n") if line.strip())
+    return min(lines, data_cfg.limit_train) if data_cfg.limit_train else lines
+
+
+def resolve(cfg, name: str) -> str:
+    """The preset's name: `name`, or for "auto" the one for the configured language's training-set size."""
+    name = preset_for(train_words(cfg.data)) if name == "auto" else name
+    if name not in PRESETS or name == "common":
+        raise UserError(f"--preset: {name!r} is not one of auto, {', '.join(k for k in PRESETS if k != 'common')}")
+    return name
+
+
+def apply_preset(cfg, name: str, overrides: Sequence[str] = ()):
+    """`cfg` with the common settings and the preset `name` ("auto": by the training set's size), then the
+    command line's `overrides` again, so that what the user says wins."""
+    name = resolve(cfg, name)
+    for key, value in {**PRESETS["common"], **PRESETS[name]}.items():
+        cfg = replace_path(cfg, key, value)
+    return apply_overrides(cfg, overrides)

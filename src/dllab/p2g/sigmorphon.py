@@ -1,0 +1,237 @@
+"""SIGMORPHON 2021 Task 1 with the speller: every language of a subtask, in either direction, as one sweep.
+
+    <runs>/<direction>/<language>/s<seed>/       one member run per seed (`dllab p2g train` layout)
+    <runs>/<direction>/<language>/results.json   the language's dev figures: its members decoded together
+    <runs>/<direction>/<language>/predictions-dev.tsv   the dev outputs in the task's two columns
+
+`sweep` trains the members of every language as jobs of `dllab.engine.sweep.run_jobs` (parallel one-thread
+processes; a finished member is skipped, an interrupted one resumed), then decodes each language's dev split
+with the ensemble of its members (`dllab.p2g.experiment.evaluate`) in a second round of jobs.
+
+    member_config(language, direction, seed, preset, overrides)   the P2GConfig of one member
+    run_sweep(...)                train + evaluate; returns {language: results}
+    read_results(root, direction) the results.json files of a sweep root
+    macro(results)                macro-average WER / CER per subtask (the task's ranking)
+    results_table(...)            the per-language rows beside the baseline (for the CLI, bench and report)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dllab.config import apply_overrides, from_dict, replace_path, to_dict
+from dllab.data.sigmorphon import BASELINE_DEV, BASELINE_MACRO_DEV, LANGUAGES, SUBTASKS
+from dllab.engine.rundir import RunDir
+from dllab.engine.sweep import Job, run_jobs
+from dllab.io import atomic_write_json
+from dllab.p2g.config import DataConfig, P2GConfig
+from dllab.p2g.presets import apply_preset
+
+log = logging.getLogger(__name__)
+
+
+def member_config(language: str, direction: str, seed: int, preset: str = "auto", overrides: Sequence[str] = (),
+                  data_dir: str | None = None) -> P2GConfig:  # fmt: skip
+    """The config of one ensemble member: the language's data, the preset for its size, the seed, `overrides`."""
+    data = DataConfig(source="sigmorphon", language=language, direction=direction)
+    if data_dir:
+        data = replace_path(data, "sigmorphon_dir", data_dir)
+    cfg = P2GConfig(data=data)
+    cfg = apply_preset(cfg, preset, overrides) if preset != "none" else apply_overrides(cfg, overrides)
+    return replace_path(cfg, "train.seed", seed)
+
+
+def language_dir(root: str | Path, direction: str, language: str) -> Path:
+    return Path(root) / direction / language
+
+
+def train_member(run_path: str, config: dict[str, Any], threads: int) -> dict[str, Any]:
+    """A sweep job: train one member (resuming an interrupted run, skipping a finished one)."""
+    from dllab.p2g.experiment import train
+
+    cfg = from_dict(P2GConfig, config)
+    cfg = replace_path(cfg, "train.threads", threads)
+    run = RunDir(run_path)
+    history = run.read_metrics()
+    if not (history and history[-1]["epoch"] >= cfg.train.epochs and run.best_checkpoint.exists()):
+        train(cfg, run, resume=run.exists(), show_progress=False)
+        history = run.read_metrics()
+    best = min(history, key=lambda r: (r[f"val_{cfg.select}"], r["epoch"]))
+    return {"run": run_path, "best_epoch": best["epoch"], "val_wer": best["val_wer"], "val_cer": best["val_cer"],
+            "seconds": sum(r["seconds"] for r in history)}  # fmt: skip
+
+
+def evaluate_language(directory: str, members: list[str], beam: int, threads: int) -> dict[str, Any]:
+    """A sweep job: decode the language's dev split with its members together; write results.json."""
+    from dllab.p2g.experiment import evaluate
+
+    runs = [RunDir(m) for m in members]
+    began = time.perf_counter()
+    key, metrics = next(iter(evaluate(runs[0], beam=beam if beam > 1 else None, split="valid",
+                                      ensemble=runs[1:] or None).items()))  # fmt: skip
+    record = runs[0].read_config_record()
+    language = record["config"]["data"]["language"]
+    direction = record["config"]["data"]["direction"]
+    member_rows = []
+    for run in runs:
+        history = run.read_metrics()
+        select = run.read_config_record()["config"].get("select", "cer")
+        best = min(history, key=lambda r: (r[f"val_{select}"], r["epoch"]))
+        member_rows.append({"run": str(run.path), "best_epoch": best["epoch"], "epochs": len(history),
+                            "wer": 100 * best["val_wer"], "cer": best["val_cer"],
+                            "train_seconds": sum(r["seconds"] for r in history)})  # fmt: skip
+    predictions = Path(runs[0].path) / f"predictions-{key}.tsv"
+    target = Path(directory) / "predictions-dev.tsv"
+    target.write_bytes(predictions.read_bytes())
+    results = {
+        "language": language,
+        "subtask": LANGUAGES[language],
+        "direction": direction,
+        "train_words": record["data"]["sizes"]["train"],
+        "dev_words": metrics["words"],
+        "wer": 100 * metrics["wer"],  # the task's scale
+        "cer": metrics["cer"],  # PER for g2p, CER over grapheme clusters for p2g
+        "decoding": key,
+        "members": member_rows,
+        "train_seconds": sum(m["train_seconds"] for m in member_rows),
+        "eval_seconds": time.perf_counter() - began,
+        "unknown_symbols": record["data"]["unknown_symbols"]["valid"],
+        "baseline_dev_wer": BASELINE_DEV[language],
+    }
+    atomic_write_json(Path(directory) / "results.json", results)
+    return results
+
+
+def run_sweep(languages: Sequence[str], direction: str, root: str | Path, seeds: Sequence[int] | None = None,
+              preset: str = "auto", overrides: Sequence[str] = (), beam: int | None = None, workers: int = 0,
+              data_dir: str | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Train the members of every language (`seeds`, or the preset's), then decode each language's dev split
+    with them together (beam `beam`, or the preset's). Returns {language: results}."""
+    from dllab.p2g.presets import ENSEMBLES, resolve
+
+    jobs, members, beams = [], {}, {}
+    for language in languages:
+        folder = language_dir(root, direction, language)
+        members[language] = []
+        size = resolve(member_config(language, direction, 0, "none", (), data_dir), preset) if preset != "none" else ""
+        plan = ENSEMBLES.get(size, {"seeds": (1,), "beam": 1})
+        beams[language] = beam or plan["beam"]
+        for seed in seeds or plan["seeds"]:
+            cfg = member_config(language, direction, seed, preset, overrides, data_dir)
+            path = str(folder / f"s{seed}")
+            _check_same_config(RunDir(path), cfg)
+            members[language].append(path)
+            kwargs = {"run_path": path, "config": to_dict(cfg)}
+            jobs.append(Job(f"{direction}/{language}/s{seed}", train_member, kwargs))
+    # Longest first (the size is the preset's epochs x words), so that the big runs do not start last.
+    jobs.sort(key=lambda job: -_cost(job.kwargs["config"]))
+    began = time.perf_counter()
+    run_jobs(jobs, workers)
+    train_wall = time.perf_counter() - began
+    evals = [Job(f"{direction}/{lang}", evaluate_language,
+                 {"directory": str(language_dir(root, direction, lang)), "members": paths, "beam": beams[lang]})
+             for lang, paths in members.items()]  # fmt: skip
+    results = run_jobs(evals, workers)
+    summary = {"direction": direction, "languages": list(languages), "members": members, "beams": beams,
+               "train_wall_seconds": train_wall, "wall_seconds": time.perf_counter() - began}  # fmt: skip
+    atomic_write_json(Path(root) / direction / "sweep.json", summary)
+    return {job.name.split("/")[1]: results[job.name] for job in evals}
+
+
+def _cost(config: dict[str, Any]) -> float:
+    from dllab.p2g.presets import train_words
+
+    cfg = from_dict(P2GConfig, config)
+    return train_words(cfg.data) * cfg.train.epochs * (cfg.model.hidden / 128) ** 2
+
+
+def _check_same_config(run: RunDir, cfg: P2GConfig) -> None:
+    """A member run made with other settings is not silently reused: the sweep says so, naming the run."""
+    if not run.exists():
+        return
+    from dllab.config import diff
+
+    saved = run.read_config(P2GConfig)
+    changed = [k for k in diff(saved, cfg) if k not in ("train.threads", "train.epochs")]
+    if changed:
+        from dllab.errors import UserError
+
+        raise UserError(f"{run.path}: made with other settings ({', '.join(changed)}); use another --runs folder "
+                        "or delete the run")  # fmt: skip
+
+
+def read_results(root: str | Path, direction: str) -> dict[str, dict[str, Any]]:
+    """{language: results.json} of the languages a sweep root holds for `direction`, in the task's order."""
+    out = {}
+    for language in LANGUAGES:
+        path = language_dir(root, direction, language) / "results.json"
+        if path.exists():
+            out[language] = json.loads(path.read_text(encoding="utf-8"))
+    return out
+
+
+def macro(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per subtask: macro WER / CER over its languages present, how many of them, and the baseline's dev macro."""
+    out = {}
+    for subtask, langs in SUBTASKS.items():
+        rows = [results[lang] for lang in langs if lang in results]
+        if rows:
+            n = len(rows)
+            out[subtask] = {"wer": sum(r["wer"] for r in rows) / n, "cer": sum(r["cer"] for r in rows) / n,
+                            "languages": len(rows), "of": len(langs), "baseline_dev_wer": BASELINE_MACRO_DEV[subtask],
+                            "train_seconds": sum(r["train_seconds"] for r in rows)}  # fmt: skip
+    return out
+
+
+def results_table(g2p: dict[str, dict[str, Any]], p2g: dict[str, dict[str, Any]]) -> tuple[list[str], list[list]]:
+    """(header, rows): per language, the baseline's dev WER, G2P WER / PER, P2G WER / CER, training minutes."""
+    header = ["language", "subtask", "train words", "baseline G2P dev WER", "G2P dev WER", "G2P dev PER",
+              "P2G dev WER", "P2G dev CER", "training min (G2P / P2G)"]  # fmt: skip
+    rows = []
+    for language in LANGUAGES:
+        g, p = g2p.get(language), p2g.get(language)
+        if g is None and p is None:
+            continue
+        words = (g or p)["train_words"]
+        minutes = " / ".join(f"{r['train_seconds'] / 60:.1f}" if r else "—" for r in (g, p))
+        rows.append([language, LANGUAGES[language], words, BASELINE_DEV[language],
+                     g["wer"] if g else "—", g["cer"] if g else "—", p["wer"] if p else "—", p["cer"] if p else "—",
+                     minutes])  # fmt: skip
+    return header, rows
+
+
+def print_results(root: str | Path, languages: Sequence[str] | None = None) -> None:
+    """The per-language table (G2P and P2G beside the baseline) and the macro averages, as text."""
+    g2p, p2g = read_results(root, "g2p"), read_results(root, "p2g")
+    if languages is not None:
+        g2p = {k: v for k, v in g2p.items() if k in languages}
+        p2g = {k: v for k, v in p2g.items() if k in languages}
+    header, rows = results_table(g2p, p2g)
+    widths = [max(len(_fmt(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    for row in [header, *rows]:
+        cells = [_fmt(x).rjust(w) if i else _fmt(x).ljust(w) for i, (x, w) in enumerate(zip(row, widths, strict=True))]
+        print("  ".join(cells))
+    for direction, results in (("G2P", g2p), ("P2G", p2g)):
+        for subtask, m in macro(results).items():
+            extra = "" if m["languages"] == m["of"] else f" ({m['languages']} of {m['of']} languages)"
+            versus = f" vs the baseline's {m['baseline_dev_wer']:.2f}" if direction == "G2P" else ""
+            rate = "PER" if direction == "G2P" else "CER"
+            print(f"{direction} {subtask} macro dev WER {m['wer']:.2f}{versus}, {rate} {m['cer']:.4f}{extra}; "
+                  f"training {m['train_seconds'] / 60:.1f} min")
+    for direction in ("g2p", "p2g"):
+        path = Path(root) / direction / "sweep.json"
+        if path.exists():
+            s = json.loads(path.read_text(encoding="utf-8"))
+            print(f"{direction} sweep of {len(s['languages'])} language(s): {s['wall_seconds'] / 60:.1f} min wall "
+                  f"(training {s['train_wall_seconds'] / 60:.1f} min)")
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.4f}" if x < 1 else f"{x:.2f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
