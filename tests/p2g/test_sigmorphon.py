@@ -49,7 +49,7 @@ def evaluate_py_wer(gold_path, prediction_path, column):
 
 @pytest.mark.slow
 def test_sweep_trains_scores_and_resumes_in_both_directions(task, capsys):
-    runs, data = task / "runs", task / "data"
+    runs, data = task / "runs" / "sigmorphon", task / "data"
     argv = ["p2g", "sweep", "ady,gre", "--direction", "both", "--runs", str(runs), "--data-dir", str(data),
             "--preset", "low", "--seeds", "1", "2", *TINY]  # fmt: skip
     assert main(argv) == 0
@@ -77,10 +77,21 @@ def test_sweep_trains_scores_and_resumes_in_both_directions(task, capsys):
     sweep = json.loads((runs / "g2p" / "sweep.json").read_text())
     assert sweep["members"]["ady"] == [str(runs / "g2p" / "ady" / "s1"), str(runs / "g2p" / "ady" / "s2")]
 
+    # the report's subsection: the per-language table beside the baseline, macro rows, the figure
+    from dllab.p2g.report import sigmorphon_section
+    from dllab.report.document import Figure, ReportContext, Table
+
+    section = sigmorphon_section(ReportContext(task / "runs", task / "report"))
+    tables = [b for b in section.blocks if isinstance(b, Table)]
+    assert [row[0] for row in tables[0].rows] == ["ady", "gre"] and tables[0].rows[0][3] == 22
+    assert [row[:3] for row in tables[1].rows] == [["G2P", "low", "2/10"], ["P2G", "low", "2/10"]]
+    figure = next(b for b in section.blocks if isinstance(b, Figure))
+    assert (task / "report" / figure.path).exists()
+
 
 @pytest.mark.slow
 def test_test_file_scores_any_task_file_and_writes_the_task_columns(task, capsys):
-    runs, data = task / "runs", task / "data"
+    runs, data = task / "runs" / "file", task / "data"
     assert main(["p2g", "sweep", "gre", "--runs", str(runs), "--data-dir", str(data), "--preset", "low",
                  "--seeds", "1", *TINY]) == 0  # fmt: skip
     run = runs / "g2p" / "gre" / "s1"
@@ -105,3 +116,11 @@ def test_train_on_a_language_needs_its_files(tmp_path, capsys):
     assert "ady_train.tsv: no such file" in capsys.readouterr().err
     assert main(["p2g", "sweep", "xx", "--runs", str(tmp_path)]) == 2
     assert "unknown language or subtask xx" in capsys.readouterr().err
+
+
+def test_report_subsection_without_sweeps_names_the_command(tmp_path):
+    from dllab.p2g.report import sigmorphon_section
+    from dllab.report.document import ReportContext
+
+    section = sigmorphon_section(ReportContext(tmp_path / "runs", tmp_path / "report"))
+    assert "dllab p2g sweep all" in section.blocks[0].text

@@ -81,7 +81,7 @@ class TransformerSeq2Seq(nn.Module):
     def _decode(self, tgt_in: Tensor, memory: Tensor, pad: Tensor) -> Tensor:
         """tgt_in (B, T) -> logits (B, T, V), each position seeing the prefix up to itself."""
         T = tgt_in.shape[1]
-        causal = torch.triu(torch.full((T, T), float("-inf"), device=tgt_in.device), diagonal=1)
+        causal = torch.triu(torch.ones((T, T), dtype=torch.bool, device=tgt_in.device), diagonal=1)  # True: hidden
         out = self.decoder(self._embed(self.tgt_embed, tgt_in), memory, tgt_mask=causal,
                            tgt_key_padding_mask=tgt_in == PAD, memory_key_padding_mask=pad)  # fmt: skip
         return F.linear(out, self.tgt_embed.weight)  # (B, T, V), tied to the target embedding
