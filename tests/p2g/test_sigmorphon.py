@@ -124,3 +124,12 @@ def test_report_subsection_without_sweeps_names_the_command(tmp_path):
 
     section = sigmorphon_section(ReportContext(tmp_path / "runs", tmp_path / "report"))
     assert "dllab p2g sweep all" in section.blocks[0].text
+
+
+@pytest.mark.slow
+def test_bench_speed_compares_each_preset_with_the_homework_model(task):
+    from dllab.p2g.sigmorphon_bench import training_words_per_second
+
+    rows = training_words_per_second("ady", "g2p", str(task / "data"), words=48, rounds=1)
+    assert rows[0][0].startswith("homework model") and [r[0].split()[1] for r in rows[1:]] == ["low", "medium", "high"]
+    assert all(speed > 0 for _, speed in rows)

@@ -102,7 +102,7 @@ def train(
     seed_everything(cfg.train.seed)
     model = build_model(cfg, data.src_vocab, data.tgt_vocab)
     log.info(
-        "%s: %d train / %d valid words, %d phonemes, %d letters, %s parameters",
+        "%s: %d train / %d valid words, %d source and %d target symbols, %s parameters",
         run.path, len(data.train), len(data.valid_gold), len(data.src_vocab), len(data.tgt_vocab),
         f"{sum(p.numel() for p in model.parameters()):,}",
     )  # fmt: skip

@@ -67,13 +67,24 @@ def train_member(run_path: str, config: dict[str, Any], threads: int) -> dict[st
 
 
 def evaluate_language(directory: str, members: list[str], beam: int, threads: int) -> dict[str, Any]:
-    """A sweep job: decode the language's dev split with its members together; write results.json."""
+    """A sweep job: decode the language's dev split with its members together; write results.json.
+
+    On the way it measures what each step adds, on dev: one member alone decoded greedily (its kept
+    checkpoints averaged when the preset says --average), the members together greedily, then with the beam."""
     from dllab.p2g.experiment import evaluate
 
     runs = [RunDir(m) for m in members]
     began = time.perf_counter()
+    steps = {}
+    _, single = next(iter(evaluate(runs[0], split="valid").items()))
+    steps["one member, greedy"] = 100 * single["wer"]
+    if len(runs) > 1:
+        _, together = next(iter(evaluate(runs[0], split="valid", ensemble=runs[1:]).items()))
+        steps[f"{len(runs)} members, greedy"] = 100 * together["wer"]
     key, metrics = next(iter(evaluate(runs[0], beam=beam if beam > 1 else None, split="valid",
                                       ensemble=runs[1:] or None).items()))  # fmt: skip
+    if beam > 1:
+        steps[f"{len(runs)} member(s), beam {beam}"] = 100 * metrics["wer"]
     record = runs[0].read_config_record()
     language = record["config"]["data"]["language"]
     direction = record["config"]["data"]["direction"]
@@ -97,6 +108,7 @@ def evaluate_language(directory: str, members: list[str], beam: int, threads: in
         "wer": 100 * metrics["wer"],  # the task's scale
         "cer": metrics["cer"],  # PER for g2p, CER over grapheme clusters for p2g
         "decoding": key,
+        "steps": steps,  # dev WER after each step: one member, the ensemble (greedy), the beam
         "members": member_rows,
         "train_seconds": sum(m["train_seconds"] for m in member_rows),
         "eval_seconds": time.perf_counter() - began,
