@@ -74,8 +74,8 @@ def test_sweep_trains_scores_and_resumes_in_both_directions(task, capsys):
     before = {p: p.stat().st_mtime for p in runs.rglob("last.pt")}
     assert main(argv) == 0
     assert {p: p.stat().st_mtime for p in runs.rglob("last.pt")} == before
-    sweep = json.loads((runs / "g2p" / "sweep.json").read_text())
-    assert sweep["members"]["ady"] == [str(runs / "g2p" / "ady" / "s1"), str(runs / "g2p" / "ady" / "s2")]
+    sweep = json.loads((runs / "sweep.json").read_text())
+    assert sweep["members"]["g2p/ady"] == [str(runs / "g2p" / "ady" / "s1"), str(runs / "g2p" / "ady" / "s2")]
 
     # the report's subsection: the per-language table beside the baseline, macro rows, the figure
     from dllab.p2g.report import sigmorphon_section

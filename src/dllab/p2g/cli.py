@@ -193,9 +193,8 @@ def cmd_sweep(args) -> int:
     setup_logging()
     languages = select_languages(args.languages)
     directions = ["g2p", "p2g"] if args.direction == "both" else [args.direction]
-    for direction in directions:
-        run_sweep(languages, direction, args.runs, args.seeds, args.preset, args.overrides, args.beam, args.workers,
-                  args.data_dir)  # fmt: skip
+    run_sweep(languages, directions, args.runs, args.seeds, args.preset, args.overrides, args.beam, args.workers,
+              args.data_dir)  # fmt: skip
     print_results(args.runs, languages)
     return 0
 

@@ -4,9 +4,9 @@
     <runs>/<direction>/<language>/results.json   the language's dev figures: its members decoded together
     <runs>/<direction>/<language>/predictions-dev.tsv   the dev outputs in the task's two columns
 
-`sweep` trains the members of every language as jobs of `dllab.engine.sweep.run_jobs` (parallel one-thread
-processes; a finished member is skipped, an interrupted one resumed), then decodes each language's dev split
-with the ensemble of its members (`dllab.p2g.experiment.evaluate`) in a second round of jobs.
+`run_sweep` makes one job of `dllab.engine.sweep.run_jobs` per (direction, language) (parallel one-thread
+processes): it trains the language's members (a finished member is skipped, an interrupted one resumed),
+then decodes its dev split with them together (`dllab.p2g.experiment.evaluate`).
 
     member_config(language, direction, seed, preset, overrides)   the P2GConfig of one member
     run_sweep(...)                train + evaluate; returns {language: results}
@@ -119,40 +119,47 @@ def evaluate_language(directory: str, members: list[str], beam: int, threads: in
     return results
 
 
-def run_sweep(languages: Sequence[str], direction: str, root: str | Path, seeds: Sequence[int] | None = None,
-              preset: str = "auto", overrides: Sequence[str] = (), beam: int | None = None, workers: int = 0,
-              data_dir: str | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Train the members of every language (`seeds`, or the preset's), then decode each language's dev split
-    with them together (beam `beam`, or the preset's). Returns {language: results}."""
+def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | Path,
+              seeds: Sequence[int] | None = None, preset: str = "auto", overrides: Sequence[str] = (),
+              beam: int | None = None, workers: int = 0, data_dir: str | None = None) -> dict[str, dict[str, Any]]:
+    """One job per (direction, language), all in one pool, the costliest first: each trains the language's
+    members one after another (`seeds`, or the preset's; finished ones skipped, interrupted ones resumed),
+    then decodes its dev split with them together (beam `beam`, or the preset's), so results appear language
+    by language. Writes <root>/sweep.json (members, beams, wall time). Returns {"<direction>/<language>": results}."""
     from dllab.p2g.presets import ENSEMBLES, resolve
 
     jobs, members, beams = [], {}, {}
-    for language in languages:
-        folder = language_dir(root, direction, language)
-        members[language] = []
-        size = resolve(member_config(language, direction, 0, "none", (), data_dir), preset) if preset != "none" else ""
-        plan = ENSEMBLES.get(size, {"seeds": (1,), "beam": 1})
-        beams[language] = beam or plan["beam"]
-        for seed in seeds or plan["seeds"]:
-            cfg = member_config(language, direction, seed, preset, overrides, data_dir)
-            path = str(folder / f"s{seed}")
-            _check_same_config(RunDir(path), cfg)
-            members[language].append(path)
-            kwargs = {"run_path": path, "config": to_dict(cfg)}
-            jobs.append(Job(f"{direction}/{language}/s{seed}", train_member, kwargs))
-    # Longest first (the size is the preset's epochs x words), so that the big runs do not start last.
-    jobs.sort(key=lambda job: -_cost(job.kwargs["config"]))
+    for direction in directions:
+        for language in languages:
+            name = f"{direction}/{language}"
+            folder = language_dir(root, direction, language)
+            bare = member_config(language, direction, 0, "none", (), data_dir)
+            size = resolve(bare, preset) if preset != "none" else ""
+            plan = ENSEMBLES.get(size, {"seeds": (1,), "beam": 1})
+            beams[name] = beam or plan["beam"]
+            configs = []
+            for seed in seeds or plan["seeds"]:
+                cfg = member_config(language, direction, seed, preset, overrides, data_dir)
+                path = str(folder / f"s{seed}")
+                _check_same_config(RunDir(path), cfg)
+                configs.append((path, to_dict(cfg)))
+            members[name] = [path for path, _ in configs]
+            jobs.append(Job(name, train_language, {"directory": str(folder), "members": configs, "beam": beams[name]}))
+    # Costliest first (training words x epochs x members, scaled by model size), so no big job starts last.
+    jobs.sort(key=lambda job: -sum(_cost(config) for _, config in job.kwargs["members"]))
     began = time.perf_counter()
-    run_jobs(jobs, workers)
-    train_wall = time.perf_counter() - began
-    evals = [Job(f"{direction}/{lang}", evaluate_language,
-                 {"directory": str(language_dir(root, direction, lang)), "members": paths, "beam": beams[lang]})
-             for lang, paths in members.items()]  # fmt: skip
-    results = run_jobs(evals, workers)
-    summary = {"direction": direction, "languages": list(languages), "members": members, "beams": beams,
-               "train_wall_seconds": train_wall, "wall_seconds": time.perf_counter() - began}  # fmt: skip
-    atomic_write_json(Path(root) / direction / "sweep.json", summary)
-    return {job.name.split("/")[1]: results[job.name] for job in evals}
+    results = run_jobs(jobs, workers)
+    summary = {"directions": list(directions), "languages": list(languages), "members": members, "beams": beams,
+               "workers": workers, "wall_seconds": time.perf_counter() - began}  # fmt: skip
+    atomic_write_json(Path(root) / "sweep.json", summary)
+    return results
+
+
+def train_language(directory: str, members: list[tuple[str, dict[str, Any]]], beam: int, threads: int) -> dict:
+    """A sweep job: train a language's members one after another, then score its dev split with them."""
+    for path, config in members:
+        train_member(path, config, threads)
+    return evaluate_language(directory, [path for path, _ in members], beam, threads)
 
 
 def _cost(config: dict[str, Any]) -> float:
@@ -235,12 +242,11 @@ def print_results(root: str | Path, languages: Sequence[str] | None = None) -> N
             rate = "PER" if direction == "G2P" else "CER"
             print(f"{direction} {subtask} macro dev WER {m['wer']:.2f}{versus}, {rate} {m['cer']:.4f}{extra}; "
                   f"training {m['train_seconds'] / 60:.1f} min")
-    for direction in ("g2p", "p2g"):
-        path = Path(root) / direction / "sweep.json"
-        if path.exists():
-            s = json.loads(path.read_text(encoding="utf-8"))
-            print(f"{direction} sweep of {len(s['languages'])} language(s): {s['wall_seconds'] / 60:.1f} min wall "
-                  f"(training {s['train_wall_seconds'] / 60:.1f} min)")
+    path = Path(root) / "sweep.json"
+    if path.exists():
+        s = json.loads(path.read_text(encoding="utf-8"))
+        print(f"last sweep ({' and '.join(s['directions'])}, {len(s['languages'])} language(s), all in one pool): "
+              f"{s['wall_seconds'] / 60:.1f} min wall")
 
 
 def _fmt(x: Any) -> str:

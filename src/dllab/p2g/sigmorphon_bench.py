@@ -99,8 +99,7 @@ def run(args) -> int:
         print()
     start, began = cpu_counters(), time.perf_counter()
     before = {d: {k: v["train_seconds"] for k, v in read_results(args.runs, d).items()} for d in directions}
-    for direction in directions:
-        run_sweep(languages, direction, args.runs, workers=args.workers, data_dir=args.data_dir)
+    run_sweep(languages, directions, args.runs, workers=args.workers, data_dir=args.data_dir)
     wall = time.perf_counter() - began
     print()
     print_results(args.runs, languages)
