@@ -33,8 +33,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 2.5-3x the time per word on these CPUs, which the 2-core budget of the sweep leaves no room for.
     "medium": {"model.hidden": 128, "model.dropout": 0.3, "train.epochs": 15, "train.batch_size": 64,
                "optim.warmup_steps": 200},
-    # 33,344 words: one language, so a wider model fits beside the others in the sweep's time.
-    "high": {"model.hidden": 256, "model.dropout": 0.3, "train.epochs": 15, "train.batch_size": 64,
+    # 33,344 words: one language, so a somewhat wider model fits beside the others in the sweep's time (hidden
+    # 256 trains at 0.45x the homework model's words/s, which would make English alone last longer than the
+    # other 20 languages together on 2 shared cores).
+    "high": {"model.hidden": 192, "model.dropout": 0.3, "train.epochs": 12, "train.batch_size": 64,
              "optim.warmup_steps": 400},
 }
 
