@@ -75,3 +75,27 @@ def test_building_every_parser_does_not_import_torch():
     count, *loaded, torch_loaded = proc.stdout.split()
     assert int(count) > 10 and loaded == list(CAPABILITIES), proc.stdout
     assert torch_loaded == "False", "building the `dllab` parsers imported torch"
+
+
+@pytest.mark.parametrize("command", [("vision", "train"), ("vision", "sweep"), ("p2g", "train"), ("asr", "train")],
+                         ids="-".join)  # fmt: skip
+@pytest.mark.parametrize("name", ["../../x", "a/b", "", ".", ".."])
+def test_every_training_command_refuses_path_like_names(command, name, tmp_path, capsys):
+    runs = tmp_path / "deep" / "runs"
+    assert main([*command, "--runs", str(runs), "--name", name]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dllab: error: --name ") and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_system_fault_outside_library_code_is_one_line(monkeypatch, capsys):
+    import errno
+
+    from dllab.vision import cli as vision_cli
+
+    def fail(args):
+        raise OSError(errno.EROFS, "Read-only file system", "/somewhere/out.png")
+
+    monkeypatch.setattr(vision_cli, "cmd_params", fail)
+    assert main(["vision", "params"]) == 2
+    assert capsys.readouterr().err == "dllab: error: /somewhere/out.png: Read-only file system\n"

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", metavar="<benchmark>")
     for _, plugin in rooms("bench"):
         plugin.add_bench(bench_sub)
+    report_cli.add_bench(bench_sub)
     bench.set_defaults(func=lambda args: _print_help(bench))
     return parser
 
@@ -92,15 +93,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dllab: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("dllab: interrupted (rerun with --resume to continue from the last checkpoint)", file=sys.stderr)
+        print(f"dllab: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+    except OSError as err:  # a file-system fault no library code turned into a UserError: still one line
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"dllab: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except Exception as err:
+        if isinstance(err, MemoryError) or (
+            isinstance(err, RuntimeError) and ("can't allocate memory" in str(err) or "out of memory" in str(err))
+        ):
+            first = str(err).splitlines()[0] if str(err) else "MemoryError"
+            print(f"dllab: error: out of memory ({first}): try smaller sizes (batch, model, limits)", file=sys.stderr)
+            return 2
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Under torchrun: say which rank failed and how to continue; torchrun then stops the others.
             rank = os.environ.get("RANK", "?")
             print(f"dllab: rank {rank} failed: {type(err).__name__}: {err}. The last checkpoint is intact: "
                   "rerun the same torchrun command with --resume.", file=sys.stderr)
         raise
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What to rerun after Ctrl-C: the command's own hint (`set_defaults(interrupted=...)`), --resume for a
+    command that has it, nothing otherwise."""
+    if getattr(args, "interrupted", None):
+        return f" ({args.interrupted})"
+    if hasattr(args, "resume"):
+        return " (rerun with --resume to continue from the last checkpoint)"
+    return ""
 
 
 if __name__ == "__main__":

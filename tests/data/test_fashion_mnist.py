@@ -56,3 +56,40 @@ def test_missing_folder_names_the_path_and_the_fix(tmp_path, monkeypatch):
 def test_debian_package_files_parse():
     splits = load_fashion_mnist()
     assert (len(splits.train), len(splits.val), len(splits.test)) == (50000, 10000, 10000)
+
+
+def test_a_download_is_checked_stamped_and_refetched_when_it_changes(tmp_path, monkeypatch):
+    import io
+    import urllib.request
+
+    from dllab.data import fashion_mnist as fm
+    from synthetic import make_images
+
+    served = {}
+    for split, n in (("train", 30), ("t10k", 20)):
+        x, y = make_images(n, 10, (28, 28), seed=n)
+        for kind, arr in (("images-idx3", x), ("labels-idx1", y)):
+            buf = tmp_path / "src.gz"
+            write_idx(buf, arr)
+            served[f"{split}-{kind}-ubyte.gz"] = buf.read_bytes()
+    fetched = []
+
+    def urlopen(url, timeout=None):
+        name = url.rsplit("/", 1)[-1]
+        fetched.append(name)
+        return io.BytesIO(served[name])
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(fm, "SYSTEM_DIR", tmp_path / "none")
+    monkeypatch.setenv("DLLAB_CACHE", str(tmp_path / "cache"))
+    root = fm.find_root()
+    assert sorted(fetched) == sorted(served) and (root / "download.json").exists()
+    fetched.clear()
+    assert fm.find_root() == root and fetched == []  # intact: reused
+    (root / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b garbage")  # changed after its download
+    assert fm.find_root() == root and fetched == ["train-labels-idx1-ubyte.gz"]
+    assert len(fm.load_fashion_mnist(n_val=5).train) == 25
+    served["t10k-labels-idx1-ubyte.gz"] = b"<html>not found</html>"  # a broken download is refused
+    (root / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UserError, match="download failed .*not an IDX file"):
+        fm.find_root()

@@ -67,3 +67,11 @@ def test_split_ranges_follow_the_course_split():
     assert (ranges["train"].stop, ranges["val"].stop, ranges["test"].stop) == (9_825, 10_480, 13_100)
     small = split_ranges(20)
     assert len(small["train"]) == 15 and len(small["val"]) >= 1 and small["test"].stop == 20
+
+
+@pytest.mark.parametrize("line", ["LJ001-0001|||", "LJ001-0001||", "LJ001-0001|text|||", "LJ001-0001|x|...",
+                                  "LJ001-0001|x| | |"])  # fmt: skip
+def test_a_transcript_without_letters_is_an_error_whatever_the_column_count(tmp_path, line):
+    root = _corpus(tmp_path / "c", ["a|x|x", line])
+    with pytest.raises(UserError, match=r"metadata\.csv:2: empty transcript for LJ001-0001"):
+        read_metadata(root)

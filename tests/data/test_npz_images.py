@@ -54,7 +54,14 @@ def test_missing_and_corrupt_files(tmp_path):
     with pytest.raises(UserError, match="intel.npz: no such file"):
         load_intel(tmp_path / "intel.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(UserError, match="junk.npz: not a readable .npz"):
+    with pytest.raises(UserError, match="junk.npz: not an .npz archive") as err:
         load_octmnist(tmp_path / "junk.npz")
+    assert "pickle" not in str(err.value)  # numpy's guess for any non-zip file, never the right diagnosis
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(UserError, match="empty.npz: not an .npz archive .* an empty file"):
+        load_octmnist(tmp_path / "empty.npz")
+    (tmp_path / "torn.npz").write_bytes(b"PK\x03\x04 and then nothing")
+    with pytest.raises(UserError, match="torn.npz: not a readable .npz"):
+        load_octmnist(tmp_path / "torn.npz")
     with pytest.raises(UserError, match="RGB"):
         load_intel(_write(tmp_path / "grey.npz", 6, (48, 48, 1)))

@@ -1,3 +1,5 @@
+import errno
+import json
 import math
 from fractions import Fraction
 
@@ -109,12 +111,13 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"w": torch.ones(3), "epoch": 1})
 
-    def broken_save(obj, fh, *a, **k):
-        fh.write(b"half a checkpoint")
-        raise OSError("disk full")
+    import dllab.io
 
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    def broken_fsync(fd):  # the half-written temporary file hits a full disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dllab.io.os, "fsync", broken_fsync)
+    with pytest.raises(UserError, match=r"cannot write .*last.pt: No space left on device \(free some space"):
         save_checkpoint(path, {"w": torch.zeros(3), "epoch": 2})
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
@@ -205,3 +208,134 @@ def test_bf16_precision_runs_the_loss_under_autocast_and_keeps_float32_weights(t
     assert seen[:3] == [(True, torch.bfloat16)] * 3 and seen[3] == ("eval", False)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def _nan_at(epoch, step, seen=None):
+    """A cross-entropy loss that turns NaN at (epoch, step) of a 12-step epoch (steps counted from 1)."""
+    calls = [0]
+
+    def loss(m, batch):
+        calls[0] += 1
+        x, y = batch
+        value = F.cross_entropy(m(x), y)
+        if calls[0] == (epoch - 1) * 12 + step:
+            return value * float("nan")
+        return value
+
+    return loss
+
+
+def test_a_non_finite_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
+    from dllab.engine.loop import NonFiniteLoss
+
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss nan at epoch 2, step 5/12.*checkpoint \(epoch 1\)"):
+        _run(tmp_path, "r", epochs=3, loss_fn=_nan_at(2, 5))
+    run = RunDir(tmp_path / "r")
+    assert [r["epoch"] for r in run.read_metrics()] == [1]
+    assert load_checkpoint(run.last_checkpoint)["epoch"] == 1
+    for line in run.metrics_path.read_text().splitlines():  # strict JSON: the parser refuses NaN / Infinity
+        json.loads(line, parse_constant=lambda token: pytest.fail(f"bare {token} in metrics.jsonl"))
+    before = load_checkpoint(run.last_checkpoint)["model"]
+
+    # --resume with a lower learning rate goes on from epoch 1's checkpoint.
+    train = _data()
+    model = _model(7)
+    optim = OptimConfig(optimizer="sgd", lr=0.01, momentum=0.9)
+    tcfg = TrainConfig(epochs=3, batch_size=8, seed=3, device="cpu")
+
+    def loss(m, batch):
+        return F.cross_entropy(m(batch[0]), batch[1])
+
+    result = fit(model, train, loss, lambda m: {"val_acc": 0.5}, optim, tcfg, run, resume=True)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert [r["lr"] for r in result.history] == [0.1, 0.01, 0.01]
+    assert not torch.equal(before["0.weight"], model[0].weight)
+
+
+def test_a_non_finite_gradient_stops_before_the_update(tmp_path):
+    from dllab.engine.loop import NonFiniteLoss
+
+    def loss(m, batch):
+        x, y = batch
+        value = F.cross_entropy(m(x), y)
+        return value + 0.0 * torch.sqrt(m[0].weight.abs() * 0).sum()  # finite value, infinite gradient
+
+    with pytest.raises(NonFiniteLoss, match=r"non-finite gradient at epoch 1, step 1/12.*no epoch"):
+        _run(tmp_path, "g", epochs=1, loss_fn=loss)
+    assert RunDir(tmp_path / "g").read_metrics() == [] and not RunDir(tmp_path / "g").last_checkpoint.exists()
+
+
+def test_metrics_are_appended_before_the_checkpoint(tmp_path, monkeypatch):
+    """A crash while saving epoch 2's checkpoint leaves epoch 2's record, which --resume drops and redoes."""
+    import dllab.engine.loop as loop
+
+    real, calls = loop.save_checkpoint, []
+
+    def failing(path, state):
+        if path.name == "last.pt" and state["epoch"] == 2:
+            raise UserError("cannot write last.pt: No space left on device")
+        calls.append(path.name)
+        real(path, state)
+
+    monkeypatch.setattr(loop, "save_checkpoint", failing)
+    with pytest.raises(UserError, match="No space"):
+        _run(tmp_path, "c", epochs=3)
+    run = RunDir(tmp_path / "c")
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2] and load_checkpoint(run.last_checkpoint)["epoch"] == 1
+    monkeypatch.undo()
+    result, _, _ = _run(tmp_path, "c", epochs=3, resume=True)
+    reference, _, _ = _run(tmp_path, "ref", epochs=3)
+    assert _strip(result.history) == _strip(reference.history)
+
+
+def test_a_second_process_cannot_train_the_same_run(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    run = RunDir(tmp_path / "busy")
+    run.path.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from dllab.engine.rundir import RunDir; "
+         "RunDir(sys.argv[1]).claim(); print('held', flush=True); time.sleep(60)", str(run.path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        began = time.perf_counter()
+        with pytest.raises(UserError, match=rf"run .*busy is in use by another dllab process \(pid {holder.pid}\)"):
+            _run(tmp_path, "busy", epochs=1)
+        assert time.perf_counter() - began < 5  # refused at once, not after waiting
+        assert run.read_metrics() == []
+    finally:
+        holder.kill()
+        holder.wait()
+    _run(tmp_path, "busy", epochs=1)  # the holder died: its lock went with it
+
+
+def test_non_finite_gradients_are_found_without_changing_them():
+    from dllab.engine.loop import non_finite_gradients
+
+    a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2))
+    a.grad, b.grad = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, -0.5])
+    assert not bool(non_finite_gradients([a, b])) and torch.equal(a.grad, torch.tensor([1.0, 2.0, 3.0]))
+    b.grad[1] = float("inf")
+    assert bool(non_finite_gradients([a, b]))
+    b.grad[1] = float("nan")
+    assert bool(non_finite_gradients([a, b])) and not bool(non_finite_gradients([a]))
+    assert not bool(non_finite_gradients([nn.Parameter(torch.ones(1))]))  # no gradient yet
+
+
+def test_a_non_finite_gradient_is_caught_when_clipping_too(tmp_path):
+    from dllab.engine.loop import NonFiniteLoss
+
+    train = _data()
+    model = _model(7)
+
+    def loss(m, batch):
+        return F.cross_entropy(m(batch[0]), batch[1]) + 0.0 * torch.sqrt(m[0].weight.abs() * 0).sum()
+
+    optim = OptimConfig(optimizer="sgd", lr=0.1, grad_clip=1.0)
+    tcfg = TrainConfig(epochs=1, batch_size=8, seed=3, device="cpu")
+    with pytest.raises(NonFiniteLoss, match="non-finite gradient at epoch 1, step 1/12"):
+        fit(model, train, loss, lambda m: {"val_acc": 0.5}, optim, tcfg, RunDir(tmp_path / "c"))

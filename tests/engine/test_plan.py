@@ -90,3 +90,15 @@ def test_a_corrupt_state_file_is_a_clear_error(tmp_path):
     (tmp_path / "plan.json").write_text("{not json")
     with pytest.raises(UserError, match="plan.json: not a plan state"):
         PlanState(tmp_path)
+
+
+def test_what_others_wait_for_starts_first():
+    # corpus (2 s) gates two 10 s trainings; a 3 s task is longer but nothing waits for it.
+    tasks = [
+        Task("other", sleep_for, seconds=3),
+        Task("corpus", sleep_for, seconds=2),
+        Task("train1", sleep_for, seconds=10, after=("corpus",)),
+        Task("train2", sleep_for, seconds=10, after=("corpus",)),
+    ]
+    slots = {s.task: s for s in simulate(tasks, cores=2)}
+    assert slots["corpus"].start == 0 and makespan(slots.values()) == 13  # 12 + the core "other" held

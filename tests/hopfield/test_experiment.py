@@ -1,12 +1,13 @@
 """Retrieval and capacity experiments on tiny generated images and random +-1 patterns."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from dllab.config import apply_overrides
+from dllab.config import apply_overrides, parse_overrides
 from dllab.errors import UserError
 from dllab.hopfield.experiment import (
     CapacityConfig,
@@ -74,11 +75,17 @@ def test_retrieval_experiment_large_beta_retrieves_small_beta_averages(tmp_path)
      (["--queries=0"], "--queries")],
 )  # fmt: skip
 def test_retrieval_rejects_bad_config_naming_the_key(tmp_path, words, key):
-    cfg = apply_overrides(RetrievalConfig(n_patterns=(10,), grid_patterns=10), words)
-    with pytest.raises(UserError, match=key):
-        run_retrieval(cfg, tmp_path, blob_images(10))
+    with pytest.raises(UserError, match=key):  # the option's declared range, checked as the overrides are read
+        apply_overrides(RetrievalConfig(n_patterns=(10,), grid_patterns=10), words)
+    with pytest.raises(UserError, match=key):  # and again by the experiment, for callers that skip the parser
+        run_retrieval(replace(RetrievalConfig(n_patterns=(10,), grid_patterns=10), **_parsed(words)), tmp_path,
+                      blob_images(10))  # fmt: skip
     with pytest.raises(UserError, match="n_patterns"):
         run_retrieval(RetrievalConfig(n_patterns=(11,), grid_patterns=10), tmp_path, blob_images(10))
+
+
+def _parsed(words):
+    return {k: v for k, v in parse_overrides(RetrievalConfig, words).items()}
 
 
 def test_classical_network_recalls_few_orthogonal_patterns_exactly():

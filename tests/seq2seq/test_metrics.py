@@ -93,3 +93,12 @@ def test_undefined_rates_are_errors():
         word_error_rate(["a"], [" "])
     with pytest.raises(ValueError, match="at least one sample"):
         wer_at_k([[]], ["a"])
+
+
+def test_degenerate_share_counts_loops_the_reference_lacks():
+    from dllab.seq2seq.metrics import degenerate_share
+
+    refs = ["and the lord said", "no no no said he", "a b c", "go"]
+    hyps = ["and the the the the", "no no no said he", "a b c", "go go go go go"]
+    assert degenerate_share(hyps, refs) == 0.5  # the second repeats as its reference does
+    assert degenerate_share(["the the"], ["x"]) == 0.0  # two in a row is not a loop

@@ -121,10 +121,11 @@ def cmd_build_corpus(args) -> int:
 def cmd_train(args) -> int:
     from dllab.asr.experiment import train_run
     from dllab.engine.logs import setup_logging
+    from dllab.engine.rundir import RunDir
 
     setup_logging()
     cfg = _config(args)
-    run_path = args.runs / "asr" / (args.name or cfg.model.decoder)
+    run_path = RunDir.named(args.runs, "asr", cfg.model.decoder if args.name is None else args.name).path
     summary = train_run(cfg, run_path, resume=args.resume, overwrite=args.overwrite)
     if not summary:  # a non-zero rank under torchrun: rank 0 reports
         return 0

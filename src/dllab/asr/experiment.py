@@ -94,13 +94,14 @@ def transcribe(
 
 
 def score(hyps: list[str], refs: list[str]) -> dict[str, float]:
-    """CER, WER and the course's three similarities (averaged per utterance)."""
+    """CER, WER, the course's three similarities (averaged per utterance) and the share of looping outputs."""
     return {
         "cer": metrics.character_error_rate(hyps, refs),
         "wer": metrics.word_error_rate(hyps, refs),
         "jaccard": metrics.jaccard_similarity(hyps, refs),
         "cosine": metrics.cosine_similarity(hyps, refs),
         "damerau_levenshtein": metrics.damerau_levenshtein_similarity(hyps, refs),
+        "degenerate": metrics.degenerate_share(hyps, refs),
     }
 
 
@@ -215,7 +216,7 @@ def test_run(
     """Decode the test split (its first `limit` utterances if > 0) with the run's best checkpoint; returns the
     summary and writes it to test_metrics.json (greedy) or test_metrics_<strategy>.json (beam, nucleus)."""
     strategy = strategy or GreedyDecoder()
-    run = RunDir(run_path)
+    run = RunDir(run_path).claim()
     cfg = run.read_config(ASRConfig)
     if not run.best_checkpoint.exists():
         raise UserError(f"{run.path}: no checkpoint yet (train it with `dllab asr train`)")

@@ -266,12 +266,100 @@ def quick_config():
     )
 
 
-def run_experiments(runs_root: Path, quick: bool) -> None:
-    """Train and test each decoder into `<runs>/asr/quick/<decoder>` (quick) or `<runs>/asr/<decoder>`."""
-    from dllab.asr.experiment import ASRConfig, train_run
+def _config(decoder: str, quick: bool, scale: float = 1.0, overrides: tuple[str, ...] = ()):
+    from dllab.asr.experiment import ASRConfig
+    from dllab.config import apply_overrides
 
     base = quick_config() if quick else ASRConfig()
+    train = dataclasses.replace(base.train, epochs=max(1, round(base.train.epochs * scale)))
+    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, decoder=decoder), train=train)
+    return apply_overrides(cfg, overrides)
+
+
+def prepare_corpus(cfg, threads: int = 0) -> dict:
+    """A plan task: build the corpus and its feature caches once, before the decoders train on them."""
+    from dllab.asr.experiment import load_splits
+
+    return {split: len(features) for split, features in load_splits(cfg, show_progress=False).items()}
+
+
+def train_decoder(cfg, run_path: Path, threads: int = 0) -> dict:
+    """A plan task: train and test one decoder (resuming an interrupted run)."""
+    from dllab.asr.experiment import train_run
+    from dllab.engine.rundir import RunDir
+
+    if threads:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
+    run = RunDir(run_path)
+    if run.is_complete():
+        return run.read_test_metrics() or {}
+    return train_run(cfg, run_path, resume=run.exists(), show_progress=False)
+
+
+def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tuple[str, ...] = ()) -> list:
+    """The corpus (built once), then each decoder trained and tested; estimated by timing a small corpus's
+    synthesis and one epoch of each decoder on it here."""
+    from dllab.engine.plan import Task
+
+    root = Path(runs_root) / "asr" / ("quick" if quick else "")
+    first = _config(DECODERS[0], quick, scale, overrides)
+    synth = _estimate_corpus(first)
+    tasks = [Task("asr/corpus", prepare_corpus, {"cfg": first}, seconds=synth, threads=2)]
     for decoder in DECODERS:
-        cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, decoder=decoder))
-        path = runs_root / "asr" / ("quick" if quick else "") / decoder
-        train_run(cfg, path, overwrite=True, show_progress=False)
+        cfg = _config(decoder, quick, scale, overrides)
+        tasks.append(Task(f"asr/{decoder}", train_decoder, {"cfg": cfg, "run_path": root / decoder},
+                          seconds=_estimate_training(cfg), after=("asr/corpus",)))  # fmt: skip
+    return tasks
+
+
+CALIBRATION_SIZE = 48  # utterances of the small corpus the estimates are timed on (36 for training)
+
+
+def _calibration_config(cfg):
+    return dataclasses.replace(cfg, corpus=dataclasses.replace(cfg.corpus, size=CALIBRATION_SIZE))
+
+
+def _estimate_corpus(cfg) -> float:
+    """Seconds to build `cfg`'s corpus and features here (0 when they are cached), from the small corpus's."""
+    import time
+
+    from dllab.asr.experiment import load_splits
+    from dllab.data.espeak_corpus import corpus_name
+    from dllab.io import cache_dir
+
+    if cfg.data.corpus != "espeak" or (cache_dir("espeak", corpus_name(cfg.corpus)) / "corpus.json").exists():
+        return 1.0
+    small = _calibration_config(cfg)
+    began = time.perf_counter()
+    load_splits(small, show_progress=False)
+    return (time.perf_counter() - began) * cfg.corpus.size / CALIBRATION_SIZE
+
+
+def _estimate_training(cfg) -> float:
+    """Seconds to train and test `cfg` on one thread here, from one epoch on the small corpus."""
+    from dllab.asr.experiment import load_splits, train_run
+    from dllab.engine.calibrate import time_small_run
+
+    small = _calibration_config(cfg)
+    small = dataclasses.replace(small, train=dataclasses.replace(small.train, epochs=1))
+    sizes = {k: len(v) for k, v in load_splits(small, show_progress=False).items()}
+    timing = time_small_run(lambda path: train_run(small, path, show_progress=False), sizes["train"], sizes["val"])
+    n_train = round(cfg.corpus.size * sizes["train"] / sum(sizes.values()))
+    n_eval = round(cfg.corpus.size * sizes["val"] / sum(sizes.values()))
+    n_test = cfg.corpus.size - n_train - n_eval
+    return timing.estimate(cfg.train.epochs, n_train, n_eval) + n_test * timing.eval_per_item
+
+
+def demo_figures(runs_root: Path) -> dict[str, float | None]:
+    """The demo's headline: the Transformer decoder's greedy test CER and its share of looping transcripts."""
+    from dllab.engine.rundir import RunDir
+
+    run = RunDir(Path(runs_root) / "asr" / "quick" / "transformer")
+    test = (run.read_test_metrics() if run.exists() else None) or {}
+    return {"asr.greedy_cer": test.get("cer"), "asr.degenerate": test.get("degenerate")}
+
+
+def run_experiments(runs_root: Path, quick: bool) -> None:
+    """Run `experiments` one after another in this process (see `dllab.report.build` for the planned way)."""
+    for task in experiments(runs_root, quick):
+        task.fn(**task.kwargs)

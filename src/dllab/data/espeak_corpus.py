@@ -13,6 +13,11 @@ clause: espeak-ng speaks exactly what the model must write).
 
 `build_corpus(cfg)` builds once into `<cache>/espeak/<name>/` (cache = `dllab.io.cache_dir()`)
 and later calls return the finished folder; a half-built corpus is never mistaken for a finished one.
+The folder's name is keyed by the config; its `corpus.json` records what the corpus was derived from (a
+hash of the source sentences, the espeak-ng version and its data files' stamps) and each wav's size and
+modification time. A later call rebuilds when any of that changed: new sentences, another espeak-ng, a
+wav replaced or deleted in the cache. (A part that cannot be measured here, say espeak-ng is not
+installed, is not compared: the corpus is then used as built.)
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dllab.config import option, to_dict
 from dllab.data.text import normalize
 from dllab.engine.logs import progress
 from dllab.errors import UserError
-from dllab.io import atomic_write_json, atomic_write_text, cache_dir
+from dllab.io import atomic_write_json, atomic_write_text, cache_dir, file_stamp, read_json_or_none, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +51,17 @@ VARIANTS: tuple[str, ...] = ("", "m1", "m3", "m5", "f1", "f2", "f4")
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    size: int = option(2400, "utterances to synthesise (the course split keeps 75% / 5% / 20%)")
-    seed: int = option(0, "seeds the choice of sentences, voices, rates and pitches")
-    min_words: int = option(4, "shortest clause kept, in words")
-    max_words: int = option(16, "longest clause kept, in words")
-    voices: tuple[str, ...] = option(VOICES, "espeak-ng voices drawn from")
+    size: int = option(2400, "utterances to synthesise (the course split keeps 75% / 5% / 20%)", ge=3)
+    seed: int = option(0, "seeds the choice of sentences, voices, rates and pitches", ge=0, lt=2**32)
+    min_words: int = option(4, "shortest clause kept, in words", ge=1, le_field="max_words")
+    max_words: int = option(16, "longest clause kept, in words", ge=1)
+    voices: tuple[str, ...] = option(VOICES, "espeak-ng voices drawn from", min_len=1)
     variants: tuple[str, ...] = option(VARIANTS, "espeak-ng voice variants drawn from ('' = none)")
-    rate_min: int = option(140, "slowest speaking rate, words per minute")
-    rate_max: int = option(200, "fastest speaking rate, words per minute")
-    pitch_min: int = option(30, "lowest pitch (espeak-ng 0-99)")
-    pitch_max: int = option(70, "highest pitch (espeak-ng 0-99)")
-    workers: int = option(2, "espeak-ng processes run at once")
+    rate_min: int = option(140, "slowest speaking rate, words per minute", ge=80, le=450, le_field="rate_max")
+    rate_max: int = option(200, "fastest speaking rate, words per minute", ge=80, le=450)
+    pitch_min: int = option(30, "lowest pitch (espeak-ng 0-99)", ge=0, le=99, le_field="pitch_max")
+    pitch_max: int = option(70, "highest pitch (espeak-ng 0-99)", ge=0, le=99)
+    workers: int = option(2, "espeak-ng processes run at once", ge=1, le=256)
 
 
 # The course notebook caps a transcript at 99 tokens, its start and end markers included.
@@ -158,6 +164,54 @@ def plan_corpus(cfg: CorpusConfig, sentences: Sequence[str] | None = None) -> li
     return plans
 
 
+def espeak_fingerprint() -> dict[str, Any] | None:
+    """espeak-ng's version line and the stamps of its English data files; None when it is not installed."""
+    program = shutil.which("espeak-ng")
+    if program is None:
+        return None
+    result = subprocess.run([program, "--version"], capture_output=True, text=True, check=False)
+    line = result.stdout.strip()
+    data = re.search(r"Data at:\s*(\S+)", line)
+    files = {}
+    if data:
+        for name in ("phondata", "phontab", "en_dict"):
+            path = Path(data.group(1)) / name
+            if path.is_file():
+                files[name] = file_stamp(path)
+    return {"version": line, "data": files}
+
+
+def _sources(cfg: CorpusConfig, sentences: Sequence[str] | None) -> dict[str, Any]:
+    """What the corpus is derived from: the sentences (hashed) and the synthesiser (see the module docstring)."""
+    if sentences is None:
+        try:
+            text = "\n".join(kjv_verses())
+        except UserError:  # `bible` missing: a finished corpus is used as built
+            text = None
+    else:
+        text = "\n".join(sentences)
+    return {"sentences_sha256": None if text is None else sha256_text(text), "espeak": espeak_fingerprint()}
+
+
+def _same_sources(recorded: Any, current: dict[str, Any]) -> bool:
+    if not isinstance(recorded, dict):
+        return False
+    return all(recorded.get(k) == v for k, v in current.items() if v is not None)
+
+
+def _stale_wavs(root: Path, record: dict[str, Any]) -> list[Path]:
+    """Wavs listed in corpus.json that are missing or changed since they were written."""
+    stale = []
+    for u in record.get("utterances", []):
+        path = root / "wavs" / f"{u['id']}.wav"
+        try:
+            if "wav" in u and file_stamp(path) != u["wav"]:
+                stale.append(path)
+        except OSError:
+            stale.append(path)
+    return stale
+
+
 def build_corpus(
     cfg: CorpusConfig = CorpusConfig(),
     root: Path | None = None,
@@ -167,13 +221,30 @@ def build_corpus(
     """Build (once) and return the corpus folder: `metadata.csv`, `wavs/`, `corpus.json`.
 
     `root` defaults to `cache_dir() / "espeak" / corpus_name(cfg)`; a folder with `corpus.json` is finished
-    and returned as is. Wavs already written by an interrupted build are reused.
+    and returned as is while its sources and wavs are unchanged (see the module docstring); otherwise the
+    changed part is rebuilt. Wavs already written by an interrupted build are reused.
     """
     if root is None:
         root = cache_dir() / "espeak" / corpus_name(cfg)
     root = Path(root)
-    if (root / "corpus.json").is_file():
-        return root
+    sources = _sources(cfg, sentences)
+    record = read_json_or_none(root / "corpus.json")
+    if isinstance(record, dict) and "sources" not in record:  # built before sources were recorded: adopt it
+        record = {**record, "sources": sources, "utterances": [
+            {**u, "wav": file_stamp(root / "wavs" / f"{u['id']}.wav")} for u in record.get("utterances", [])
+            if (root / "wavs" / f"{u['id']}.wav").is_file()]}  # fmt: skip
+        atomic_write_json(root / "corpus.json", record)
+    if isinstance(record, dict):
+        if not _same_sources(record.get("sources"), sources):
+            log.warning("%s: its sentences or espeak-ng changed since it was built: rebuilding", root)
+            shutil.rmtree(root / "wavs", ignore_errors=True)
+        elif stale := _stale_wavs(root, record):
+            log.warning("%s: %d wav(s) missing or changed since the build: re-synthesising", root, len(stale))
+            for path in stale:
+                path.unlink(missing_ok=True)
+        else:
+            return root
+        (root / "corpus.json").unlink(missing_ok=True)  # unfinished again until the rebuild ends
     plans = plan_corpus(cfg, sentences)
     wavs = root / "wavs"
     wavs.mkdir(parents=True, exist_ok=True)
@@ -197,7 +268,12 @@ def build_corpus(
             else "sentences given by the caller",
             "synthesiser": "espeak-ng",
             "config": to_dict(cfg),
-            "utterances": [{"id": p.id, "voice": p.voice, "rate": p.rate, "pitch": p.pitch} for p in plans],
+            "sources": sources,
+            "utterances": [
+                {"id": p.id, "voice": p.voice, "rate": p.rate, "pitch": p.pitch,
+                 "wav": file_stamp(wavs / f"{p.id}.wav")}
+                for p in plans
+            ],
         },
     )
     return root

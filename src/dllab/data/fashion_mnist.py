@@ -1,7 +1,10 @@
 """Fashion-MNIST, the embedded default: the Debian package `dataset-fashion-mnist` (IDX files).
 
 Looks in `root` (default /usr/share/datasets/fashion-mnist, then ~/.cache/dllab/fashion-mnist); when the
-files are absent it tries the official download. 60,000 train images are split into train and a
+files are absent it tries the official download. A download is checked (each file must parse as IDX) and
+recorded in `download.json` with each file's size and modification time; a downloaded file that later
+changes or vanishes is fetched again (files put into a folder by hand, without `download.json`, are
+used as they are). 60,000 train images are split into train and a
 validation set carved with a fixed seed; the 10,000 official test images are the test split.
 """
 
@@ -16,7 +19,7 @@ import numpy as np
 
 from dllab.data.images import ImageSplits, carve_validation, to_tensors
 from dllab.errors import UserError
-from dllab.io import cache_dir
+from dllab.io import cache_dir, file_stamp, read_json_or_none, stamps_match
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FILES = {
@@ -64,7 +67,7 @@ def find_root(root: str | Path | None = None) -> Path:
     """The first folder holding all four files; downloads to the cache when none does and we are online."""
     candidates = [Path(root)] if root else [SYSTEM_DIR, cache_dir("fashion-mnist")]
     for folder in candidates:
-        if all((folder / name).exists() for name in FILES.values()):
+        if all((folder / name).exists() for name in FILES.values()) and _download_intact(folder):
             return folder
     target = candidates[0] if root else cache_dir("fashion-mnist")
     try:
@@ -77,16 +80,38 @@ def find_root(root: str | Path | None = None) -> Path:
     return target
 
 
+def _download_intact(folder: Path) -> bool:
+    """False when `folder` holds a download.json whose files have changed since they were downloaded."""
+    stamp = read_json_or_none(folder / DOWNLOAD_RECORD)
+    return not isinstance(stamp, dict) or stamps_match(stamp, folder)
+
+
+DOWNLOAD_RECORD = "download.json"
+
+
 def download(target: Path) -> None:
+    """Fetch the files `target` lacks (or holds changed since their download), check each parses as IDX,
+    and record their stamps in download.json."""
+    from dllab.io import atomic_write_json
+
     target.mkdir(parents=True, exist_ok=True)
+    record = read_json_or_none(target / DOWNLOAD_RECORD)
+    record = record if isinstance(record, dict) else {}
     for name in FILES.values():
         dest = target / name
-        if dest.exists():
+        if dest.exists() and (name not in record or stamps_match({name: record[name]}, target)):
             continue
         tmp = dest.with_suffix(".part")
         with urllib.request.urlopen(DOWNLOAD_URL + name, timeout=30) as resp, open(tmp, "wb") as fh:
             fh.write(resp.read())
+        try:
+            read_idx(tmp)
+        except UserError as err:
+            tmp.unlink(missing_ok=True)
+            raise OSError(f"the download of {name} is not an IDX file ({err})") from None
         os.replace(tmp, dest)
+        record[name] = file_stamp(dest)
+        atomic_write_json(target / DOWNLOAD_RECORD, record)
 
 
 def load_fashion_mnist(root: str | Path | None = None, n_val: int = 10_000, seed: int = 0) -> ImageSplits:

@@ -110,6 +110,17 @@ def open_npz(path: str | Path, how_to_get: str):
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file. {how_to_get}")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, not an .npz archive. {how_to_get}")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    # An .npz is a zip archive; without this check numpy takes any other file for a pickle and says so.
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        kind = "an empty file" if not magic else "a .npy array" if magic.startswith(b"\x93NUM") else "another file"
+        raise UserError(f"{path}: not an .npz archive (a zip of .npy arrays); it is {kind}. {how_to_get}")
     try:
         return np.load(path, allow_pickle=False)
     except Exception as err:  # numpy raises several types for a corrupt archive

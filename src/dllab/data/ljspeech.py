@@ -38,7 +38,11 @@ class Utterance:
 
 
 def read_metadata(root: str | Path) -> list[Utterance]:
-    """Parse `root/metadata.csv`; every line needs three `|`-separated fields and a non-empty transcript."""
+    """Parse `root/metadata.csv`; every line needs three `|`-separated fields and a normalized transcript
+    with at least one letter once folded onto the models' characters (`data.text.normalize`): a line such as
+    `LJ001-0001|||` is an error naming the file and line, whatever its column count."""
+    from dllab.data.text import normalize
+
     root = Path(root)
     path = root / "metadata.csv"
     if not path.is_file():
@@ -59,8 +63,10 @@ def read_metadata(root: str | Path) -> list[Utterance]:
         uid, text, normalized = fields[0].strip(), fields[1].strip(), "|".join(fields[2:]).strip()
         if not uid:
             raise UserError(f"{path}:{number}: empty id")
-        if not normalized:
-            raise UserError(f"{path}:{number}: empty transcript for {uid}")
+        if not normalized or not any(ch.isalpha() for ch in normalize(normalized)):
+            raise UserError(
+                f"{path}:{number}: empty transcript for {uid} (the normalized column {normalized!r} holds no letters)"
+            )
         if uid in seen:
             raise UserError(f"{path}:{number}: duplicate id {uid}")
         seen.add(uid)

@@ -10,9 +10,16 @@ from dllab.io import atomic_write_bytes
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` to `path` atomically. It is serialised in memory first: torch's zip writer turns a
+    failed write (no space left) into an opaque RuntimeError, a plain file write gives the OSError that
+    `dllab.io` reports as one line naming the path."""
+    import io
+
     import torch
 
-    atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, lambda fh: fh.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -25,4 +32,6 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise UserError(f"{path}: cannot load checkpoint ({err.__class__.__name__}: {err})") from None
+        # torch's messages run to several paragraphs (weights_only advice): keep their first line.
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise UserError(f"{path}: cannot load checkpoint ({err.__class__.__name__}: {first})") from None

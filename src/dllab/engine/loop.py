@@ -7,15 +7,15 @@ A model plugs in with three things:
 The loop shuffles with its own seeded generator, takes batches by index, checkpoints atomically after
 every epoch, keeps the best checkpoint by `monitor`, logs one metrics record per epoch, and resumes an
 interrupted run bit for bit (model, optimizer, schedule and both RNG states are in the checkpoint).
-With `--train.precision bf16` the loss (forward pass) runs under bfloat16 autocast: weights, optimizer state
-and gradients stay float32, no loss scaling is needed (bfloat16 has float32's range), and validation runs in
-float32. On CPUs with AMX (and on GPUs) bfloat16 matmuls are several times faster than float32 ones.
+It holds the run's lock (`RunDir.locked`) while it trains, so a second process cannot train the same run.
 
-Under torchrun the same loop runs data-parallel (see dllab.engine.distributed): every rank draws the same
-shuffled global batches of `batch_size` and trains on its strided share of each through
-DistributedDataParallel, so the optimisation step matches one process with the same global batch; rank 0
-alone writes metrics and checkpoints. A global batch smaller than the world size (a ragged last batch) is
-dropped so that no rank waits on a step the others skip.
+A non-finite loss or gradient norm stops training at once, before the optimizer step that would spread it
+into the weights, with a `NonFiniteLoss` (a UserError: exit 2) naming the epoch and step. Nothing of the
+broken epoch is written, so the last checkpoint is the last good epoch and `--resume` with a lower
+`--lr` (or a `--optim.grad_clip`) goes on from it. The check costs one fused pass over the gradients
+(`non_finite_gradients`; the clipped norm when `--optim.grad_clip` is on) and one host sync per step.
+Each epoch's metrics record is appended before its checkpoint is written: a crash between the two leaves a
+record that `--resume` drops and recomputes, never a checkpoint without its record.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +41,10 @@ from dllab.engine.rundir import RunDir
 from dllab.errors import UserError
 
 log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(UserError):
+    """Training met a NaN or infinite loss or gradient norm; the run keeps its last good checkpoint."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -161,8 +165,17 @@ def fit(
     """Train `model` (already built under `seed_everything(train_cfg.seed)`) and fill `run`.
 
     `keep_top` > 1 also keeps the weights of the `keep_top` best epochs by `monitor` (checkpoints/top/, see
-    `top_checkpoints`), for checkpoint averaging."""
+    `top_checkpoints`), for checkpoint averaging.
+
+    Raises NonFiniteLoss (see the module docstring) when a loss or gradient norm is not finite."""
     dist_info = distributed.setup()
+    with run.locked() if dist_info.is_main else nullcontext():  # rank 0 alone writes the run
+        return _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, monitor, mode, resume,
+                    show_progress, dist_info, keep_top)  # fmt: skip
+
+
+def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, monitor, mode, resume, show_progress,
+         dist_info, keep_top) -> FitResult:  # fmt: skip
     main = dist_info.is_main
     device = distributed.device_for(train_cfg.device) or resolve_device(train_cfg.device)
     if train_cfg.threads:
@@ -187,6 +200,7 @@ def fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
+        _set_base_lr(optimizer, schedule, optim_cfg.lr)  # a resumed run may go on with another --lr
         shuffle_rng.set_state(state["shuffle_rng"])
         rngs = state.get("rng_ranks", [])
         torch.set_rng_state(rngs[dist_info.rank] if len(rngs) == dist_info.world else state["rng"])
@@ -230,7 +244,11 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if optim_cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.grad_clip)
+                    bad = ~torch.isfinite(nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.grad_clip))
+                else:
+                    bad = non_finite_gradients(model.parameters())
+                if bool(bad | ~torch.isfinite(loss.detach())):  # one host sync per step
+                    raise _non_finite(run, loss, epoch, count + 1, len(batches), optimizer)
                 optimizer.step()
                 schedule.step()
                 # Accumulate on device: no host sync per step.
@@ -277,8 +295,10 @@ def fit(
             }
             if device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state()
+            for key in (k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)):
+                log.warning("%s epoch %d: %s is %s (written as null)", run.name, epoch, key, record[key])
+            run.append_metrics(record)  # before the checkpoint: see the module docstring
             save_checkpoint(run.last_checkpoint, state)
-            run.append_metrics(record)
             shown = " ".join(
                 f"{k}={v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds", "train_seconds", "lr")
             )
@@ -320,6 +340,47 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Tensor]:
             elif value.is_floating_point():
                 total[name] += value.double()
     return {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in total.items()}
+
+
+def _set_base_lr(optimizer: torch.optim.Optimizer, schedule, lr: float) -> None:
+    """Make `lr` the base learning rate of a schedule restored from a checkpoint (same step, same factor)."""
+    if all(base == lr for base in schedule.base_lrs):
+        return
+    schedule.base_lrs = [lr for _ in optimizer.param_groups]
+    for group, factor in zip(optimizer.param_groups, schedule.lr_lambdas, strict=True):
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor(schedule.last_epoch)
+
+
+def non_finite_gradients(params) -> Tensor:
+    """A bool tensor, True when a gradient of `params` holds a NaN or an infinity; no host sync.
+
+    One fused pass over the gradients: torch's own GradScaler check (scale 1, so nothing changes). For the
+    225k-parameter 2023-24 CNN at batch 8 on one CPU thread it cost 0.7x a total gradient norm (127 against
+    175 us, 3 % of a step, measured interleaved on a shared 2-core machine), hence not `get_total_norm`.
+    """
+    grads = [p.grad for p in params if p.grad is not None]  # one device: fit moves the model there
+    if not grads:
+        return torch.zeros((), dtype=torch.bool)
+    found = torch.zeros(1, device=grads[0].device)
+    torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones(1, device=grads[0].device))
+    return found[0] > 0
+
+
+def _non_finite(run: RunDir, loss: Tensor, epoch: int, step: int, steps: int,
+                optimizer: torch.optim.Optimizer) -> NonFiniteLoss:  # fmt: skip
+    value = float(loss.detach())
+    what = f"loss {value:g}" if not math.isfinite(value) else "gradient"
+    lr = optimizer.param_groups[0]["lr"]
+    if run.last_checkpoint.exists():  # written after every epoch, so it holds epoch - 1
+        after = (f"the last good checkpoint (epoch {epoch - 1}) is kept: continue from it with --resume "
+                 f"--name {run.name} and a lower --lr (now {lr:g}) or --optim.grad_clip")  # fmt: skip
+    else:
+        after = f"no epoch finished yet: start again with a lower --lr (now {lr:g}) or --optim.grad_clip"
+    return NonFiniteLoss(
+        f"{run.path}: non-finite {what} at epoch {epoch}, step {step}/{steps}; training stopped before the update. "
+        + after
+    )
 
 
 def _injected_failure(rank: int) -> tuple[int, int] | None:

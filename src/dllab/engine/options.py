@@ -11,28 +11,28 @@ from dllab.config import option
 @dataclass(frozen=True)
 class OptimConfig:
     optimizer: Literal["sgd", "adam", "adamw"] = option("sgd", "the skeleton's -optimizer")
-    lr: float = option(0.01, "learning rate (the skeleton's -learning_rate)")
-    momentum: float = option(0.0, "SGD momentum (the skeletons use none)")
-    weight_decay: float = option(0.0, "L2 decay (the skeleton's -l2_decay)")
+    lr: float = option(0.01, "learning rate (the skeleton's -learning_rate)", gt=0)
+    momentum: float = option(0.0, "SGD momentum (the skeletons use none)", ge=0, lt=1)
+    weight_decay: float = option(0.0, "L2 decay (the skeleton's -l2_decay)", ge=0)
     schedule: Literal["constant", "warmup_linear"] = option(
         "constant", "constant, or linear warm-up for warmup_steps then linear decay to 0"
     )
-    warmup_steps: int = option(0, "steps of linear warm-up (warmup_linear)")
-    grad_clip: float = option(0.0, "clip the gradient norm to this value; 0 = off")
+    warmup_steps: int = option(0, "steps of linear warm-up (warmup_linear)", ge=0)
+    grad_clip: float = option(0.0, "clip the gradient norm to this value; 0 = off", ge=0)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = option(15, "training epochs")
-    batch_size: int = option(8, "examples per optimisation step")
-    seed: int = option(42, "seeds initialisation, dropout and shuffling")
-    threads: int = option(0, "torch CPU threads; 0 = torch's default")
+    epochs: int = option(15, "training epochs", ge=1)
+    batch_size: int = option(8, "examples per optimisation step", ge=1)
+    seed: int = option(42, "seeds initialisation, dropout and shuffling", ge=0, lt=2**32)
+    threads: int = option(0, "torch CPU threads; 0 = torch's default", ge=0, le=1024)
     device: Literal["auto", "cpu", "cuda"] = option("auto", "auto = cuda when available")
     mkldnn: bool = option(
         True, "CPU convolutions through oneDNN (mkldnn); false = torch's native kernels, faster for tiny convs"
     )
     bucket: int = option(
-        0, "sort by length within shuffled pools of this many batches, less padding (0 = plain shuffling)"
+        0, "sort by length within shuffled pools of this many batches, less padding (0 = plain shuffling)", ge=0
     )
     precision: Literal["fp32", "bf16"] = option(
         "fp32", "bf16 = training forward passes under bfloat16 autocast (fast on AMX CPUs and GPUs); weights stay fp32"

@@ -3,9 +3,10 @@
 `dllab reproduce` and `dllab report --rerun` hand their experiments here as `Task`s, each with an estimate of
 its wall time (from a short calibration on this machine) and the threads it runs on. The plan
 
-- schedules them the way it will run them (`simulate`): whenever cores are free, the longest ready task that
-  fits starts (longest-processing-time-first list scheduling, which keeps both cores busy to the end instead of
-  leaving one long run alone at the finish); a task can wait for others (`after`), and an `exclusive` task
+- schedules them the way it will run them (`simulate`): whenever cores are free, the ready task that fits and
+  has the longest way to the plan's end (its own time plus the longest chain waiting for it) starts
+  (longest-first list scheduling, which keeps both cores busy to the end instead of leaving one long run alone
+  at the finish, and starts what others wait for early); a task can wait for others (`after`), and an `exclusive` task
   (a timing benchmark) runs with the machine to itself;
 - runs them in worker processes forked from a server that has imported torch once (`dllab.engine.sweep`),
   each with its share of threads;
@@ -87,9 +88,24 @@ def _topological(tasks: list[Task]) -> list[str]:
     return out
 
 
-def _pick(ready: list[Task], free: int, cores: int, running: int) -> Task | None:
-    """The longest ready task that fits `free` cores (an exclusive one only on an empty machine)."""
-    for task in sorted(ready, key=lambda t: (-t.seconds, t.name)):
+def _ranks(tasks: list[Task]) -> dict[str, float]:
+    """Each task's seconds plus the longest chain of tasks waiting on it: the time to the plan's end."""
+    waiting: dict[str, list[str]] = {t.name: [] for t in tasks}
+    for t in tasks:
+        for a in t.after:
+            if a in waiting:
+                waiting[a].append(t.name)
+    seconds = {t.name: t.seconds for t in tasks}
+    ranks: dict[str, float] = {}
+    for name in reversed(_topological(tasks)):
+        ranks[name] = seconds[name] + max((ranks[w] for w in waiting[name]), default=0.0)
+    return ranks
+
+
+def _pick(ready: list[Task], free: int, cores: int, running: int, ranks: dict[str, float]) -> Task | None:
+    """The ready task with the longest way to the plan's end that fits `free` cores (an exclusive one only on
+    an empty machine): longest-first, counting what waits for it."""
+    for task in sorted(ready, key=lambda t: (-ranks.get(t.name, t.seconds), t.name)):
         need = cores if task.exclusive else min(task.threads, cores)
         if task.exclusive and running:
             continue
@@ -111,6 +127,7 @@ def simulate(tasks: list[Task], cores: int, elapsed: dict[str, float] | None = N
     events: list[tuple[float, str]] = []  # (end time, task) of running tasks
     free, now = cores, 0.0
     pending = [t for t in tasks if t.name not in elapsed]
+    ranks = _ranks(tasks)
     for name, spent in elapsed.items():  # already running: they hold their cores from the start
         t = by_name[name]
         need = cores if t.exclusive else min(t.threads, cores)
@@ -120,7 +137,7 @@ def simulate(tasks: list[Task], cores: int, elapsed: dict[str, float] | None = N
         slots.append(Slot(name, 0.0, end, need))
     while pending or events:
         ready = [t for t in pending if all(a in done for a in t.after)]
-        task = _pick(ready, free, cores, len(events))
+        task = _pick(ready, free, cores, len(events), ranks)
         if task is not None:
             need = cores if task.exclusive else min(task.threads, cores)
             free -= need
@@ -249,6 +266,7 @@ def run_plan(tasks: list[Task], state_dir: str | Path, cores: int, show_progress
     if skipped:
         log.info("plan: %d of %d tasks already done (%s); running the rest", skipped, len(tasks), state.path)
     progress = _Progress(show_progress)
+    ranks = _ranks(tasks)
     failed: list[str] = []
     blocked: list[str] = []
     running: dict[str, float] = {}
@@ -261,7 +279,7 @@ def run_plan(tasks: list[Task], state_dir: str | Path, cores: int, show_progress
             for t in [t for t in todo if any(a in failed or a in blocked for a in t.after)]:
                 blocked.append(t.name)
                 todo.remove(t)
-            task = _pick(ready, free, cores, len(futures))
+            task = _pick(ready, free, cores, len(futures), ranks)
             if task is not None:
                 need = cores if task.exclusive else min(task.threads, cores)
                 free -= need

@@ -151,7 +151,7 @@ def run_retrieval(cfg: RetrievalConfig, out: Path, images: Tensor | None = None)
     out = Path(out)
     atomic_write_bytes(out / "grids.npz", lambda fh: np.savez_compressed(fh, **{
         k: v.numpy() for k, v in grids.items()}))  # fmt: skip
-    atomic_write_json(out / "results.json", result)
+    atomic_write_json(out / "results.json", result, strict=True)
     return result
 
 
@@ -245,5 +245,5 @@ def run_capacity(cfg: CapacityConfig, out: Path, images: Tensor | None = None) -
             log.info("random d=%d %s beta=%s: capacity %d", d, network, beta, res["capacity"])
     result = {"config": to_dict(cfg), "rows": rows, "seconds": time.perf_counter() - began,
               "threads": torch.get_num_threads()}  # fmt: skip
-    atomic_write_json(Path(out) / "results.json", result)
+    atomic_write_json(Path(out) / "results.json", result, strict=True)
     return result

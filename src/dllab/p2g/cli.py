@@ -152,7 +152,7 @@ def cmd_train(args) -> int:
         cfg = replace_path(replace_path(cfg, "data.dir", args.data_dir), "data.source", args.data or "course")
     if args.skip_bad_lines:
         cfg = replace_path(cfg, "data.skip_bad_lines", True)
-    run = run_path(args.runs, args.name or default_run_name(cfg))
+    run = run_path(args.runs, default_run_name(cfg) if args.name is None else args.name)
     result = train(cfg, run, resume=args.resume, overwrite=args.overwrite)
     from dllab.engine import distributed
 
@@ -174,8 +174,8 @@ def cmd_test(args) -> int:
     setup_logging()
     ensemble = [RunDir(p) for p in args.ensemble] if args.ensemble else None
     rescore = [RunDir(p) for p in args.rescore] if args.rescore else None
-    result = evaluate(RunDir(args.run), args.top_p, args.beam, args.k, args.split, args.seed, ensemble, rescore,
-                      args.file)
+    result = evaluate(RunDir(args.run).claim(), args.top_p, args.beam, args.k, args.split, args.seed, ensemble,
+                      rescore, args.file)
     for key, m in result.items():
         extra = "".join(f", {name.upper()} {m[name]:.4f}" for name in m if name.startswith("wer@"))
         print(

@@ -22,10 +22,10 @@ SIGMORPHON_DIR = "../shared/data/sigmorphon2021"
 
 @dataclass(frozen=True)
 class LSTMConfig:
-    hidden: int = option(128, "hidden size H of encoder (both directions together) and decoder")
-    dropout: float = option(0.3, "dropout on embeddings and on encoder / decoder outputs")
+    hidden: int = option(128, "hidden size H of encoder (both directions together) and decoder", ge=2, multiple_of=2)
+    dropout: float = option(0.3, "dropout on embeddings and on encoder / decoder outputs", ge=0, lt=1)
     attn: bool = option(False, "Bahdanau attention in the decoder (the homework's --use_attn)")
-    layers: int = option(1, "stacked LSTM layers in encoder and decoder (the homework uses 1)")
+    layers: int = option(1, "stacked LSTM layers in encoder and decoder (the homework uses 1)", ge=1)
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,9 @@ class DataConfig:
         "cmudict", "course TSV files, the embedded CMUdict set, or a SIGMORPHON 2021 Task 1 language"
     )
     dir: str = option(COURSE_DIR, "course split directory: train.tsv, valid.tsv [, test.tsv]")
-    seed: int = option(0, "seed that draws the CMUdict words")
-    limit_train: int = option(0, "use only the first N training pairs (0 = all)")
-    limit_valid: int = option(0, "use only the first N validation / test pairs (0 = all)")
+    seed: int = option(0, "seed that draws the CMUdict words", ge=0, lt=2**32)
+    limit_train: int = option(0, "use only the first N training pairs (0 = all)", ge=0)
+    limit_valid: int = option(0, "use only the first N validation / test pairs (0 = all)", ge=0)
     skip_bad_lines: bool = option(False, "skip malformed TSV lines (and report how many) instead of failing")
     reverse: bool = option(False, "spell right to left (train on reversed spellings): a model for `p2g test --rescore`")
     language: str = option("", "SIGMORPHON 2021 language code (eng_us, kor, ady, ...) with source sigmorphon")
@@ -60,8 +60,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    max_len: int = option(50, "maximum output length in characters (the homework's max length)")
-    batch_size: int = option(500, "words decoded together")
+    max_len: int = option(50, "maximum output length in characters (the homework's max length)", ge=1)
+    batch_size: int = option(500, "words decoded together", ge=1)
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,9 @@ class P2GConfig:
     # Length buckets of 50 batches: ~1.7x faster epochs (less padding in the L x T attention), same words seen.
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, threads=1, bucket=50))
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy, padding ignored (homework: 0)")
+    label_smoothing: float = option(
+        0.0, "label smoothing of the cross-entropy, padding ignored (homework: 0)", ge=0, lt=1
+    )
     arch: Literal["lstm", "transformer"] = option("lstm", "the homework's LSTM speller, or a Transformer")
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     select: Literal["cer", "wer"] = option("cer", "keep the checkpoint with the best validation CER or WER")

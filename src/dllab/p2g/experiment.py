@@ -277,4 +277,4 @@ def default_run_name(cfg: P2GConfig) -> str:
 
 
 def run_path(runs_root: str | Path, name: str) -> RunDir:
-    return RunDir(Path(runs_root) / "p2g" / name)
+    return RunDir.named(runs_root, "p2g", name)

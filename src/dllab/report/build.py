@@ -30,11 +30,13 @@ def rerun_experiments(runs_root: Path, quick: bool, only: list[str] | None = Non
             run(runs_root, quick=quick)
 
 
-def plan_experiments(runs_root: Path, quick: bool, scale: float = 1.0, only: list[str] | None = None) -> list:
+def plan_experiments(runs_root: Path, quick: bool, scale: float = 1.0, only: list[str] | None = None,
+                     overrides: dict[str, tuple[str, ...]] | None = None) -> list:
     """Every capability's experiments as plan tasks (`dllab.engine.plan`), estimated by calibration here.
 
     A capability's report.py declares `experiments(runs_root, quick, scale) -> list[Task]`; one that only has
-    `run_experiments(runs_root, quick)` becomes a single task.
+    `run_experiments(runs_root, quick)` becomes a single task. `overrides` gives a capability's `--key=value`
+    words, applied to each of its runs' configs last (the tests run the demo's plan on tiny data this way).
     """
     from dllab.engine.plan import Task
 
@@ -45,7 +47,8 @@ def plan_experiments(runs_root: Path, quick: bool, scale: float = 1.0, only: lis
         declared = getattr(module, "experiments", None)
         if declared is not None:
             log.info("calibrating the %s experiments", capability)
-            tasks += declared(Path(runs_root), quick=quick, scale=scale)
+            tasks += declared(Path(runs_root), quick=quick, scale=scale,
+                              overrides=tuple((overrides or {}).get(capability, ())))
         elif hasattr(module, "run_experiments"):
             tasks.append(Task(f"{capability}/all", run_capability, {"capability": capability,
                               "runs_root": Path(runs_root), "quick": quick}, seconds=60.0))  # fmt: skip
@@ -79,8 +82,34 @@ def build_report(runs_root: Path, out_dir: Path, only: list[str] | None = None) 
             "each section says which command produced them and with which configuration."
         )
     )
+    about.add(*_plan_notes(Path(runs_root)))
     sections.insert(0, about)
     atomic_write_text(ctx.out_dir / "index.md", to_markdown(TITLE, sections))
     html_path = ctx.out_dir / "index.html"
     atomic_write_text(html_path, to_html(TITLE, sections))
     return html_path
+
+
+def _plan_notes(runs_root: Path) -> list[Paragraph]:
+    """What the last `dllab reproduce` / `dllab report --rerun` plan did: its scale, estimate and real time."""
+    import json
+
+    from dllab.engine.plan import format_duration
+
+    notes = []
+    for folder, what in ((".plan", "`dllab reproduce`"), (".plan-quick", "the demo (`dllab report --rerun --quick`)")):
+        try:
+            meta = json.loads((runs_root / folder / "meta.json").read_text())
+            tasks = json.loads((runs_root / folder / "plan.json").read_text())["tasks"]
+        except (OSError, ValueError, KeyError):
+            continue
+        done = [t for t in tasks.values() if t.get("status") == "done"]
+        measured = sum(t.get("seconds", 0.0) for t in done)
+        text = (f"{what} ran {len(done)} of {len(tasks)} experiments on {meta.get('cores', '?')} cores "
+                f"(estimated {format_duration(meta.get('estimate_seconds', 0))} in all; the finished ones took "
+                f"{format_duration(measured)} of worker time).")
+        if meta.get("scale", 1.0) < 1.0:
+            text += (f" To fit a budget of {meta.get('budget_hours')} hours, every run's epochs were scaled by "
+                     f"{meta['scale']:.2f}: results are below the homework's settings.")
+        notes.append(Paragraph(text))
+    return notes

@@ -11,6 +11,8 @@ nothing here is hand-written dynamic programming.
     wer_at_k                 share of inputs whose k samples all differ from gold (correct if any matches)
     jaccard_similarity, cosine_similarity, damerau_levenshtein_similarity
                              the 2023-24 course's per-pair textdistance similarities, averaged over pairs
+    degenerate_share         share of outputs caught in a loop: a word repeated 3+ times in a row that the
+                             reference does not repeat so (the "the the the ..." failure of untrained decoders)
 """
 
 from __future__ import annotations
@@ -102,6 +104,27 @@ def damerau_levenshtein_similarity(hyps: Sequence[str], refs: Sequence[str]) -> 
     textdistance's default instance is the RESTRICTED variant (optimal string alignment, `restricted=True`):
     a transposed pair cannot be edited again, so d("ca", "abc") = 3 (the unrestricted distance is 2)."""
     return _mean_similarity(textdistance.damerau_levenshtein, hyps, refs)
+
+
+def _longest_repeat(words: list[str]) -> dict[str, int]:
+    """For each word, the longest run of it in a row."""
+    runs: dict[str, int] = {}
+    count = 0
+    for i, word in enumerate(words):
+        count = count + 1 if i and words[i - 1] == word else 1
+        runs[word] = max(runs.get(word, 0), count)
+    return runs
+
+
+def degenerate_share(hyps: Sequence[str], refs: Sequence[str], repeats: int = 3) -> float:
+    """Share of hypotheses holding a word `repeats` or more times in a row, more often than their reference."""
+    _check_pairs(hyps, refs)
+    bad = 0
+    for hyp, ref in zip(hyps, refs, strict=True):
+        ref_runs = _longest_repeat(ref.split())
+        if any(n >= repeats and n > ref_runs.get(w, 0) for w, n in _longest_repeat(hyp.split()).items()):
+            bad += 1
+    return bad / len(refs)
 
 
 def text_metrics(hyps: Sequence[str], refs: Sequence[str], words: bool = False) -> dict[str, float]:

@@ -52,10 +52,13 @@ def add_commands(sub) -> None:
     sweep.add_argument("--lrs", default="0.1,0.01,0.001", help="comma-separated learning rates")
     sweep.add_argument("--ablation-lr", type=float, default=0.01,
                        help="learning rate of the ablation run (the homework's best, 0.01); <=0 skips it")
-    sweep.add_argument("--workers", type=int, default=0, help="parallel processes (default: one per core)")
+    sweep.add_argument("--workers", type=int, default=0,
+                       help="parallel processes (default: one per run, at most two per core)")
     sweep.add_argument("--ray-address", help="run the sweep on a Ray cluster ('auto', 'ray://host:10001', or "
                        "'local'); needs pip install -e '.[ray]' and run directories on shared storage")
-    sweep.set_defaults(func=cmd_sweep, overrides=True)
+    sweep.set_defaults(func=cmd_sweep, overrides=True, interrupted=(
+        "rerun the same sweep command to continue: finished runs are skipped, unfinished ones resume from their "
+        "last checkpoint"))  # fmt: skip
 
     params = vsub.add_parser("params", help="parameter counts per layer at the homework's input shapes",
                              epilog=f"example:\n  {EXAMPLES['params']}")
@@ -89,8 +92,10 @@ def cmd_train(args) -> int:
 
     setup_logging()
     cfg = _config(args)
-    name = args.name or f"{args.preset}-{cfg.data.dataset}-lr{cfg.optim.lr:g}"
-    run_path = args.runs / "vision" / name
+    from dllab.engine.rundir import RunDir
+
+    name = args.name if args.name is not None else f"{args.preset}-{cfg.data.dataset}-lr{cfg.optim.lr:g}"
+    run_path = RunDir.named(args.runs, "vision", name).path
     summary = train_run(cfg, run_path, resume=args.resume, overwrite=args.overwrite)
     if not summary:  # a non-zero rank under torchrun: rank 0 reports
         return 0
@@ -101,6 +106,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    import math
+
     from dllab.engine.logs import setup_logging
     from dllab.errors import UserError
     from dllab.vision.experiment import run_sweep, sweep_table_markdown
@@ -111,8 +118,17 @@ def cmd_sweep(args) -> int:
         lrs = tuple(float(x) for x in args.lrs.split(",") if x.strip())
     except ValueError:
         raise UserError(f"--lrs: expected comma-separated numbers, got {args.lrs!r}") from None
-    name = args.name or f"{args.preset}-{cfg.data.dataset}"
-    sweep_dir = args.runs / "vision" / name
+    from dllab.engine.rundir import RunDir
+
+    name = args.name if args.name is not None else f"{args.preset}-{cfg.data.dataset}"
+    sweep_dir = RunDir.named(args.runs, "vision", name).path
+    if args.workers < 0:
+        raise UserError(f"--workers: must be >= 0 (0 = one per run, at most two per core), got {args.workers}")
+    bad = [lr for lr in lrs if not (math.isfinite(lr) and lr > 0)]
+    if not lrs or bad:
+        raise UserError(f"--lrs: give one or more learning rates > 0, got {args.lrs!r}")
+    if not math.isfinite(args.ablation_lr):
+        raise UserError(f"--ablation-lr: must be a finite number (<= 0 skips the ablation), got {args.ablation_lr}")
     ablation = args.ablation_lr if args.ablation_lr > 0 else None
     rows = run_sweep(cfg, sweep_dir, args.preset, lrs, ablation, workers=args.workers, ray_address=args.ray_address)
     for row in rows:

@@ -16,18 +16,18 @@ class DataConfig:
         "fashion-mnist", "fashion-mnist (embedded default), octmnist (2023-24) or intel (2024-25)"
     )
     path: str | None = option(None, "octmnist.npz / intel_landscapes.v2.npz; Fashion-MNIST IDX folder")
-    val_size: int = option(10_000, "fashion-mnist: validation images carved from train with a fixed seed")
+    val_size: int = option(10_000, "fashion-mnist: validation images carved from train with a fixed seed", ge=1)
     eq_test_dist: bool = option(False, "octmnist: true = MedMNIST's whole test set; false = the course's 529")
     download: bool = option(False, "octmnist: fetch through the medmnist package when the file is absent")
-    train_limit: int = option(0, "use only the first N training images (0 = all)")
-    val_limit: int = option(0, "use only the first N validation images (0 = all)")
-    test_limit: int = option(0, "use only the first N test images (0 = all)")
+    train_limit: int = option(0, "use only the first N training images (0 = all)", ge=0)
+    val_limit: int = option(0, "use only the first N validation images (0 = all)", ge=0)
+    test_limit: int = option(0, "use only the first N test images (0 = all)", ge=0)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: Literal["cnn2023", "cnn2024"] = option("cnn2023", "cnn2023 (OCTMNIST net) or cnn2024 (Intel net)")
-    dropout: float = option(0.7, "dropout of the MLP (2023-24: 0.7, 2024-25: 0.1)")
+    dropout: float = option(0.7, "dropout of the MLP (2023-24: 0.7, 2024-25: 0.1)", ge=0, lt=1)
     maxpool: bool = option(True, "cnn2023: max-pooling (true) or stride-2 convs (false)")
     bn_gap: bool = option(False, "cnn2024: batch norm + global average pooling")
 
@@ -38,7 +38,7 @@ class VisionConfig:
     model: ModelConfig = option(ModelConfig(), "network")
     optim: OptimConfig = option(OptimConfig(), "optimiser")
     train: TrainConfig = option(TrainConfig(), "training loop")
-    eval_batch_size: int = option(1024, "batch size for validation and test (does not change results)")
+    eval_batch_size: int = option(1024, "batch size for validation and test (does not change results)", ge=1)
 
 
 PRESETS: dict[str, VisionConfig] = {

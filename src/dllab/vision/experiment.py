@@ -73,10 +73,20 @@ def evaluate(model: nn.Module, data, batch_size: int, device: torch.device) -> d
 def train_run(
     cfg: VisionConfig, run_path: str | Path, resume: bool = False, overwrite: bool = False, threads: int = 0
 ) -> dict[str, Any]:
-    """Train one CNN into `run_path`, then write the test metrics of the final and the best model."""
+    """Train one CNN into `run_path`, then write the test metrics of the final and the best model.
+
+    The run's lock is held from `prepare` to the test metrics, and let go on return (a sweep's worker
+    process trains several runs)."""
     if threads:
         torch.set_num_threads(threads)
     run = RunDir(run_path)
+    try:
+        return _train_run(cfg, run, resume, overwrite)
+    finally:
+        run.release()
+
+
+def _train_run(cfg: VisionConfig, run: RunDir, resume: bool, overwrite: bool) -> dict[str, Any]:
     done = len(run.read_metrics())
     extend = resume and not overwrite and run.is_complete()
     if extend and done >= cfg.train.epochs:
@@ -176,11 +186,14 @@ def run_sweep(
     the report from the run directories.
     """
     sweep_dir = Path(sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    jobs = sweep_jobs(base, sweep_dir, lrs, ablation_lr, preset)
-    atomic_write_json(sweep_dir / "sweep.json", {"preset": preset, "runs": [j.name for j in jobs], "rows": []})
-    run_jobs(jobs, workers=workers, ray_address=ray_address)
-    return write_sweep_table(sweep_dir, preset, [j.name for j in jobs])["rows"]
+    sweep = RunDir(sweep_dir)  # the sweep's folder is locked like a run: one sweep process at a time
+    sweep.create()
+    with sweep.locked():
+        jobs = sweep_jobs(base, sweep_dir, lrs, ablation_lr, preset)
+        runs = [j.name for j in jobs]
+        atomic_write_json(sweep_dir / "sweep.json", {"preset": preset, "runs": runs, "rows": []}, strict=True)
+        run_jobs(jobs, workers=workers, ray_address=ray_address)
+        return write_sweep_table(sweep_dir, preset, runs)["rows"]
 
 
 def write_sweep_table(sweep_dir: str | Path, preset: str, runs: list[str], threads: int = 0) -> dict[str, Any]:
@@ -188,7 +201,7 @@ def write_sweep_table(sweep_dir: str | Path, preset: str, runs: list[str], threa
     sweep_dir = Path(sweep_dir)
     rows = [summarize(RunDir(sweep_dir / name)) for name in runs]
     record = {"preset": preset, "runs": runs, "rows": rows}
-    atomic_write_json(sweep_dir / "sweep.json", record)
+    atomic_write_json(sweep_dir / "sweep.json", record, strict=True)
     atomic_write_text(sweep_dir / "sweep.md", sweep_table_markdown(rows))
     return record
 

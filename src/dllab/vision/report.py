@@ -16,12 +16,12 @@ YEARS = (("hw2023", (0.1, 0.01, 0.001)), ("hw2024", (0.1, 0.01, 0.001)))
 QUICK_YEARS = (("hw2023", (0.1, 0.01)), ("hw2024", (0.01,)))
 
 
-def experiments(runs_root: Path, quick: bool, scale: float = 1.0) -> list:
+def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tuple[str, ...] = ()) -> list:
     """Both years' sweeps (lr x3 + the year's ablation at lr 0.01) on Fashion-MNIST, as plan tasks whose
     estimates come from a short calibration run of each year's net; `scale` multiplies the epochs.
 
     quick: the 2023-24 sweep at lr 0.1 and 0.01 (+ strided) and the 2024-25 net at lr 0.01 (+ BN + GAP) on
-    20,000 images for 3 epochs."""
+    20,000 images for 3 epochs. `overrides` (`--key=value` words) apply to every run's config last."""
     from dllab.config import apply_overrides
     from dllab.engine.plan import Task
     from dllab.vision.config import PRESETS
@@ -33,7 +33,7 @@ def experiments(runs_root: Path, quick: bool, scale: float = 1.0) -> list:
         if quick:
             cfg = apply_overrides(cfg, [f"--data.train_limit={QUICK['train_limit']}",
                                         f"--data.val_limit={QUICK['val_limit']}", f"--train.epochs={QUICK['epochs']}"])
-        cfg = apply_overrides(cfg, [f"--train.epochs={max(1, round(cfg.train.epochs * scale))}"])
+        cfg = apply_overrides(cfg, [f"--train.epochs={max(1, round(cfg.train.epochs * scale))}", *overrides])
         sweep_dir = Path(runs_root) / "vision" / f"{preset}-fashion-mnist{'-quick' if quick else ''}"
         jobs = sweep_jobs(cfg, sweep_dir, lrs, 0.01, preset)
         seconds = _estimate(cfg)
@@ -59,6 +59,13 @@ def _estimate(cfg) -> float:
     timing = time_small_run(lambda path: train_run(small, path, threads=1), n, n)
     sizes = load_data(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test_limit=1)))
     return timing.estimate(cfg.train.epochs, len(sizes.train), len(sizes.val))
+
+
+def demo_figures(runs_root: Path) -> dict[str, float | None]:
+    """The demo's headline: the 2023-24 net's test accuracy at lr 0.01 (final model)."""
+    run = RunDir(Path(runs_root) / "vision" / "hw2023-fashion-mnist-quick" / "lr0.01")
+    test = run.read_test_metrics() if run.exists() else None
+    return {"vision.test_acc": (test or {}).get("final", {}).get("test_acc")}
 
 
 def run_experiments(runs_root: Path, quick: bool) -> None:
