@@ -74,7 +74,7 @@ def test_sweep_trains_scores_and_resumes_in_both_directions(task, capsys):
     before = {p: p.stat().st_mtime for p in runs.rglob("last.pt")}
     assert main(argv) == 0
     assert {p: p.stat().st_mtime for p in runs.rglob("last.pt")} == before
-    sweep = json.loads((runs / "sweep.json").read_text())
+    sweep = json.loads((runs / "sweep-g2p-p2g-custom.json").read_text())
     assert sweep["members"]["g2p/ady"] == [str(runs / "g2p" / "ady" / "s1"), str(runs / "g2p" / "ady" / "s2")]
 
     # the report's subsection: the per-language table beside the baseline, macro rows, the figure

@@ -125,7 +125,8 @@ def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | P
     """One job per (direction, language), all in one pool, the costliest first: each trains the language's
     members one after another (`seeds`, or the preset's; finished ones skipped, interrupted ones resumed),
     then decodes its dev split with them together (beam `beam`, or the preset's), so results appear language
-    by language. Writes <root>/sweep.json (members, beams, wall time). Returns {"<direction>/<language>": results}."""
+    by language. Writes <root>/sweep-<directions>-<subtask>.json (members, beams, wall time).
+    Returns {"<direction>/<language>": results}."""
     from dllab.p2g.presets import ENSEMBLES, resolve
 
     jobs, members, beams = [], {}, {}
@@ -151,8 +152,15 @@ def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | P
     results = run_jobs(jobs, workers)
     summary = {"directions": list(directions), "languages": list(languages), "members": members, "beams": beams,
                "workers": workers, "wall_seconds": time.perf_counter() - began}  # fmt: skip
-    atomic_write_json(Path(root) / "sweep.json", summary)
+    atomic_write_json(Path(root) / f"sweep-{'-'.join(directions)}-{_subtasks(languages)}.json", summary)
     return results
+
+
+def _subtasks(languages: Sequence[str]) -> str:
+    """"all", a subtask's name, or "custom": what a sweep's summary file is named after."""
+    if set(languages) == set(LANGUAGES):
+        return "all"
+    return next((name for name, langs in SUBTASKS.items() if set(langs) == set(languages)), "custom")
 
 
 def train_language(directory: str, members: list[tuple[str, dict[str, Any]]], beam: int, threads: int) -> dict:
@@ -242,10 +250,9 @@ def print_results(root: str | Path, languages: Sequence[str] | None = None) -> N
             rate = "PER" if direction == "G2P" else "CER"
             print(f"{direction} {subtask} macro dev WER {m['wer']:.2f}{versus}, {rate} {m['cer']:.4f}{extra}; "
                   f"training {m['train_seconds'] / 60:.1f} min")
-    path = Path(root) / "sweep.json"
-    if path.exists():
+    for path in sorted(Path(root).glob("sweep*.json")):
         s = json.loads(path.read_text(encoding="utf-8"))
-        print(f"last sweep ({' and '.join(s['directions'])}, {len(s['languages'])} language(s), all in one pool): "
+        print(f"{path.name}: {' and '.join(s['directions'])}, {len(s['languages'])} language(s) in one pool: "
               f"{s['wall_seconds'] / 60:.1f} min wall")
 
 
