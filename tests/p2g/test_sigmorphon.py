@@ -51,7 +51,7 @@ def evaluate_py_wer(gold_path, prediction_path, column):
 def test_sweep_trains_scores_and_resumes_in_both_directions(task, capsys):
     runs, data = task / "runs" / "sigmorphon", task / "data"
     argv = ["p2g", "sweep", "ady,gre", "--direction", "both", "--runs", str(runs), "--data-dir", str(data),
-            "--preset", "low", "--seeds", "1", "2", *TINY]  # fmt: skip
+            "--preset", "low", "--seeds", "1", "2", "--r2l-seeds", "1", "--beam", "3", *TINY]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "G2P low macro dev WER" in out and "P2G low macro dev WER" in out and "ady" in out
@@ -59,7 +59,9 @@ def test_sweep_trains_scores_and_resumes_in_both_directions(task, capsys):
         for language in ("ady", "gre"):
             folder = runs / direction / language
             results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-            assert results["decoding"].startswith("ensemble2_") and len(results["members"]) == 2
+            assert results["decoding"] == "ensemble2_beam3_rescored1" and len(results["members"]) == 3
+            assert list(results["steps"]) == ["one member, greedy", "2 members, greedy", "2 member(s), beam 3",
+                                              "reranked by 1 right-to-left member(s)"]  # fmt: skip
             assert results["subtask"] == "low" and results["baseline_dev_wer"] in (22, 5)
             gold = data / "low" / f"{language}_dev.tsv"
             # the task's two columns, the output in its side's column; the task's formula gives our WER
@@ -75,7 +77,7 @@ def test_sweep_trains_scores_and_resumes_in_both_directions(task, capsys):
     assert main(argv) == 0
     assert {p: p.stat().st_mtime for p in runs.rglob("last.pt")} == before
     sweep = json.loads((runs / "sweep-g2p-p2g-custom.json").read_text())
-    assert sweep["members"]["g2p/ady"] == [str(runs / "g2p" / "ady" / "s1"), str(runs / "g2p" / "ady" / "s2")]
+    assert sweep["members"]["g2p/ady"] == [str(runs / "g2p" / "ady" / name) for name in ("s1", "s2", "r2l-s1")]
 
     # the report's subsection: the per-language table beside the baseline, macro rows, the figure
     from dllab.p2g.report import sigmorphon_section

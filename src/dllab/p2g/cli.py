@@ -109,6 +109,8 @@ def add_commands(sub) -> None:
     sweep.add_argument("--seeds", type=int, nargs="+", default=None,
                        help="one member per seed (default: the preset's, see dllab.p2g.presets)")
     sweep.add_argument("--beam", type=int, default=None, help="beam size for the dev decoding (default: the preset's)")
+    sweep.add_argument("--r2l-seeds", type=int, nargs="*", default=None,
+                       help="right-to-left members that rerank the beam (default: the preset's, none with --seeds)")
     sweep.add_argument("--preset", choices=["auto", "none", "low", "medium", "high"], default="auto",
                        help="per-size settings (default auto: by training-set size)")
     sweep.add_argument("--workers", type=int, default=0, help="parallel processes (default: 2 per core, at most)")
@@ -194,7 +196,7 @@ def cmd_sweep(args) -> int:
     languages = select_languages(args.languages)
     directions = ["g2p", "p2g"] if args.direction == "both" else [args.direction]
     run_sweep(languages, directions, args.runs, args.seeds, args.preset, args.overrides, args.beam, args.workers,
-              args.data_dir)  # fmt: skip
+              args.data_dir, args.r2l_seeds)  # fmt: skip
     print_results(args.runs, languages)
     return 0
 

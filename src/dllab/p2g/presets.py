@@ -40,9 +40,11 @@ PRESETS: dict[str, dict[str, Any]] = {
              "optim.warmup_steps": 400},
 }
 
-# Members per language (one per seed, decoded together) and the beam of the final decoding, per size.
+# Members per language (one per seed, decoded together), right-to-left members that rerank the beam's n best,
+# and the beam, per size. Measured on ady's dev (100 words), models of 50 epochs: one member, beam 5: 35;
+# reranked by one right-to-left member: 31; three members, greedy 31, beam 5: 29.
 ENSEMBLES: dict[str, dict[str, Any]] = {
-    "low": {"seeds": (1, 2, 3), "beam": 5},
+    "low": {"seeds": (1, 2, 3), "r2l_seeds": (1,), "beam": 5},
     "medium": {"seeds": (1,), "beam": 5},
     "high": {"seeds": (1,), "beam": 5},
 }

@@ -66,14 +66,17 @@ def train_member(run_path: str, config: dict[str, Any], threads: int) -> dict[st
             "seconds": sum(r["seconds"] for r in history)}  # fmt: skip
 
 
-def evaluate_language(directory: str, members: list[str], beam: int, threads: int) -> dict[str, Any]:
+def evaluate_language(directory: str, members: list[str], beam: int, threads: int,
+                      right_to_left: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
     """A sweep job: decode the language's dev split with its members together; write results.json.
 
     On the way it measures what each step adds, on dev: one member alone decoded greedily (its kept
-    checkpoints averaged when the preset says --average), the members together greedily, then with the beam."""
+    checkpoints averaged when the preset says --average), the members together greedily, then with the beam,
+    then the beam's n best reranked by the `right_to_left` members (`rescore_right_to_left`)."""
     from dllab.p2g.experiment import evaluate
 
     runs = [RunDir(m) for m in members]
+    r2l = [RunDir(m) for m in right_to_left]
     began = time.perf_counter()
     steps = {}
     _, single = next(iter(evaluate(runs[0], split="valid").items()))
@@ -85,11 +88,15 @@ def evaluate_language(directory: str, members: list[str], beam: int, threads: in
                                       ensemble=runs[1:] or None).items()))  # fmt: skip
     if beam > 1:
         steps[f"{len(runs)} member(s), beam {beam}"] = 100 * metrics["wer"]
+    if r2l and beam > 1:
+        key, metrics = next(iter(evaluate(runs[0], beam=beam, split="valid", ensemble=runs[1:] or None,
+                                          rescore=r2l).items()))  # fmt: skip
+        steps[f"reranked by {len(r2l)} right-to-left member(s)"] = 100 * metrics["wer"]
     record = runs[0].read_config_record()
     language = record["config"]["data"]["language"]
     direction = record["config"]["data"]["direction"]
     member_rows = []
-    for run in runs:
+    for run in [*runs, *r2l]:
         history = run.read_metrics()
         select = run.read_config_record()["config"].get("select", "cer")
         best = min(history, key=lambda r: (r[f"val_{select}"], r["epoch"]))
@@ -121,9 +128,11 @@ def evaluate_language(directory: str, members: list[str], beam: int, threads: in
 
 def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | Path,
               seeds: Sequence[int] | None = None, preset: str = "auto", overrides: Sequence[str] = (),
-              beam: int | None = None, workers: int = 0, data_dir: str | None = None) -> dict[str, dict[str, Any]]:
+              beam: int | None = None, workers: int = 0, data_dir: str | None = None,
+              r2l_seeds: Sequence[int] | None = None) -> dict[str, dict[str, Any]]:
     """One job per (direction, language), all in one pool, the costliest first: each trains the language's
-    members one after another (`seeds`, or the preset's; finished ones skipped, interrupted ones resumed),
+    members one after another (`seeds`, or the preset's; finished ones skipped, interrupted ones resumed) and
+    its right-to-left members (`r2l_seeds`, or the preset's unless `seeds` are given; they rerank the beam),
     then decodes its dev split with them together (beam `beam`, or the preset's), so results appear language
     by language. Writes <root>/sweep-<directions>-<subtask>.json (members, beams, wall time).
     Returns {"<direction>/<language>": results}."""
@@ -138,16 +147,23 @@ def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | P
             size = resolve(bare, preset) if preset != "none" else ""
             plan = ENSEMBLES.get(size, {"seeds": (1,), "beam": 1})
             beams[name] = beam or plan["beam"]
-            configs = []
+            configs, r2l = [], []
+            # explicit --seeds replace the preset's plan: right-to-left members only when asked for too
+            r2l_seeds = r2l_seeds if r2l_seeds is not None else (() if seeds else plan.get("r2l_seeds", ()))
             for seed in seeds or plan["seeds"]:
                 cfg = member_config(language, direction, seed, preset, overrides, data_dir)
-                path = str(folder / f"s{seed}")
+                configs.append((str(folder / f"s{seed}"), cfg))
+            for seed in r2l_seeds if beams[name] > 1 else ():
+                cfg = member_config(language, direction, seed, preset, overrides, data_dir)
+                r2l.append((str(folder / f"r2l-s{seed}"), replace_path(cfg, "data.reverse", True)))
+            for path, cfg in [*configs, *r2l]:
                 _check_same_config(RunDir(path), cfg)
-                configs.append((path, to_dict(cfg)))
-            members[name] = [path for path, _ in configs]
-            jobs.append(Job(name, train_language, {"directory": str(folder), "members": configs, "beam": beams[name]}))
+            members[name] = [path for path, _ in configs] + [path for path, _ in r2l]
+            kwargs = {"directory": str(folder), "members": [(p, to_dict(c)) for p, c in configs],
+                      "right_to_left": [(p, to_dict(c)) for p, c in r2l], "beam": beams[name]}  # fmt: skip
+            jobs.append(Job(name, train_language, kwargs))
     # Costliest first (training words x epochs x members, scaled by model size), so no big job starts last.
-    jobs.sort(key=lambda job: -sum(_cost(config) for _, config in job.kwargs["members"]))
+    jobs.sort(key=lambda job: -sum(_cost(c) for _, c in job.kwargs["members"] + job.kwargs["right_to_left"]))
     began = time.perf_counter()
     results = run_jobs(jobs, workers)
     summary = {"directions": list(directions), "languages": list(languages), "members": members, "beams": beams,
@@ -163,11 +179,13 @@ def _subtasks(languages: Sequence[str]) -> str:
     return next((name for name, langs in SUBTASKS.items() if set(langs) == set(languages)), "custom")
 
 
-def train_language(directory: str, members: list[tuple[str, dict[str, Any]]], beam: int, threads: int) -> dict:
+def train_language(directory: str, members: list[tuple[str, dict[str, Any]]], beam: int, threads: int,
+                   right_to_left: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict:  # fmt: skip
     """A sweep job: train a language's members one after another, then score its dev split with them."""
-    for path, config in members:
+    for path, config in [*members, *right_to_left]:
         train_member(path, config, threads)
-    return evaluate_language(directory, [path for path, _ in members], beam, threads)
+    return evaluate_language(directory, [path for path, _ in members], beam, threads,
+                             [path for path, _ in right_to_left])  # fmt: skip
 
 
 def _cost(config: dict[str, Any]) -> float:
