@@ -31,3 +31,12 @@ def test_apply_preset_sets_the_size_settings_and_leaves_the_users_overrides(tmp_
     assert apply_preset(cfg, "high").train.epochs == PRESETS["high"]["train.epochs"]
     with pytest.raises(UserError, match="--preset"):
         apply_preset(cfg, "common")
+
+
+def test_a_sweep_member_takes_the_preset_the_seed_and_scaled_epochs(tmp_path):
+    from dllab.p2g.sigmorphon import member_config
+
+    _task(tmp_path, "ady", "low", 800)
+    cfg = member_config("ady", "p2g", 3, "auto", ["--model.dropout", "0.4"], str(tmp_path), epochs_scale=0.5)
+    assert cfg.train.seed == 3 and cfg.model.dropout == 0.4 and cfg.data.direction == "p2g"
+    assert cfg.train.epochs == round(PRESETS["low"]["train.epochs"] * 0.5)

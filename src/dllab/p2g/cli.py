@@ -109,6 +109,8 @@ def add_commands(sub) -> None:
     sweep.add_argument("--seeds", type=int, nargs="+", default=None,
                        help="one member per seed (default: the preset's, see dllab.p2g.presets)")
     sweep.add_argument("--beam", type=int, default=None, help="beam size for the dev decoding (default: the preset's)")
+    sweep.add_argument("--epochs-scale", type=float, default=1.0,
+                       help="scale every preset's epochs (0.5: each language trains half as long)")
     sweep.add_argument("--r2l-seeds", type=int, nargs="*", default=None,
                        help="right-to-left members that rerank the beam (default: the preset's, none with --seeds)")
     sweep.add_argument("--preset", choices=["auto", "none", "low", "medium", "high"], default="auto",
@@ -196,7 +198,7 @@ def cmd_sweep(args) -> int:
     languages = select_languages(args.languages)
     directions = ["g2p", "p2g"] if args.direction == "both" else [args.direction]
     run_sweep(languages, directions, args.runs, args.seeds, args.preset, args.overrides, args.beam, args.workers,
-              args.data_dir, args.r2l_seeds)  # fmt: skip
+              args.data_dir, args.r2l_seeds, args.epochs_scale)  # fmt: skip
     print_results(args.runs, languages)
     return 0
 

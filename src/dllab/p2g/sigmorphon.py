@@ -36,13 +36,16 @@ log = logging.getLogger(__name__)
 
 
 def member_config(language: str, direction: str, seed: int, preset: str = "auto", overrides: Sequence[str] = (),
-                  data_dir: str | None = None) -> P2GConfig:  # fmt: skip
-    """The config of one ensemble member: the language's data, the preset for its size, the seed, `overrides`."""
+                  data_dir: str | None = None, epochs_scale: float = 1.0) -> P2GConfig:  # fmt: skip
+    """The config of one ensemble member: the language's data, the preset for its size, the seed, `overrides`;
+    `epochs_scale` scales the epochs (a cheaper sweep: 0.5 trains each language half as long)."""
     data = DataConfig(source="sigmorphon", language=language, direction=direction)
     if data_dir:
         data = replace_path(data, "sigmorphon_dir", data_dir)
     cfg = P2GConfig(data=data)
     cfg = apply_preset(cfg, preset, overrides) if preset != "none" else apply_overrides(cfg, overrides)
+    if epochs_scale != 1.0:
+        cfg = replace_path(cfg, "train.epochs", max(1, round(cfg.train.epochs * epochs_scale)))
     return replace_path(cfg, "train.seed", seed)
 
 
@@ -129,7 +132,7 @@ def evaluate_language(directory: str, members: list[str], beam: int, threads: in
 def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | Path,
               seeds: Sequence[int] | None = None, preset: str = "auto", overrides: Sequence[str] = (),
               beam: int | None = None, workers: int = 0, data_dir: str | None = None,
-              r2l_seeds: Sequence[int] | None = None) -> dict[str, dict[str, Any]]:
+              r2l_seeds: Sequence[int] | None = None, epochs_scale: float = 1.0) -> dict[str, dict[str, Any]]:
     """One job per (direction, language), all in one pool, the costliest first: each trains the language's
     members one after another (`seeds`, or the preset's; finished ones skipped, interrupted ones resumed) and
     its right-to-left members (`r2l_seeds`, or the preset's unless `seeds` are given; they rerank the beam),
@@ -151,10 +154,10 @@ def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | P
             # explicit --seeds replace the preset's plan: right-to-left members only when asked for too
             r2l_seeds = r2l_seeds if r2l_seeds is not None else (() if seeds else plan.get("r2l_seeds", ()))
             for seed in seeds or plan["seeds"]:
-                cfg = member_config(language, direction, seed, preset, overrides, data_dir)
+                cfg = member_config(language, direction, seed, preset, overrides, data_dir, epochs_scale)
                 configs.append((str(folder / f"s{seed}"), cfg))
             for seed in r2l_seeds if beams[name] > 1 else ():
-                cfg = member_config(language, direction, seed, preset, overrides, data_dir)
+                cfg = member_config(language, direction, seed, preset, overrides, data_dir, epochs_scale)
                 r2l.append((str(folder / f"r2l-s{seed}"), replace_path(cfg, "data.reverse", True)))
             for path, cfg in [*configs, *r2l]:
                 _check_same_config(RunDir(path), cfg)
