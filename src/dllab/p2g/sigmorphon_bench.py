@@ -23,6 +23,7 @@ def add_bench(sub) -> None:
         help="SIGMORPHON 2021 Task 1: dev WER per language and subtask next to the published baseline",
         description=__doc__,
         examples=["dllab bench sigmorphon --quick", "dllab bench sigmorphon all --direction both --speed",
+                  "dllab bench sigmorphon --speed-only",
                   "flock /tmp/dllab-heavy.lock dllab bench sigmorphon all --runs /work/runs-sigmorphon/sigmorphon"],
     )
     add_common_flags(p, quick="low subtask, G2P only")
@@ -35,6 +36,7 @@ def add_bench(sub) -> None:
                    help="the task's data folder (default ../shared/data/sigmorphon2021)")
     p.add_argument("--speed", action="store_true", help="also measure training words/s against the homework model")
     p.add_argument("--speed-language", default="bul", help="the language --speed trains on (default bul)")
+    p.add_argument("--speed-only", action="store_true", help="measure --speed and stop (no sweep)")
     p.set_defaults(func=run)
 
 
@@ -84,12 +86,12 @@ def run(args) -> int:
     from dllab.bench.measure import cpu_counters
     from dllab.data.sigmorphon import select_languages
     from dllab.engine.logs import setup_logging
-    from dllab.p2g.sigmorphon import print_results, read_results, run_sweep
+    from dllab.p2g.sigmorphon import print_results, run_sweep
 
     setup_logging()
     languages = select_languages("low" if args.quick else args.languages)
     directions = ["g2p", "p2g"] if args.direction == "both" else [args.direction]
-    if args.speed:
+    if args.speed or args.speed_only:
         rows = training_words_per_second(args.speed_language, directions[0], args.data_dir)
         print(f"training words/s, one thread, {args.speed_language} {directions[0]}, 1,600 words, one epoch "
               "through dllab.engine.fit (best of 2 interleaved rounds):")  # fmt: skip
@@ -97,22 +99,24 @@ def run(args) -> int:
         for label, speed in rows:
             print(f"  {label:<70} {speed:>8.0f} words/s  {speed / reference:>5.2f}x the homework model")
         print()
-    start, began = cpu_counters(), time.perf_counter()
-    before = {d: {k: v["train_seconds"] for k, v in read_results(args.runs, d).items()} for d in directions}
+        if args.speed_only:
+            return 0
+    from dllab.bench.measure import load_average
+
+    start, began, load_before = cpu_counters(), time.perf_counter(), load_average()
     run_sweep(languages, directions, args.runs, workers=args.workers, data_dir=args.data_dir)
     wall = time.perf_counter() - began
     print()
     print_results(args.runs, languages)
-    trained = sum(r["train_seconds"] - before[d].get(k, 0.0) if k not in before[d] else 0.0
-                  for d in directions for k, r in read_results(args.runs, d).items() if k in languages)  # fmt: skip
     end = cpu_counters()
     if start is not None and end is not None:
         import os
 
-        cpus = len(os.sched_getaffinity(0))
-        busy = (end[0] - start[0]) / (wall * cpus)
-        ours = trained / (wall * cpus)
-        print(f"this run: {wall / 60:.1f} min wall; the machine's {cpus} CPUs were {busy:.0%} busy, about {ours:.0%} "
-              f"of them this sweep's training (its runs' wall seconds), so others took about {max(0, busy - ours):.0%}"
-              + ("" if trained else " (everything was already trained: nothing was timed)"))  # fmt: skip
+        # The sweep's workers are not this process's children (a fork server starts them), so /proc/stat cannot
+        # tell their CPU time from other processes': the busy share and the load average say how loaded it was.
+        busy = (end[0] - start[0]) / (wall * len(os.sched_getaffinity(0)))
+        after = load_average()
+        loads = f"; 1-minute load average {load_before:.1f} before, {after:.1f} after" if load_before and after else ""
+        print(f"this run: {wall / 60:.1f} min wall; the machine's CPUs were {busy:.0%} busy (this sweep and every "
+              f"other process){loads}")
     return 0
