@@ -85,7 +85,7 @@ def test_sweep_trains_scores_and_resumes_in_both_directions(task, capsys):
 
     section = sigmorphon_section(ReportContext(task / "runs", task / "report"))
     tables = [b for b in section.blocks if isinstance(b, Table)]
-    assert [row[0] for row in tables[0].rows] == ["ady", "gre"] and tables[0].rows[0][3] == 22
+    assert [row[0] for row in tables[0].rows] == ["ady", "gre"] and tables[0].rows[0][3] == "22.00"
     assert [row[:3] for row in tables[1].rows] == [["G2P", "low", "2/10"], ["P2G", "low", "2/10"]]
     figure = next(b for b in section.blocks if isinstance(b, Figure))
     assert (task / "report" / figure.path).exists()

@@ -235,8 +235,8 @@ def sigmorphon_section(ctx: ReportContext) -> Section:
     for direction, results in (("G2P", g2p), ("P2G", p2g)):
         for subtask, m in macro(results).items():
             baseline = f"{m['baseline_dev_wer']:.2f}" if direction == "G2P" else "—"
-            macro_rows.append([direction, subtask, f"{m['languages']}/{m['of']}", baseline, m["wer"], m["cer"],
-                               f"{m['train_seconds'] / 60:.1f}"])  # fmt: skip
+            macro_rows.append([direction, subtask, f"{m['languages']}/{m['of']}", baseline, f"{m['wer']:.2f}",
+                               f"{m['cer']:.4f}", f"{m['train_seconds'] / 60:.1f}"])  # fmt: skip
     section.add(Table(["direction", "subtask", "languages", "baseline dev WER", "dev WER (macro)",
                        "PER / CER (macro)", "training min"], macro_rows,
                       "Macro averages per subtask, the task's ranking measure."))  # fmt: skip

@@ -237,7 +237,8 @@ def macro(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def results_table(g2p: dict[str, dict[str, Any]], p2g: dict[str, dict[str, Any]]) -> tuple[list[str], list[list]]:
-    """(header, rows): per language, the baseline's dev WER, G2P WER / PER, P2G WER / CER, training minutes."""
+    """(header, rows) ready to print: per language, the baseline's dev WER, G2P WER / PER, P2G WER / CER (WER x100
+    with 2 decimals, PER / CER as fractions with 4), training minutes of all its members."""
     header = ["language", "subtask", "train words", "baseline G2P dev WER", "G2P dev WER", "G2P dev PER",
               "P2G dev WER", "P2G dev CER", "training min (G2P / P2G)"]  # fmt: skip
     rows = []
@@ -247,8 +248,9 @@ def results_table(g2p: dict[str, dict[str, Any]], p2g: dict[str, dict[str, Any]]
             continue
         words = (g or p)["train_words"]
         minutes = " / ".join(f"{r['train_seconds'] / 60:.1f}" if r else "—" for r in (g, p))
-        rows.append([language, LANGUAGES[language], words, BASELINE_DEV[language],
-                     g["wer"] if g else "—", g["cer"] if g else "—", p["wer"] if p else "—", p["cer"] if p else "—",
+        rows.append([language, LANGUAGES[language], words, f"{BASELINE_DEV[language]:.2f}",
+                     *(f"{r['wer']:.2f}" if r else "—" for r in (g,)), *(f"{r['cer']:.4f}" if r else "—" for r in (g,)),
+                     *(f"{r['wer']:.2f}" if r else "—" for r in (p,)), *(f"{r['cer']:.4f}" if r else "—" for r in (p,)),
                      minutes])  # fmt: skip
     return header, rows
 
@@ -278,6 +280,4 @@ def print_results(root: str | Path, languages: Sequence[str] | None = None) -> N
 
 
 def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return f"{x:.4f}" if x < 1 else f"{x:.2f}"
     return f"{x:,}" if isinstance(x, int) else str(x)
