@@ -26,7 +26,7 @@ def _model(seed):
     return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
 
 
-def _run(tmp_path, name, epochs=3, loss_fn=None, resume=False, schedule="constant"):
+def _run(tmp_path, name, epochs=3, loss_fn=None, resume=False, schedule="constant", keep_top=0):
     train, val = _data(), _data(40, seed=1)
     model = _model(7)
     run = RunDir(tmp_path / name)
@@ -42,7 +42,7 @@ def _run(tmp_path, name, epochs=3, loss_fn=None, resume=False, schedule="constan
     optim = OptimConfig(optimizer="sgd", lr=0.1, momentum=0.9, schedule=schedule, warmup_steps=5)
     tcfg = TrainConfig(epochs=epochs, batch_size=8, seed=3, device="cpu")
     run.path.mkdir(parents=True, exist_ok=True)
-    result = fit(model, train, loss_fn or loss, evaluate, optim, tcfg, run, resume=resume)
+    result = fit(model, train, loss_fn or loss, evaluate, optim, tcfg, run, resume=resume, keep_top=keep_top)
     return result, run, model
 
 
@@ -87,6 +87,24 @@ def test_best_checkpoint_tracks_the_monitored_metric(tmp_path):
     assert state["val_acc"] == best == result.best_value
     assert result.history[result.best_epoch - 1]["val_acc"] == best
     assert not math.isnan(result.history[-1]["train_loss"])
+
+
+def test_keep_top_keeps_the_best_epochs_weights_and_averages_them(tmp_path):
+    from dllab.engine import average_checkpoints, top_checkpoints
+
+    result, run, _ = _run(tmp_path, "top", epochs=5, keep_top=2)
+    ranked = sorted(result.history, key=lambda r: (-r["val_acc"], r["epoch"]))[:2]
+    kept = top_checkpoints(run)
+    assert sorted(load_checkpoint(p)["epoch"] for p in kept) == sorted(r["epoch"] for r in ranked)
+    a, b = (load_checkpoint(p)["model"] for p in kept)
+    mean = average_checkpoints(kept)
+    for name in a:
+        assert torch.allclose(mean[name], (a[name] + b[name]) / 2)
+    # a fresh start forgets the kept epochs of the earlier attempt
+    _run(tmp_path, "top", epochs=1, keep_top=2)
+    assert [load_checkpoint(p)["epoch"] for p in top_checkpoints(run)] == [1]
+    with pytest.raises(UserError, match="no checkpoints"):
+        average_checkpoints([])
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

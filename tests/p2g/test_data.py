@@ -55,7 +55,9 @@ def test_build_data_takes_vocabularies_from_train_and_counts_unseen_symbols(tmp_
 def test_reversed_data_spells_right_to_left(tmp_path):
     cfg = _course_dir(tmp_path, [("æ b", "ab")], [("b æ", "ba")], [("b", "b")])
     data = build_data(DataConfig(source="course", dir=str(tmp_path), reverse=True))
-    assert data.valid_gold == ["ab"] and data.test_gold == ["b"] and not data.info["test_is_valid"]
+    # the gold text stays left to right; the model learns the reversed symbols and `symbols.text` turns back
+    assert data.valid_gold == ["ba"] and data.test_gold == ["b"] and not data.info["test_is_valid"]
+    assert data.symbols.target("ab") == ("b", "a") and data.symbols.text(("b", "a")) == "ab"
     assert data.train.tgt[0].tolist() == [SOS, *data.tgt_vocab.encode("ba"), EOS]
     assert build_data(cfg).train.tgt[0].tolist() == [SOS, *data.tgt_vocab.encode("ab"), EOS]
 

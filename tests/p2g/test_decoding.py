@@ -87,7 +87,7 @@ def test_n_best_scores_of_a_trained_model_are_its_sequence_log_probs(trained):
 def test_rescoring_adds_the_right_to_left_score_per_token(monkeypatch):
     backward = {"ab": -9.0, "ba": -0.3, "abc": -0.4}  # log p of each candidate, read right to left
     monkeypatch.setattr(decoding, "spelling_log_probs",
-                        lambda model, src, texts, vocabs: [backward[t[::-1]] for t in texts])  # fmt: skip
+                        lambda model, src, texts, vocabs, symbols=None: [backward[t[::-1]] for t in texts])  # fmt: skip
     n_best = [[("ab", -0.1), ("ba", -0.2)], [("abc", -1.0)], []]
     best = decoding.rescore_right_to_left(n_best, [("x",), ("y",), ("z",)], [object()], (None, None))
     # ab: -0.1 - 9/3 < ba: -0.2 - 0.1; a lone candidate stays; no candidate -> empty spelling

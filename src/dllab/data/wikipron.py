@@ -9,6 +9,7 @@ test.tsv (the course hands out train and valid; without test.tsv the validation 
 from __future__ import annotations
 
 import logging
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +29,13 @@ class P2GSplits:
     test_is_valid: bool = False  # True when there was no test file and `test` is the validation split
 
 
-def read_pairs(path: str | Path, skip_bad_lines: bool = False) -> tuple[list[Pair], int]:
+def read_pairs(
+    path: str | Path, skip_bad_lines: bool = False, spelling_first: bool = False
+) -> tuple[list[Pair], int]:
     """Pairs of a TSV file and the number of bad lines skipped.
 
+    Lines are `<phonemes>\t<spelling>` (the course), or with `spelling_first` `<spelling>\t<phonemes>`
+    (SIGMORPHON 2021 Task 1, see `dllab.data.sigmorphon`); either way a pair is (phonemes, spelling).
     A bad line (not exactly one tab, an empty side, bytes that are not UTF-8) is a UserError naming the
     file and line, or with `skip_bad_lines` is skipped and counted. A file without pairs is a UserError."""
     path = Path(path)
@@ -43,6 +48,7 @@ def read_pairs(path: str | Path, skip_bad_lines: bool = False) -> tuple[list[Pai
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the final newline
+    layout = "<spelling>\\t<phonemes>" if spelling_first else "<phonemes>\\t<spelling>"
     pairs: list[Pair] = []
     skipped = 0
     for number, line in enumerate(lines, 1):
@@ -56,8 +62,10 @@ def read_pairs(path: str | Path, skip_bad_lines: bool = False) -> tuple[list[Pai
                 text = text[1:]
             fields = text.split("\t")
             if len(fields) != 2:
-                problem = f"expected '<phonemes>\\t<spelling>' with exactly one tab, found {len(fields) - 1}"
+                problem = f"expected '{layout}' with exactly one tab, found {len(fields) - 1}"
             else:
+                if spelling_first:  # the task's files are NFC; text from elsewhere is brought to it
+                    fields = [unicodedata.normalize("NFC", f) for f in reversed(fields)]
                 phonemes, spelling = tuple(fields[0].split()), fields[1].strip()
                 if not phonemes:
                     problem = "empty phoneme side"
@@ -71,7 +79,9 @@ def read_pairs(path: str | Path, skip_bad_lines: bool = False) -> tuple[list[Pai
         pairs.append((phonemes, spelling))
     if not pairs:
         what = "is empty" if not lines else f"holds no valid pairs ({skipped} bad lines skipped)"
-        raise UserError(f"{path}: {what}; expected lines '<space-separated IPA symbols>\\t<spelling>'")
+        expected = "<spelling>\\t<space-separated phones>" if spelling_first else \
+            "<space-separated IPA symbols>\\t<spelling>"
+        raise UserError(f"{path}: {what}; expected lines '{expected}'")
     if skipped:
         log.warning("%s: skipped %d bad line(s)", path, skipped)
     return pairs, skipped

@@ -10,6 +10,8 @@ from dllab.lazy import lazy_exports
 
 _EXPORTS = {
     "FitResult": "loop",
+    "average_checkpoints": "loop",
+    "top_checkpoints": "loop",
     "eval_batches": "loop",
     "fit": "loop",
     "load_best": "loop",

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -203,18 +204,22 @@ def fit(
     mode: Literal["max", "min"] = "max",
     resume: bool = False,
     show_progress: bool = True,
+    keep_top: int = 0,
 ) -> FitResult:
     """Train `model` (already built under `seed_everything(train_cfg.seed)`) and fill `run`.
+
+    `keep_top` > 1 also keeps the weights of the `keep_top` best epochs by `monitor` (checkpoints/top/, see
+    `top_checkpoints`), for checkpoint averaging.
 
     Raises NonFiniteLoss (see the module docstring) when a loss or gradient norm is not finite."""
     dist_info = distributed.setup()
     with run.locked() if dist_info.is_main else nullcontext():  # rank 0 alone writes the run
         return _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, monitor, mode, resume,
-                    show_progress, dist_info)  # fmt: skip
+                    show_progress, dist_info, keep_top)  # fmt: skip
 
 
 def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, monitor, mode, resume, show_progress,
-         dist_info) -> FitResult:  # fmt: skip
+         dist_info, keep_top) -> FitResult:  # fmt: skip
     main = dist_info.is_main
     device = distributed.device_for(train_cfg.device) or resolve_device(train_cfg.device)
     if train_cfg.threads:
@@ -240,6 +245,7 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     best_value = -math.inf if mode == "max" else math.inf
     best_epoch, start_epoch = 0, 1
+    top: list[tuple[float, int]] = []  # (value, epoch) of the kept epochs, best first
 
     if resume and run.last_checkpoint.exists():
         state = load_checkpoint(run.last_checkpoint, map_location=device)
@@ -253,12 +259,17 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"])
         best_value, best_epoch = float(state["best_value"]), int(state["best_epoch"])
+        top = [(float(v), int(e)) for v, e in state.get("top", [])]
         start_epoch = int(state["epoch"]) + 1
         if main:
             run.truncate_metrics(start_epoch - 1)
         log.info("%s: resuming after epoch %d", run.path, start_epoch - 1)
-    elif main and run.metrics_path.exists():
-        run.truncate_metrics(0)
+    else:
+        if main and run.metrics_path.exists():
+            run.truncate_metrics(0)
+        if main:  # a fresh start: the kept epochs of an earlier attempt are not this run's
+            for path in top_checkpoints(run):
+                path.unlink()
 
     bf16 = train_cfg.precision == "bf16"
     tracker = Tracker(train_cfg.track if main else "none", run.path / "tensorboard", start_epoch)
@@ -313,6 +324,8 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
                 if main:
                     best_state = {"model": model.state_dict(), "epoch": epoch, monitor: best_value}
                     save_checkpoint(run.best_checkpoint, best_state)
+            if keep_top > 1 and main:
+                top = _keep_top(run, model, top, record[monitor], epoch, keep_top, mode)
             rng_ranks = distributed.gather_objects(torch.get_rng_state())
             if not main:
                 continue
@@ -326,6 +339,7 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
                 "epoch": epoch,
                 "best_value": best_value,
                 "best_epoch": best_epoch,
+                "top": top,
             }
             if device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state()
@@ -340,6 +354,41 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
             log.info("%s epoch %d/%d %s (%.1fs)", run.name, epoch, train_cfg.epochs, shown, record["seconds"])
     history = distributed.broadcast_object(run.read_metrics() if main else None)
     return FitResult(history, best_epoch, best_value)
+
+
+def _keep_top(run: RunDir, model: nn.Module, top: list[tuple[float, int]], value: float, epoch: int, keep: int,
+              mode: str) -> list[tuple[float, int]]:
+    """Add this epoch to the `keep` best (ties: the earlier epoch stays ahead); write its weights if it made
+    the list and delete the files of epochs that fell off."""
+    sign = -1.0 if mode == "max" else 1.0
+    ranked = sorted([*top, (value, epoch)], key=lambda ve: (sign * ve[0], ve[1]))
+    kept, dropped = ranked[:keep], ranked[keep:]
+    folder = run.path / "checkpoints" / "top"
+    if any(e == epoch for _, e in kept):
+        save_checkpoint(folder / f"epoch-{epoch:04d}.pt", {"model": model.state_dict(), "epoch": epoch, "value": value})
+    for _, e in dropped:
+        (folder / f"epoch-{e:04d}.pt").unlink(missing_ok=True)
+    return kept
+
+
+def top_checkpoints(run: RunDir) -> list[Path]:
+    """The weights `fit(keep_top=N)` kept: the N best epochs' checkpoints (fewer if it ran fewer epochs)."""
+    return sorted((run.path / "checkpoints" / "top").glob("epoch-*.pt"))
+
+
+def average_checkpoints(paths: list[Path]) -> dict[str, Tensor]:
+    """The element-wise mean of the checkpoints' model weights (integer buffers are taken from the first)."""
+    if not paths:
+        raise UserError("no checkpoints to average")
+    total: dict[str, Tensor] = {}
+    for path in paths:
+        weights = load_checkpoint(path, map_location="cpu")["model"]
+        for name, value in weights.items():
+            if name not in total:
+                total[name] = value.clone().double() if value.is_floating_point() else value.clone()
+            elif value.is_floating_point():
+                total[name] += value.double()
+    return {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in total.items()}
 
 
 def _set_base_lr(optimizer: torch.optim.Optimizer, schedule, lr: float) -> None:

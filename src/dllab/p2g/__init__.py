@@ -1,11 +1,15 @@
 """Phoneme-to-spelling (2024-25 homework 2, question 3): spell English words from their IPA symbols.
 
-    config       P2GConfig, LSTMConfig, DataConfig, DecodeConfig (torch-free)
-    data         the word lists, vocabularies and train as tensors (build_data, PairData)
+    config       P2GConfig, LSTMConfig, TransformerConfig, DataConfig, DecodeConfig (torch-free)
+    data         the word lists, vocabularies and train as tensors (build_data, PairData); Symbols: the
+                 direction (p2g / g2p) and the spelling's units
     model        the LSTM encoder-decoder with Bahdanau attention, and ensembles of it
+    transformer  the Transformer encoder-decoder (`--arch transformer`)
     decoding     spell, n-best lists and right-to-left rescoring
-    experiment   train a run, evaluate it, load it
-    cli, bench, report   `dllab p2g ...`, `dllab bench p2g`, the report section
+    experiment   train a run, evaluate it (a split or any file), load it
+    presets      per-size settings for SIGMORPHON 2021 Task 1 (torch-free)
+    sigmorphon   the sweep over the task's languages, its results, the tables
+    cli, bench, sigmorphon_bench, report   `dllab p2g ...`, `dllab bench p2g|sigmorphon`, the report section
 
     from dllab.engine import RunDir
     from dllab.p2g import load_run, make_strategy, spell
@@ -25,17 +29,26 @@ _EXPORTS = {
     "DecodeConfig": "config",
     "LSTMConfig": "config",
     "P2GConfig": "config",
+    "TransformerConfig": "config",
     # data
     "P2GData": "data",
     "PairData": "data",
     "build_data": "data",
     "read_vocabs": "data",
+    "Symbols": "data",
+    "symbols_for": "data",
     "to_text": "data",
     # model
     "EnsembleDecoder": "model",
     "LSTMSeq2Seq": "model",
     "build_model": "model",
     "sequence_loss": "model",
+    "TransformerSeq2Seq": "transformer",
+    # presets, sigmorphon
+    "PRESETS": "presets",
+    "apply_preset": "presets",
+    "read_results": "sigmorphon",
+    "run_sweep": "sigmorphon",
     # decoding
     "make_strategy": "decoding",
     "rescore_right_to_left": "decoding",

@@ -42,6 +42,10 @@ def add_bench(sub) -> None:
                    help="validation words for the words/s comparison (default 300)")
     p.set_defaults(func=run)
 
+    from dllab.p2g.sigmorphon_bench import add_bench as add_sigmorphon_bench
+
+    add_sigmorphon_bench(sub)  # `dllab bench sigmorphon`
+
 
 def skeleton_attention(model, s, enc, src_len):
     """The skeleton's attention call, attn(output, encoder_outputs, src_lengths), in the skeleton's formula

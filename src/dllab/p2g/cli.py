@@ -40,10 +40,18 @@ def add_commands(sub) -> None:
     train.add_argument("--attn", action="store_true", help="Bahdanau attention in the decoder")
     train.add_argument(
         "--data",
-        choices=["course", "cmudict"],
+        choices=["course", "cmudict", "sigmorphon"],
         default=None,
-        help="course TSV files (--data-dir) or the embedded CMUdict set (default: cmudict)",
+        help="course TSV files (--data-dir), the embedded CMUdict set (default), or SIGMORPHON 2021 Task 1 "
+        "(--language)",
     )
+    train.add_argument("--language", default=None,
+                       help="a SIGMORPHON 2021 language (eng_us, kor, ady, ...): implies --data sigmorphon")
+    train.add_argument("--direction", choices=["p2g", "g2p"], default=None,
+                       help="p2g: phones -> spelling (default); g2p: spelling -> phones")
+    train.add_argument("--preset", choices=["auto", "none", "low", "medium", "high"], default=None,
+                       help="SIGMORPHON per-size settings (see dllab.p2g.config.PRESETS); auto (the default with "
+                       "--language) picks by the training set's size; your overrides win")
     train.add_argument(
         "--data-dir",
         default=None,
@@ -77,7 +85,40 @@ def add_commands(sub) -> None:
                       help="further runs on the same data whose models join this one's (mean distribution)")
     test.add_argument("--rescore", type=Path, nargs="+", default=None, metavar="RUN",
                       help="right-to-left runs (trained with --data.reverse) that rerank the beam's n best")
+    test.add_argument("--file", type=Path, default=None,
+                      help="score this file instead of a split (a SIGMORPHON run: the task's <spelling>\\t<phones>); "
+                      "the outputs go to <run>/predictions-<strategy>-<file name>.tsv in the same two columns")
     test.set_defaults(func=cmd_test)
+
+    sweep = psub.add_parser(
+        "sweep",
+        help="SIGMORPHON 2021 Task 1: train and score every language of a subtask, in parallel, resumable",
+        description="Trains --seeds members per language (the preset for its training-set size, your "
+        "overrides on top) as parallel one-thread processes, then decodes each language's dev split with its "
+        "members together. Finished runs are skipped, interrupted ones resumed. Writes "
+        "<runs>/<direction>/<language>/results.json and predictions-dev.tsv (the task's two columns), and "
+        "prints the per-language WER next to the baseline's and the macro average per subtask.",
+        epilog="examples:\n  dllab p2g sweep low --direction g2p --runs runs/sigmorphon\n"
+        "  dllab p2g sweep all --direction both --seeds 1 2 3 --beam 5\n"
+        "  dllab p2g sweep kor,bul --direction p2g --train.epochs 10",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sweep.add_argument("languages", help="high, medium, low, all, or comma-separated language codes")
+    sweep.add_argument("--direction", choices=["g2p", "p2g", "both"], default="g2p", help="default g2p")
+    sweep.add_argument("--runs", type=Path, default=Path("runs/sigmorphon"), help="default runs/sigmorphon")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=None,
+                       help="one member per seed (default: the preset's, see dllab.p2g.presets)")
+    sweep.add_argument("--beam", type=int, default=None, help="beam size for the dev decoding (default: the preset's)")
+    sweep.add_argument("--epochs-scale", type=float, default=1.0,
+                       help="scale every preset's epochs (0.5: each language trains half as long)")
+    sweep.add_argument("--r2l-seeds", type=int, nargs="*", default=None,
+                       help="right-to-left members that rerank the beam (default: the preset's, none with --seeds)")
+    sweep.add_argument("--preset", choices=["auto", "none", "low", "medium", "high"], default="auto",
+                       help="per-size settings (default auto: by training-set size)")
+    sweep.add_argument("--workers", type=int, default=0, help="parallel processes (default: 2 per core, at most)")
+    sweep.add_argument("--data-dir", default=None,
+                       help="the task's data folder (default ../shared/data/sigmorphon2021)")
+    sweep.set_defaults(func=cmd_sweep, overrides=True)
 
     spell = psub.add_parser(
         "spell",
@@ -103,6 +144,14 @@ def cmd_train(args) -> int:
         cfg = replace_path(cfg, "model.attn", True)
     if args.data:
         cfg = replace_path(cfg, "data.source", args.data)
+    if args.language:
+        cfg = replace_path(replace_path(cfg, "data.language", args.language), "data.source", "sigmorphon")
+    if args.direction:
+        cfg = replace_path(cfg, "data.direction", args.direction)
+    if cfg.data.source == "sigmorphon" and (args.preset or "auto") != "none":
+        from dllab.p2g.presets import apply_preset
+
+        cfg = apply_preset(cfg, args.preset or "auto", args.overrides)
     if args.data_dir:
         cfg = replace_path(replace_path(cfg, "data.dir", args.data_dir), "data.source", args.data or "course")
     if args.skip_bad_lines:
@@ -129,7 +178,8 @@ def cmd_test(args) -> int:
     setup_logging()
     ensemble = [RunDir(p) for p in args.ensemble] if args.ensemble else None
     rescore = [RunDir(p) for p in args.rescore] if args.rescore else None
-    result = evaluate(RunDir(args.run).claim(), args.top_p, args.beam, args.k, args.split, args.seed, ensemble, rescore)
+    result = evaluate(RunDir(args.run).claim(), args.top_p, args.beam, args.k, args.split, args.seed, ensemble,
+                      rescore, args.file)
     for key, m in result.items():
         extra = "".join(f", {name.upper()} {m[name]:.4f}" for name in m if name.startswith("wer@"))
         print(
@@ -139,14 +189,31 @@ def cmd_test(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from dllab.data.sigmorphon import select_languages
+    from dllab.engine.logs import setup_logging
+    from dllab.p2g.sigmorphon import print_results, run_sweep
+
+    setup_logging()
+    languages = select_languages(args.languages)
+    directions = ["g2p", "p2g"] if args.direction == "both" else [args.direction]
+    run_sweep(languages, directions, args.runs, args.seeds, args.preset, args.overrides, args.beam, args.workers,
+              args.data_dir, args.r2l_seeds, args.epochs_scale)  # fmt: skip
+    print_results(args.runs, languages)
+    return 0
+
+
 def cmd_spell(args) -> int:
     from dllab.engine.rundir import RunDir
+    from dllab.p2g.data import symbols_for
     from dllab.p2g.decoding import make_strategy, spell
     from dllab.p2g.experiment import load_run
 
     cfg, model, vocabs = load_run(RunDir(args.run))
     strategy, _ = make_strategy(None, args.beam, 0)
-    words = [tuple(p.split()) for p in args.phonemes]
-    for phonemes, out in zip(args.phonemes, spell(model, words, vocabs, strategy, cfg.decode), strict=True):
-        print(f"{phonemes}\t{out[0][::-1] if cfg.data.reverse else out[0]}")
+    symbols = symbols_for(cfg.data)  # a g2p run reads spellings; a right-to-left run's output comes out in order
+    words = [symbols.source(p) for p in args.phonemes]
+    outputs = spell(model, words, vocabs, strategy, cfg.decode, symbols=symbols)
+    for phonemes, out in zip(args.phonemes, outputs, strict=True):
+        print(f"{phonemes}\t{out[0]}")
     return 0

@@ -1,9 +1,11 @@
 """Phoneme-to-spelling configs, torch-free so that `dllab p2g train --help` stays quick.
 
-    P2GConfig      data, model, optim, train and decode settings
-    LSTMConfig     the LSTM encoder-decoder of `dllab.p2g.model`
-    DataConfig     course TSV files or the embedded CMUdict set
-    DecodeConfig   maximum output length and decoding batch size
+    P2GConfig          data, model, optim, train and decode settings
+    LSTMConfig         the LSTM encoder-decoder of `dllab.p2g.model`
+    TransformerConfig  the Transformer encoder-decoder of `dllab.p2g.transformer` (`--arch transformer`)
+    DataConfig         course TSV files, the embedded CMUdict set, or a SIGMORPHON 2021 Task 1 language;
+                       the direction (p2g: phones -> spelling, g2p: spelling -> phones) and spelling units
+    DecodeConfig       maximum output length and decoding batch size
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dllab.config import option
 from dllab.engine.options import OptimConfig, TrainConfig
 
 COURSE_DIR = "../shared/data/wikipron-p2g"
+SIGMORPHON_DIR = "../shared/data/sigmorphon2021"
 
 
 @dataclass(frozen=True)
@@ -26,14 +29,33 @@ class LSTMConfig:
 
 
 @dataclass(frozen=True)
+class TransformerConfig:
+    d_model: int = option(128, "model width")
+    heads: int = option(4, "attention heads")
+    ff: int = option(512, "feed-forward width")
+    encoder_layers: int = option(2, "encoder layers")
+    decoder_layers: int = option(2, "decoder layers")
+    dropout: float = option(0.2, "dropout on embeddings, attention weights and sublayer outputs")
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    source: Literal["course", "cmudict"] = option("cmudict", "course TSV files, or the embedded CMUdict set")
+    source: Literal["course", "cmudict", "sigmorphon"] = option(
+        "cmudict", "course TSV files, the embedded CMUdict set, or a SIGMORPHON 2021 Task 1 language"
+    )
     dir: str = option(COURSE_DIR, "course split directory: train.tsv, valid.tsv [, test.tsv]")
     seed: int = option(0, "seed that draws the CMUdict words", ge=0, lt=2**32)
     limit_train: int = option(0, "use only the first N training pairs (0 = all)", ge=0)
     limit_valid: int = option(0, "use only the first N validation / test pairs (0 = all)", ge=0)
     skip_bad_lines: bool = option(False, "skip malformed TSV lines (and report how many) instead of failing")
     reverse: bool = option(False, "spell right to left (train on reversed spellings): a model for `p2g test --rescore`")
+    language: str = option("", "SIGMORPHON 2021 language code (eng_us, kor, ady, ...) with source sigmorphon")
+    sigmorphon_dir: str = option(SIGMORPHON_DIR, "the task's data folder (high/, medium/, low/)")
+    direction: Literal["p2g", "g2p"] = option("p2g", "p2g: phones -> spelling; g2p: spelling -> phones")
+    spelling_units: Literal["auto", "graphemes", "codepoints", "decomposed"] = option(
+        "auto", "spelling symbols: grapheme clusters, code points, or NFD code points (Hangul as jamo); "
+        "auto = graphemes for sigmorphon, code points for the course"
+    )
 
 
 @dataclass(frozen=True)
@@ -54,3 +76,7 @@ class P2GConfig:
     label_smoothing: float = option(
         0.0, "label smoothing of the cross-entropy, padding ignored (homework: 0)", ge=0, lt=1
     )
+    arch: Literal["lstm", "transformer"] = option("lstm", "the homework's LSTM speller, or a Transformer")
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    select: Literal["cer", "wer"] = option("cer", "keep the checkpoint with the best validation CER or WER")
+    average: int = option(0, "average the weights of the best N checkpoints (by --select) after training; 0/1 = off")

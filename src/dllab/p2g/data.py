@@ -1,10 +1,13 @@
 """Phoneme-to-spelling data: the word lists read, the vocabularies built from train, train held as tensors.
 
-    build_data(cfg)          the splits of `DataConfig` (course TSV files or the embedded CMUdict set), their
-                             vocabularies and train as `PairData`
+    build_data(cfg)          the splits of `DataConfig` (course TSV files, the embedded CMUdict set or a
+                             SIGMORPHON 2021 language), their vocabularies and train as `PairData`
+    Symbols, symbols_for     how a run reads its source and writes its target: the direction (p2g reads
+                             phones and writes a spelling, g2p the other way), the spelling's units and
+                             whether the target is spelled right to left
     PairData                 source / target id sequences as padded tensors, batched by index for `fit`
     src_batches              (src, src_len) batches of words to decode
-    to_text                  decoded ids -> a spelling
+    to_text                  decoded ids -> the target text (a spelling, or space-separated phones)
     write_vocabs, read_vocabs   a run's vocab.json
 """
 
@@ -12,12 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from dllab.data.sigmorphon import Units, join_units, split_units
 from dllab.engine import RunDir
 from dllab.errors import UserError
 from dllab.io import atomic_write_json
@@ -67,68 +71,129 @@ class PairData:
         return PairData(self.src[:n], self.src_len[:n], self.tgt[:n], self.tgt_len[:n])
 
 
+@dataclass(frozen=True)
+class Symbols:
+    """How a run turns text into symbol sequences and back: source and target units (`split_units`), and
+    whether the target is learnt right to left (`--data.reverse`; its text is still written left to right)."""
+
+    src_units: Units
+    tgt_units: Units
+    reverse: bool = False
+
+    def source(self, text: str) -> tuple[str, ...]:
+        return split_units(text, self.src_units)
+
+    def target(self, text: str) -> tuple[str, ...]:
+        """The target symbols the model learns (right to left for a reversed run)."""
+        symbols = split_units(text, self.tgt_units)
+        return symbols[::-1] if self.reverse else symbols
+
+    def text(self, symbols: Sequence[str]) -> str:
+        """The target text of the symbols the model emitted, left to right."""
+        return join_units(list(symbols)[::-1] if self.reverse else symbols, self.tgt_units)
+
+
+def symbols_for(cfg: DataConfig) -> Symbols:
+    """The Symbols of a data config: phones split on spaces; spellings as grapheme clusters for SIGMORPHON
+    data by default, as code points for the course data (the homework's characters)."""
+    units = cfg.spelling_units
+    if units == "auto":
+        units = "graphemes" if cfg.source == "sigmorphon" else "codepoints"
+    if cfg.direction == "g2p":
+        return Symbols(units, "phones", cfg.reverse)
+    return Symbols("phones", units, cfg.reverse)
+
+
+def orient(pairs: Iterable[tuple[tuple[str, ...], str]], direction: str) -> list[tuple[str, str]]:
+    """(phones, spelling) pairs -> (source text, target text) pairs in the run's direction."""
+    if direction == "g2p":
+        return [(spelling, " ".join(phones)) for phones, spelling in pairs]
+    return [(" ".join(phones), spelling) for phones, spelling in pairs]
+
+
 @dataclass
 class P2GData:
     train: PairData
-    valid_src: list[tuple[str, ...]]  # phoneme symbols of the validation words
-    valid_gold: list[str]
+    valid_src: list[tuple[str, ...]]  # source symbols of the validation words (phonemes for p2g)
+    valid_gold: list[str]  # target text, left to right (a spelling for p2g, space-separated phones for g2p)
     test_src: list[tuple[str, ...]]
     test_gold: list[str]
     src_vocab: Vocab
     tgt_vocab: Vocab
     info: dict  # source, sizes, skipped lines, unknown-symbol counts
+    symbols: Symbols = Symbols("phones", "codepoints")
 
 
 def load_splits(cfg: DataConfig):
     """(P2GSplits, skipped bad lines) for the configured source."""
     from dllab.data.cmudict_ipa import ensure_cmudict_splits
-    from dllab.data.wikipron import load_split_dir
+    from dllab.data.wikipron import P2GSplits, load_split_dir
 
     if cfg.source == "cmudict":
         return load_split_dir(ensure_cmudict_splits(cfg.seed), cfg.skip_bad_lines)
+    if cfg.source == "sigmorphon":
+        from dllab.data.sigmorphon import language_files, read_task_pairs
+
+        if not cfg.language:
+            raise UserError("--data.language: say which SIGMORPHON 2021 language (e.g. eng_us, kor, ady)")
+        files = language_files(cfg.sigmorphon_dir, cfg.language)
+        train, s1 = read_task_pairs(files.train, cfg.skip_bad_lines)
+        dev, s2 = read_task_pairs(files.dev, cfg.skip_bad_lines)
+        if files.test is None:
+            return P2GSplits(train, dev, dev, f"sigmorphon:{cfg.language}", test_is_valid=True), s1 + s2
+        test, s3 = read_task_pairs(files.test, cfg.skip_bad_lines)
+        return P2GSplits(train, dev, test, f"sigmorphon:{cfg.language}"), s1 + s2 + s3
     return load_split_dir(
         cfg.dir, cfg.skip_bad_lines, "Point --data-dir at the course files, or use --data cmudict."
     )
 
 
-def encode_pairs(pairs, src_vocab: Vocab, tgt_vocab: Vocab) -> PairData:
-    """(phonemes, spelling) pairs -> PairData: phoneme ids, and SOS + letter ids + EOS."""
+def encode_pairs(pairs: Iterable[tuple[Sequence[str], Sequence[str]]], src_vocab: Vocab, tgt_vocab: Vocab) -> PairData:
+    """(source symbols, target symbols) pairs -> PairData: source ids, and SOS + target ids + EOS."""
+    pairs = list(pairs)
     return PairData.from_ids(
         [src_vocab.encode(p) for p, _ in pairs], [tgt_vocab.encode(w, bos_eos=True) for _, w in pairs]
     )
 
 
+def unknown_symbols(pairs: list[tuple[str, str]], symbols: Symbols, vocabs: tuple[Vocab, Vocab],
+                    direction: str) -> dict[str, int]:
+    """How many phone and spelling symbols of (source text, target text) pairs are not in the vocabularies."""
+    src_vocab, tgt_vocab = vocabs
+    src = src_vocab.count_unknown(symbols.source(s) for s, _ in pairs)
+    tgt = tgt_vocab.count_unknown(symbols.target(t) for _, t in pairs)
+    return {"phonemes": tgt, "letters": src} if direction == "g2p" else {"phonemes": src, "letters": tgt}
+
+
 def build_data(cfg: DataConfig, vocabs: tuple[Vocab, Vocab] | None = None) -> P2GData:
     """Read the splits, build vocabularies from train (unless given), encode train as tensors."""
     splits, skipped = load_splits(cfg)
-    train = splits.train[: cfg.limit_train or None]
-    valid = splits.valid[: cfg.limit_valid or None]
-    test = splits.test[: cfg.limit_valid or None]
-    if cfg.reverse:  # a right-to-left speller: CER and WER are the same on reversed strings
-        train, valid, test = ([(p, w[::-1]) for p, w in pairs] for pairs in (train, valid, test))
+    symbols = symbols_for(cfg)
+    train = orient(splits.train[: cfg.limit_train or None], cfg.direction)
+    valid = orient(splits.valid[: cfg.limit_valid or None], cfg.direction)
+    test = orient(splits.test[: cfg.limit_valid or None], cfg.direction)
+    train_symbols = [(symbols.source(s), symbols.target(t)) for s, t in train]
     if vocabs is None:
-        vocabs = Vocab.build(p for p, _ in train), Vocab.build(w for _, w in train)
+        vocabs = Vocab.build(s for s, _ in train_symbols), Vocab.build(t for _, t in train_symbols)
     src_vocab, tgt_vocab = vocabs
     info = {
         "source": splits.source,
+        "direction": cfg.direction,
         "sizes": {"train": len(train), "valid": len(valid), "test": len(test)},
         "test_is_valid": splits.test_is_valid,
         "skipped_bad_lines": skipped,
-        "unknown_symbols": {
-            name: {"phonemes": src_vocab.count_unknown(p for p, _ in pairs),
-                   "letters": tgt_vocab.count_unknown(w for _, w in pairs)}
-            for name, pairs in (("valid", valid), ("test", test))
-        },
+        "unknown_symbols": {name: unknown_symbols(pairs, symbols, vocabs, cfg.direction)
+                            for name, pairs in (("valid", valid), ("test", test))},
     }  # fmt: skip
     for name, counts in info["unknown_symbols"].items():
         if counts["phonemes"] or counts["letters"]:
             log.info("%s: %d phoneme(s) and %d letter(s) unseen in train map to UNK", name,
                      counts["phonemes"], counts["letters"])  # fmt: skip
     return P2GData(
-        encode_pairs(train, src_vocab, tgt_vocab),
-        [p for p, _ in valid], [w for _, w in valid],
-        [p for p, _ in test], [w for _, w in test],
-        src_vocab, tgt_vocab, info,
+        encode_pairs(train_symbols, src_vocab, tgt_vocab),
+        [symbols.source(s) for s, _ in valid], [t for _, t in valid],
+        [symbols.source(s) for s, _ in test], [t for _, t in test],
+        src_vocab, tgt_vocab, info, symbols,
     )  # fmt: skip
 
 
@@ -139,9 +204,11 @@ def src_batches(phonemes: list[tuple[str, ...]], vocab: Vocab, batch_size: int, 
         yield src.to(device), src_len.to(device)
 
 
-def to_text(ids: list[int], vocab: Vocab) -> str:
-    """Token ids -> spelling; UNK becomes U+FFFD (one character, so CER counts it as one error)."""
-    return "".join("\ufffd" if i == UNK else vocab.tokens[i] for i in ids)
+def to_text(ids: list[int], vocab: Vocab, symbols: Symbols | None = None) -> str:
+    """Token ids -> the target text (`symbols.text`; without `symbols`, characters concatenated); UNK becomes
+    U+FFFD (one character, so CER counts it as one error)."""
+    tokens = ["\ufffd" if i == UNK else vocab.tokens[i] for i in ids]
+    return "".join(tokens) if symbols is None else symbols.text(tokens)
 
 
 def write_vocabs(run: RunDir, src_vocab: Vocab, tgt_vocab: Vocab) -> None:

@@ -7,7 +7,9 @@ phonemes, the n best spellings of beam search, and their right-to-left rescoring
     spelling_log_probs(model, ...)       log p(spelling | phonemes) under teacher forcing
     rescore_right_to_left(n_best, ...)   rerank n-best lists with right-to-left models (Liu et al., 2016)
 
-`model` is an `LSTMSeq2Seq` or an `EnsembleDecoder` of them (dllab.p2g.model).
+`model` is an `LSTMSeq2Seq`, a `TransformerSeq2Seq` or an `EnsembleDecoder` of them (dllab.p2g.model). The
+words' source symbols are phonemes for a p2g run, spelling symbols for a g2p run; `symbols` (the run's
+`Symbols`, see dllab.p2g.data) turns the emitted symbols into text: without it, characters concatenated.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from dllab.errors import UserError
 from dllab.p2g.config import DecodeConfig
-from dllab.p2g.data import encode_pairs, src_batches, to_text
+from dllab.p2g.data import Symbols, encode_pairs, src_batches, to_text
 from dllab.p2g.model import EnsembleDecoder, LSTMSeq2Seq
 from dllab.seq2seq.decoding import (
     BeamSearchDecoder,
@@ -54,6 +56,7 @@ def spell(
     strategy: Strategy,
     cfg: DecodeConfig,
     k: int = 1,
+    symbols: Symbols | None = None,
 ) -> list[list[str]]:
     """Spell each word with `strategy`: k outputs per word (k > 1 only for sampling)."""
     src_vocab, tgt_vocab = data_vocabs
@@ -63,17 +66,18 @@ def spell(
             if k > 1:
                 assert isinstance(strategy, NucleusSampler)
                 for samples in sample_k(model, batch, strategy, k, SOS, EOS, cfg.max_len):
-                    out.append([to_text(s, tgt_vocab) for s in samples])
+                    out.append([to_text(s, tgt_vocab, symbols) for s in samples])
             else:
-                out.extend([to_text(s, tgt_vocab)] for s in decode(model, batch, strategy, SOS, EOS, cfg.max_len))
+                out.extend([to_text(s, tgt_vocab, symbols)]
+                           for s in decode(model, batch, strategy, SOS, EOS, cfg.max_len))
     return out
 
 
 @contextlib.contextmanager
-def _eval_mode(model: LSTMSeq2Seq | EnsembleDecoder):
+def _eval_mode(model):
     """A single model decodes in eval mode (no dropout) and gets its mode back; ensemble members are loaded
     in eval mode."""
-    was_training = model.training if isinstance(model, LSTMSeq2Seq) else None
+    was_training = model.training if isinstance(model, torch.nn.Module) else None
     if was_training is not None:
         model.eval()
     try:
@@ -90,6 +94,7 @@ def spell_n_best(
     beam: BeamSearchDecoder,
     cfg: DecodeConfig,
     n: int,
+    symbols: Symbols | None = None,
 ) -> list[list[tuple[str, float]]]:
     """The n best spellings of each word by beam search, with their normalised scores, best first."""
     src_vocab, tgt_vocab = data_vocabs
@@ -97,12 +102,12 @@ def spell_n_best(
     with _eval_mode(model):
         for batch in src_batches(phonemes, src_vocab, cfg.batch_size, _device_of_decoder(model)):
             for hyps in decode_n_best(model, batch, beam, n, SOS, EOS, cfg.max_len):
-                out.append([(to_text(ids, tgt_vocab), score) for ids, score in hyps])
+                out.append([(to_text(ids, tgt_vocab, symbols), score) for ids, score in hyps])
     return out
 
 
-def _device_of_decoder(model: LSTMSeq2Seq | EnsembleDecoder) -> torch.device:
-    module = model if isinstance(model, LSTMSeq2Seq) else model.members[0]
+def _device_of_decoder(model) -> torch.device:
+    module = model.members[0] if isinstance(model, EnsembleDecoder) else model
     return next(module.parameters()).device
 
 
@@ -113,14 +118,19 @@ def spelling_log_probs(
     spellings: list[str],
     data_vocabs: tuple[Vocab, Vocab],
     batch_size: int = 500,
+    symbols: Symbols | None = None,
 ) -> list[float]:
-    """log p(spelling, EOS | phonemes) of each pair under the model (teacher forcing, eval mode)."""
+    """log p(spelling, EOS | phonemes) of each pair under the model (teacher forcing, eval mode). The spellings
+    are texts; `symbols.target` turns them into the symbols the model learnt (reversed for a right-to-left
+    run); without `symbols`, their characters as given."""
     src_vocab, tgt_vocab = data_vocabs
     device = _device_of_decoder(model)
     out: list[float] = []
     with _eval_mode(model):
         for start in range(0, len(phonemes), batch_size):
-            pairs = list(zip(phonemes[start : start + batch_size], spellings[start : start + batch_size], strict=True))
+            texts = spellings[start : start + batch_size]
+            targets = [symbols.target(t) for t in texts] if symbols is not None else texts
+            pairs = list(zip(phonemes[start : start + batch_size], targets, strict=True))
             data = encode_pairs(pairs, src_vocab, tgt_vocab)
             src, src_len, tgt, _ = (t.to(device) for t in data.batch(torch.arange(len(pairs))))
             logp = torch.log_softmax(model(src, src_len, tgt[:, :-1]).float(), dim=-1)  # (B, T, V)
@@ -136,18 +146,24 @@ def rescore_right_to_left(
     right_to_left: list[LSTMSeq2Seq],
     data_vocabs: tuple[Vocab, Vocab],
     length_penalty: float = 1.0,
+    symbols: Symbols | None = None,
 ) -> list[str]:
     """For each word, the candidate with the best sum of its left-to-right score (beam search's normalised
     score) and its right-to-left score: the mean over `right_to_left` models of log p(reversed spelling,
-    EOS) / (length + 1) ** length_penalty, the normalisation beam search uses. The two directions make
+    EOS) / (length + 1) ** length_penalty, the normalisation beam search uses. `symbols`: the right-to-left
+    runs' Symbols (reverse=True); without it, the candidates' characters are reversed. The two directions make
     different mistakes (a left-to-right speller commits to a word's start before seeing how it ends), so
     candidates that both read well are better bets (the reranking of Liu et al., 2016, for transduction)."""
     flat_src = [p for p, cands in zip(phonemes, n_best, strict=True) for _ in cands]
     flat_text = [text for cands in n_best for text, _ in cands]
-    norms = torch.tensor([(len(t) + 1) ** length_penalty for t in flat_text], dtype=torch.float64)
+    if symbols is None:
+        lengths, reversed_text = [len(t) for t in flat_text], [t[::-1] for t in flat_text]
+    else:
+        lengths, reversed_text = [len(symbols.target(t)) for t in flat_text], flat_text
+    norms = torch.tensor([(n + 1) ** length_penalty for n in lengths], dtype=torch.float64)
     backward = torch.zeros(len(flat_text), dtype=torch.float64)
     for model in right_to_left:
-        logp = spelling_log_probs(model, flat_src, [t[::-1] for t in flat_text], data_vocabs)
+        logp = spelling_log_probs(model, flat_src, reversed_text, data_vocabs, symbols=symbols)
         backward += torch.tensor(logp, dtype=torch.float64) / norms
     backward /= len(right_to_left)
     best, at = [], 0

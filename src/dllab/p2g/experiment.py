@@ -1,10 +1,13 @@
 """Phoneme-to-spelling experiments: train a speller into a run directory and evaluate it on a split.
 
     train(cfg, run)                         teacher-forced training through dllab.engine.loop; validation
-                                            CER / WER of greedy decoding after every epoch (monitor val_cer)
-    evaluate(run, strategy, k, split)       decode a split with the best checkpoint (or an ensemble, or
-                                            rescored by right-to-left runs); write the metrics into
-                                            run/test_metrics.json and the outputs into run/predictions-*.tsv
+                                            CER / WER of greedy decoding after every epoch (monitor val_cer
+                                            or, with --select wer, val_wer)
+    evaluate(run, strategy, k, split, file) decode a split (or any file) with the best checkpoint (or an
+                                            ensemble, or rescored by right-to-left runs); write the metrics
+                                            into run/test_metrics.json and the outputs into
+                                            run/predictions-*.tsv
+    score(hyps, golds, data_cfg)            CER / WER as the course counts them, or as SIGMORPHON 2021 does
     load_run(run)                           a run's config, best model (eval mode) and vocabularies
 
 The pieces live beside it: data and vocabularies in `dllab.p2g.data`, the model in `dllab.p2g.model`,
@@ -16,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -23,14 +27,15 @@ import torch
 from torch import Tensor
 
 from dllab.engine import FitResult, RunDir, distributed, fit, load_best, seed_everything
+from dllab.engine.loop import average_checkpoints, top_checkpoints
 from dllab.errors import UserError
 from dllab.io import atomic_write_text
-from dllab.p2g.config import P2GConfig
-from dllab.p2g.data import build_data, read_vocabs, write_vocabs
+from dllab.p2g.config import DataConfig, P2GConfig
+from dllab.p2g.data import build_data, orient, read_vocabs, symbols_for, write_vocabs
 from dllab.p2g.decoding import make_strategy, rescore_right_to_left, spell, spell_n_best
 from dllab.p2g.model import EnsembleDecoder, LSTMSeq2Seq, build_model, sequence_loss
 from dllab.seq2seq.decoding import BeamSearchDecoder, GreedyDecoder
-from dllab.seq2seq.metrics import character_error_rate, single_word_error_rate, wer_at_k
+from dllab.seq2seq.metrics import character_error_rate, single_word_error_rate, token_error_rate, wer_at_k
 from dllab.seq2seq.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -48,6 +53,34 @@ def check_config(cfg: P2GConfig) -> None:
         raise UserError(f"--model.dropout: expected a value in [0, 1), got {cfg.model.dropout}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise UserError(f"--label_smoothing: expected a value in [0, 1), got {cfg.label_smoothing}")
+    t = cfg.transformer
+    if cfg.arch == "transformer" and (t.d_model < 2 or t.d_model % 2 or t.heads < 1 or t.d_model % t.heads):
+        raise UserError(f"--transformer.d_model: expected an even multiple of --transformer.heads ({t.heads}), "
+                        f"got {t.d_model}")  # fmt: skip
+    if cfg.arch == "transformer" and min(t.encoder_layers, t.decoder_layers) < 1:
+        raise UserError("--transformer.encoder_layers / decoder_layers: expected at least 1")
+    if not 0.0 <= t.dropout < 1.0:
+        raise UserError(f"--transformer.dropout: expected a value in [0, 1), got {t.dropout}")
+    if cfg.average < 0:
+        raise UserError(f"--average: expected 0 (off) or a number of checkpoints, got {cfg.average}")
+
+
+def score(hyps: list[str], golds: list[str], data_cfg: DataConfig) -> dict[str, float]:
+    """{"cer", "wer"} of output texts against gold texts, both as fractions.
+
+    The course (and CMUdict) data: CER over characters, WER = share of spellings not exactly the gold.
+    SIGMORPHON data, as the task scores: WER = share of words whose output, split on whitespace, differs
+    from the gold's; "cer" is the edit distance over the reference length in phones (the PER) for g2p, in
+    grapheme clusters for p2g, whatever units the model spells in."""
+    if data_cfg.source != "sigmorphon":
+        return {"cer": character_error_rate(hyps, golds), "wer": single_word_error_rate(hyps, golds)}
+    from dllab.data.sigmorphon import split_units
+
+    units = "phones" if data_cfg.direction == "g2p" else "graphemes"
+    return {
+        "cer": token_error_rate([split_units(h, units) for h in hyps], [split_units(g, units) for g in golds]),
+        "wer": single_word_error_rate([tuple(h.split()) for h in hyps], [tuple(g.split()) for g in golds]),
+    }
 
 
 def loss_fn(
@@ -69,7 +102,7 @@ def train(
     seed_everything(cfg.train.seed)
     model = build_model(cfg, data.src_vocab, data.tgt_vocab)
     log.info(
-        "%s: %d train / %d valid words, %d phonemes, %d letters, %s parameters",
+        "%s: %d train / %d valid words, %d source and %d target symbols, %s parameters",
         run.path, len(data.train), len(data.valid_gold), len(data.src_vocab), len(data.tgt_vocab),
         f"{sum(p.numel() for p in model.parameters()):,}",
     )  # fmt: skip
@@ -77,16 +110,14 @@ def train(
     def evaluate_fn(model: LSTMSeq2Seq) -> dict[str, float]:
         # Every rank decodes the whole validation set (it takes seconds), so all get the same numbers.
         hyps = [h[0] for h in spell(model, data.valid_src, (data.src_vocab, data.tgt_vocab),
-                                    GreedyDecoder(), cfg.decode)]  # fmt: skip
-        return {
-            "val_cer": character_error_rate(hyps, data.valid_gold),
-            "val_wer": single_word_error_rate(hyps, data.valid_gold),
-        }
+                                    GreedyDecoder(), cfg.decode, symbols=data.symbols)]  # fmt: skip
+        return {f"val_{k}": v for k, v in score(hyps, data.valid_gold, cfg.data).items()}
 
     return fit(
         model, data.train, functools.partial(loss_fn, label_smoothing=cfg.label_smoothing), evaluate_fn,
         cfg.optim, cfg.train, run,
-        monitor="val_cer", mode="min", resume=resume, show_progress=show_progress,
+        monitor=f"val_{cfg.select}", mode="min", resume=resume, show_progress=show_progress,
+        keep_top=cfg.average if cfg.average > 1 else 0,
     )  # fmt: skip
 
 
@@ -94,11 +125,16 @@ def train(
 
 
 def load_run(run: RunDir, device: str = "cpu") -> tuple[P2GConfig, LSTMSeq2Seq, tuple[Vocab, Vocab]]:
-    """The run's config, its best checkpoint's model in eval mode, and its (phoneme, letter) vocabularies."""
+    """The run's config, its best checkpoint's model in eval mode (with --average N, the mean of the N best
+    checkpoints' weights), and its (source, target) vocabularies."""
     cfg = run.read_config(P2GConfig)
     vocabs = read_vocabs(run)
     model = build_model(cfg, *vocabs)
-    load_best(model, run, device)
+    kept = top_checkpoints(run) if cfg.average > 1 else []
+    if kept:
+        model.load_state_dict(average_checkpoints(kept))
+    else:
+        load_best(model, run, device)
     return cfg, model.to(device).eval(), vocabs
 
 
@@ -119,8 +155,13 @@ def evaluate(
     seed: int = 0,
     ensemble: list[RunDir] | None = None,
     rescore: list[RunDir] | None = None,
+    file: Path | None = None,
 ) -> dict:
-    """Decode `split` with the best checkpoint; add the metrics to test_metrics.json and return them.
+    """Decode `split` (or `file`) with the best checkpoint; add the metrics to test_metrics.json and return them.
+
+    `file`: any file in the run's data format (for a SIGMORPHON run, the task's `<spelling>\t<phones>`),
+    scored and written as `predictions-<strategy>-<file name>.tsv`. A SIGMORPHON run writes its predictions
+    in the task's two columns (the output in place of the gold), so the task's own evaluation reads them.
 
     `ensemble`: further runs (trained on the same data) whose models join this one's: the decoder then
     follows the mean of their next-letter distributions. `rescore`: right-to-left runs (`--data.reverse`)
@@ -152,45 +193,86 @@ def evaluate(
         right_to_left.append(member)
     if right_to_left:
         key = f"{key}_rescored{len(right_to_left)}"
-    data = build_data(cfg.data, vocabs)
-    src, gold = (data.test_src, data.test_gold) if split == "test" else (data.valid_src, data.valid_gold)
+    symbols = symbols_for(cfg.data)
+    if file is not None:
+        src_text, gold = read_scoring_file(file, cfg.data)
+        src = [symbols.source(t) for t in src_text]
+        split_name = f"file:{file}"
+    else:
+        data = build_data(cfg.data, vocabs)
+        src, gold = (data.test_src, data.test_gold) if split == "test" else (data.valid_src, data.valid_gold)
+        split_name = "valid" if split == "valid" or data.info["test_is_valid"] else "test"
+    unknown = vocabs[0].count_unknown(src)
+    if unknown:
+        log.info("%d source symbol(s) unseen in training map to UNK", unknown)
+    r2l_symbols = symbols_for(replace(cfg.data, reverse=True))
     began = time.perf_counter()
     with torch.no_grad():
         if right_to_left:
             assert isinstance(strategy, BeamSearchDecoder)
-            n_best = spell_n_best(decoder, src, vocabs, strategy, cfg.decode, strategy.beam_size)
-            best = rescore_right_to_left(n_best, src, right_to_left, vocabs, strategy.length_penalty)
+            n_best = spell_n_best(decoder, src, vocabs, strategy, cfg.decode, strategy.beam_size, symbols)
+            best = rescore_right_to_left(n_best, src, right_to_left, vocabs, strategy.length_penalty, r2l_symbols)
             outputs = [[w] for w in best]
-        else:
-            outputs = spell(decoder, src, vocabs, strategy, cfg.decode, k=k)
+        else:  # `symbols` writes a right-to-left run's outputs left to right
+            outputs = spell(decoder, src, vocabs, strategy, cfg.decode, k=k, symbols=symbols)
     seconds = time.perf_counter() - began
-    if cfg.data.reverse:  # report and write the spellings left to right (the metrics are the same)
-        outputs, gold = [[o[::-1] for o in out] for out in outputs], [g[::-1] for g in gold]
     first = [o[0] for o in outputs]
     metrics = {
-        "split": "valid" if split == "valid" or data.info["test_is_valid"] else "test",
+        "split": split_name,
         "members": [str(run.path)] + [str(r.path) for r in ensemble or []],
         "rescored_by": [str(r.path) for r in rescore or []],
         "strategy": repr(strategy),
         "words": len(gold),
-        "cer": character_error_rate(first, gold),
-        "wer": single_word_error_rate(first, gold),
+        **score(first, gold, cfg.data),
+        "unknown_source_symbols": unknown,
         "words_per_second": len(gold) / seconds,
     }
     if k > 1:
         metrics[f"wer@{k}"] = wer_at_k(outputs, gold)
         key += f"_k{k}"
+    if file is not None:
+        key += f"-{Path(file).name.removesuffix('.tsv')}"
     record = run.read_test_metrics() or {}
     record[key] = metrics
     run.write_test_metrics(record)
-    lines = ["phonemes\tgold\t" + "\t".join(f"output{j + 1}" for j in range(k))]
-    for phonemes, g, o in zip(src, gold, outputs, strict=True):
-        lines.append(" ".join(phonemes) + "\t" + g + "\t" + "\t".join(o))
-    atomic_write_text(run.path / f"predictions-{key}.tsv", "\n".join(lines) + "\n")
+    path = run.path / f"predictions-{key}.tsv"
+    if cfg.data.source == "sigmorphon":
+        write_task_predictions(path, src, first, symbols, cfg.data.direction)
+    else:
+        lines = ["phonemes\tgold\t" + "\t".join(f"output{j + 1}" for j in range(k))]
+        for phonemes, g, o in zip(src, gold, outputs, strict=True):
+            lines.append(" ".join(phonemes) + "\t" + g + "\t" + "\t".join(o))
+        atomic_write_text(path, "\n".join(lines) + "\n")
     return {key: metrics}
 
 
+def read_scoring_file(file: Path, data_cfg: DataConfig) -> tuple[list[str], list[str]]:
+    """(source texts, gold target texts) of a file in the run's data format, in the run's direction."""
+    from dllab.data.sigmorphon import read_task_pairs
+    from dllab.data.wikipron import read_pairs
+
+    if data_cfg.source == "sigmorphon":
+        pairs, _ = read_task_pairs(file, data_cfg.skip_bad_lines)
+    else:
+        pairs, _ = read_pairs(file, data_cfg.skip_bad_lines)
+    oriented = orient(pairs, data_cfg.direction)
+    return [s for s, _ in oriented], [t for _, t in oriented]
+
+
+def write_task_predictions(path: Path, src: list[tuple[str, ...]], outputs: list[str], symbols, direction: str):
+    """The task's two columns, `<spelling>\t<phones>`, the model's output in its side's column."""
+    from dllab.data.sigmorphon import join_units
+
+    lines = []
+    for source, out in zip(src, outputs, strict=True):
+        text = join_units(source, symbols.src_units)
+        lines.append(f"{text}\t{out}" if direction == "g2p" else f"{out}\t{text}")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
 def default_run_name(cfg: P2GConfig) -> str:
+    if cfg.data.source == "sigmorphon":
+        return f"sigmorphon-{cfg.data.language}-{cfg.data.direction}"
     return f"{cfg.data.source}-{'attn' if cfg.model.attn else 'noattn'}"
 
 

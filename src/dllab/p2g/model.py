@@ -18,7 +18,7 @@ the `IncrementalDecoder` methods start / step / reorder (dllab.seq2seq.decoding)
 
     LSTMSeq2Seq       the model (LSTMConfig in the torch-free `dllab.p2g.config`)
     EnsembleDecoder   several models decoded together: the mean of their next-letter distributions
-    build_model       the model a P2GConfig describes, for the given vocabularies
+    build_model       the model a P2GConfig describes (this LSTM, or dllab.p2g.transformer's Transformer)
     sequence_loss     the teacher-forced cross-entropy, padding ignored
 """
 
@@ -209,7 +209,12 @@ def sequence_loss(logits: Tensor, gold: Tensor, label_smoothing: float = 0.0) ->
     )
 
 
-def build_model(cfg: P2GConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> LSTMSeq2Seq:
+def build_model(cfg: P2GConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> nn.Module:
+    """The LSTM speller (`cfg.model`) or, with `cfg.arch == "transformer"`, the Transformer (`cfg.transformer`)."""
+    if cfg.arch == "transformer":
+        from dllab.p2g.transformer import TransformerSeq2Seq
+
+        return TransformerSeq2Seq(len(src_vocab), len(tgt_vocab), cfg.transformer)
     return LSTMSeq2Seq(len(src_vocab), len(tgt_vocab), cfg.model)
 
 

@@ -1,7 +1,10 @@
-"""The phoneme-to-spelling section of the report: learning curves, the homework's results table, examples.
+"""The phoneme-to-spelling section of the report: learning curves, the homework's results table, examples, and
+a SIGMORPHON 2021 Task 1 subsection (per-language G2P / P2G dev WER beside the baseline, macro averages per
+subtask, training times, WER against training-set size).
 
 Reads run directories under `<runs>/p2g/` (written by `dllab p2g train` / `dllab p2g test`, or by the planned
-reruns), never trains. `experiments` declares the homework's grid for the planner: no attention vs attention,
+reruns) and the sweep results under `<runs>/sigmorphon/` (`dllab p2g sweep`), never trains. `experiments`
+declares the homework's grid for the planner: no attention vs attention,
 each decoded greedily, with nucleus sampling (p = 0.8, 3 samples) and with beam search (5).
 """
 
@@ -200,8 +203,68 @@ def _examples(run: RunDir, n: int = 10) -> Table | None:
                  f"Example predictions of {run.name} (the first {n} words of its test split).")  # fmt: skip
 
 
+def sigmorphon_section(ctx: ReportContext) -> Section:
+    """The SIGMORPHON 2021 Task 1 subsection, from `<runs>/sigmorphon/<direction>/<language>/results.json`."""
+    from dllab.p2g.sigmorphon import macro, read_results, results_table
+
+    section = Section("SIGMORPHON 2021 Task 1: grapheme-to-phoneme and phoneme-to-spelling in 21 languages")
+    root = ctx.runs_root / "sigmorphon"
+    g2p, p2g = read_results(root, "g2p"), read_results(root, "p2g")
+    if not g2p and not p2g:
+        return section.add(Paragraph(
+            "No SIGMORPHON runs yet: `dllab p2g sweep all --direction both --runs runs/sigmorphon` trains every "
+            "language of the task in both directions (or `dllab bench sigmorphon`)."))  # fmt: skip
+    section.add(Paragraph(
+        "The homework's speller on the 21 languages of SIGMORPHON 2021 Task 1 (WikiPron; high: American English, "
+        "33,344 training words; medium: 10 languages of 8,000; low: 10 of 800), trained in both directions: G2P "
+        "(spelling -> phones, the task) and P2G (phones -> spelling). Settings per training-set size "
+        "(`dllab.p2g.presets`), chosen on dev; each language's members decoded together. WER as the task prints "
+        "it: % of dev words whose output differs from the gold; PER / CER: edit distance over the reference "
+        "length in phones / grapheme clusters. The baseline is the task's (an ensembled neural transducer, "
+        "Makarov & Clematide 2018), G2P only: these are the first P2G figures on this data."))  # fmt: skip
+    header, rows = results_table(g2p, p2g)
+    section.add(Table(header, rows, "Per language, dev split. Training minutes: all members of the language, "
+                                    "summed (they train side by side, one thread each)."))  # fmt: skip
+    macro_rows = []
+    for direction, results in (("G2P", g2p), ("P2G", p2g)):
+        for subtask, m in macro(results).items():
+            baseline = f"{m['baseline_dev_wer']:.2f}" if direction == "G2P" else "—"
+            macro_rows.append([direction, subtask, f"{m['languages']}/{m['of']}", baseline, f"{m['wer']:.2f}",
+                               f"{m['cer']:.4f}", f"{m['train_seconds'] / 60:.1f}"])  # fmt: skip
+    section.add(Table(["direction", "subtask", "languages", "baseline dev WER", "dev WER (macro)",
+                       "PER / CER (macro)", "training min"], macro_rows,
+                      "Macro averages per subtask, the task's ranking measure."))  # fmt: skip
+    section.add(_wer_by_size(ctx, g2p, p2g))
+    return section
+
+
+def _wer_by_size(ctx: ReportContext, g2p: dict, p2g: dict) -> Figure:
+    import matplotlib.pyplot as plt
+
+    from dllab.data.sigmorphon import BASELINE_DEV
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for label, results, marker in (("G2P (ours)", g2p, "o"), ("P2G (ours)", p2g, "s")):
+        if results:
+            xs = [r["train_words"] for r in results.values()]
+            ax.scatter(xs, [r["wer"] for r in results.values()], marker=marker, label=label, alpha=0.8)
+    base = g2p or p2g
+    ax.scatter([r["train_words"] for r in base.values()], [BASELINE_DEV[k] for k in base], marker="x",
+               color="black", label="baseline G2P", alpha=0.7)  # fmt: skip
+    for language, r in (g2p or p2g).items():
+        ax.annotate(language, (r["train_words"], r["wer"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    ax.set(xscale="log", xlabel="training words (log scale)", ylabel="dev WER (%)",
+           title="SIGMORPHON 2021 Task 1: dev WER against training-set size")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ctx.save_figure(fig, "p2g_sigmorphon_wer_by_size.png",
+                           "Dev WER of every language against its training-set size (800, 8,000, 33,344 words), "
+                           "both directions, with the baseline's G2P dev WER.")  # fmt: skip
+
+
 def build_section(ctx: ReportContext) -> Section:
     section = Section(TITLE)
+    section.subsections.append(sigmorphon_section(ctx))
     runs = _runs(ctx)
     if not runs:
         return section.add(Paragraph(

@@ -36,6 +36,7 @@ _EXPORTS = {
     "jaccard_similarity": "metrics",
     "single_word_error_rate": "metrics",
     "text_metrics": "metrics",
+    "token_error_rate": "metrics",
     "wer_at_k": "metrics",
     "word_error_rate": "metrics",
     # vocab

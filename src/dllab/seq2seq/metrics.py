@@ -5,6 +5,7 @@ Python float. Edit distances come from rapidfuzz / jiwer and the 2023-24 similar
 nothing here is hand-written dynamic programming.
 
     character_error_rate     total character edit distance / total reference characters (corpus level)
+    token_error_rate         the same over symbol sequences (phones, grapheme clusters): PER, CER
     word_error_rate          standard word-level WER of sentences (jiwer: total word edits / total ref words)
     single_word_error_rate   the 2024-25 course's "WER" for one-word outputs: share of outputs != gold
     wer_at_k                 share of inputs whose k samples all differ from gold (correct if any matches)
@@ -40,6 +41,17 @@ def character_error_rate(hyps: Sequence[str], refs: Sequence[str]) -> float:
         raise ValueError("refs hold no characters: CER is undefined")
     edits = sum(Levenshtein.distance(h, r) for h, r in zip(hyps, refs, strict=True))
     return edits / total_ref
+
+
+def token_error_rate(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]]) -> float:
+    """`character_error_rate` over symbol sequences: the summed Levenshtein distance between each hypothesis'
+    and its reference's symbols (rapidfuzz compares the symbols as wholes), over the total reference symbols.
+    The phone error rate (PER) of a G2P system, or a CER over grapheme clusters."""
+    _check_pairs(hyps, refs)
+    total_ref = sum(len(r) for r in refs)
+    if total_ref == 0:
+        raise ValueError("refs hold no symbols: the error rate is undefined")
+    return sum(Levenshtein.distance(list(h), list(r)) for h, r in zip(hyps, refs, strict=True)) / total_ref
 
 
 def word_error_rate(hyps: Sequence[str], refs: Sequence[str]) -> float:

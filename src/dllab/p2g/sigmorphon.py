@@ -1,0 +1,283 @@
+"""SIGMORPHON 2021 Task 1 with the speller: every language of a subtask, in either direction, as one sweep.
+
+    <runs>/<direction>/<language>/s<seed>/       one member run per seed (`dllab p2g train` layout)
+    <runs>/<direction>/<language>/results.json   the language's dev figures: its members decoded together
+    <runs>/<direction>/<language>/predictions-dev.tsv   the dev outputs in the task's two columns
+
+`run_sweep` makes one job of `dllab.engine.sweep.run_jobs` per (direction, language) (parallel one-thread
+processes): it trains the language's members (a finished member is skipped, an interrupted one resumed),
+then decodes its dev split with them together (`dllab.p2g.experiment.evaluate`).
+
+    member_config(language, direction, seed, preset, overrides)   the P2GConfig of one member
+    run_sweep(...)                train + evaluate; returns {language: results}
+    read_results(root, direction) the results.json files of a sweep root
+    macro(results)                macro-average WER / CER per subtask (the task's ranking)
+    results_table(...)            the per-language rows beside the baseline (for the CLI, bench and report)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dllab.config import apply_overrides, from_dict, replace_path, to_dict
+from dllab.data.sigmorphon import BASELINE_DEV, BASELINE_MACRO_DEV, LANGUAGES, SUBTASKS
+from dllab.engine.rundir import RunDir
+from dllab.engine.sweep import Job, run_jobs
+from dllab.io import atomic_write_json
+from dllab.p2g.config import DataConfig, P2GConfig
+from dllab.p2g.presets import apply_preset
+
+log = logging.getLogger(__name__)
+
+
+def member_config(language: str, direction: str, seed: int, preset: str = "auto", overrides: Sequence[str] = (),
+                  data_dir: str | None = None, epochs_scale: float = 1.0) -> P2GConfig:  # fmt: skip
+    """The config of one ensemble member: the language's data, the preset for its size, the seed, `overrides`;
+    `epochs_scale` scales the epochs (a cheaper sweep: 0.5 trains each language half as long)."""
+    data = DataConfig(source="sigmorphon", language=language, direction=direction)
+    if data_dir:
+        data = replace_path(data, "sigmorphon_dir", data_dir)
+    cfg = P2GConfig(data=data)
+    cfg = apply_preset(cfg, preset, overrides) if preset != "none" else apply_overrides(cfg, overrides)
+    if epochs_scale != 1.0:
+        cfg = replace_path(cfg, "train.epochs", max(1, round(cfg.train.epochs * epochs_scale)))
+    return replace_path(cfg, "train.seed", seed)
+
+
+def language_dir(root: str | Path, direction: str, language: str) -> Path:
+    return Path(root) / direction / language
+
+
+def train_member(run_path: str, config: dict[str, Any], threads: int) -> dict[str, Any]:
+    """A sweep job: train one member (resuming an interrupted run, skipping a finished one)."""
+    from dllab.p2g.experiment import train
+
+    cfg = from_dict(P2GConfig, config)
+    cfg = replace_path(cfg, "train.threads", threads)
+    run = RunDir(run_path)
+    history = run.read_metrics()
+    if not (history and history[-1]["epoch"] >= cfg.train.epochs and run.best_checkpoint.exists()):
+        train(cfg, run, resume=run.exists(), show_progress=False)
+        history = run.read_metrics()
+    best = min(history, key=lambda r: (r[f"val_{cfg.select}"], r["epoch"]))
+    return {"run": run_path, "best_epoch": best["epoch"], "val_wer": best["val_wer"], "val_cer": best["val_cer"],
+            "seconds": sum(r["seconds"] for r in history)}  # fmt: skip
+
+
+def evaluate_language(directory: str, members: list[str], beam: int, threads: int,
+                      right_to_left: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+    """A sweep job: decode the language's dev split with its members together; write results.json.
+
+    On the way it measures what each step adds, on dev: one member alone decoded greedily (its kept
+    checkpoints averaged when the preset says --average), the members together greedily, then with the beam,
+    then the beam's n best reranked by the `right_to_left` members (`rescore_right_to_left`)."""
+    from dllab.p2g.experiment import evaluate
+
+    runs = [RunDir(m) for m in members]
+    r2l = [RunDir(m) for m in right_to_left]
+    began = time.perf_counter()
+    steps = {}
+    _, single = next(iter(evaluate(runs[0], split="valid").items()))
+    steps["one member, greedy"] = 100 * single["wer"]
+    if len(runs) > 1:
+        _, together = next(iter(evaluate(runs[0], split="valid", ensemble=runs[1:]).items()))
+        steps[f"{len(runs)} members, greedy"] = 100 * together["wer"]
+    key, metrics = next(iter(evaluate(runs[0], beam=beam if beam > 1 else None, split="valid",
+                                      ensemble=runs[1:] or None).items()))  # fmt: skip
+    if beam > 1:
+        steps[f"{len(runs)} member(s), beam {beam}"] = 100 * metrics["wer"]
+    if r2l and beam > 1:
+        key, metrics = next(iter(evaluate(runs[0], beam=beam, split="valid", ensemble=runs[1:] or None,
+                                          rescore=r2l).items()))  # fmt: skip
+        steps[f"reranked by {len(r2l)} right-to-left member(s)"] = 100 * metrics["wer"]
+    record = runs[0].read_config_record()
+    language = record["config"]["data"]["language"]
+    direction = record["config"]["data"]["direction"]
+    member_rows = []
+    for run in [*runs, *r2l]:
+        history = run.read_metrics()
+        select = run.read_config_record()["config"].get("select", "cer")
+        best = min(history, key=lambda r: (r[f"val_{select}"], r["epoch"]))
+        member_rows.append({"run": str(run.path), "best_epoch": best["epoch"], "epochs": len(history),
+                            "wer": 100 * best["val_wer"], "cer": best["val_cer"],
+                            "train_seconds": sum(r["seconds"] for r in history)})  # fmt: skip
+    predictions = Path(runs[0].path) / f"predictions-{key}.tsv"
+    target = Path(directory) / "predictions-dev.tsv"
+    target.write_bytes(predictions.read_bytes())
+    results = {
+        "language": language,
+        "subtask": LANGUAGES[language],
+        "direction": direction,
+        "train_words": record["data"]["sizes"]["train"],
+        "dev_words": metrics["words"],
+        "wer": 100 * metrics["wer"],  # the task's scale
+        "cer": metrics["cer"],  # PER for g2p, CER over grapheme clusters for p2g
+        "decoding": key,
+        "steps": steps,  # dev WER after each step: one member, the ensemble (greedy), the beam
+        "members": member_rows,
+        "train_seconds": sum(m["train_seconds"] for m in member_rows),
+        "eval_seconds": time.perf_counter() - began,
+        "unknown_symbols": record["data"]["unknown_symbols"]["valid"],
+        "baseline_dev_wer": BASELINE_DEV[language],
+    }
+    atomic_write_json(Path(directory) / "results.json", results)
+    return results
+
+
+def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | Path,
+              seeds: Sequence[int] | None = None, preset: str = "auto", overrides: Sequence[str] = (),
+              beam: int | None = None, workers: int = 0, data_dir: str | None = None,
+              r2l_seeds: Sequence[int] | None = None, epochs_scale: float = 1.0) -> dict[str, dict[str, Any]]:
+    """One job per (direction, language), all in one pool, the costliest first: each trains the language's
+    members one after another (`seeds`, or the preset's; finished ones skipped, interrupted ones resumed) and
+    its right-to-left members (`r2l_seeds`, or the preset's unless `seeds` are given; they rerank the beam),
+    then decodes its dev split with them together (beam `beam`, or the preset's), so results appear language
+    by language. Writes <root>/sweep-<directions>-<subtask>.json (members, beams, wall time).
+    Returns {"<direction>/<language>": results}."""
+    from dllab.p2g.presets import ENSEMBLES, resolve
+
+    jobs, members, beams = [], {}, {}
+    for direction in directions:
+        for language in languages:
+            name = f"{direction}/{language}"
+            folder = language_dir(root, direction, language)
+            bare = member_config(language, direction, 0, "none", (), data_dir)
+            size = resolve(bare, preset) if preset != "none" else ""
+            plan = ENSEMBLES.get(size, {"seeds": (1,), "beam": 1})
+            beams[name] = beam or plan["beam"]
+            configs, r2l = [], []
+            # explicit --seeds replace the preset's plan: right-to-left members only when asked for too
+            r2l_seeds = r2l_seeds if r2l_seeds is not None else (() if seeds else plan.get("r2l_seeds", ()))
+            for seed in seeds or plan["seeds"]:
+                cfg = member_config(language, direction, seed, preset, overrides, data_dir, epochs_scale)
+                configs.append((str(folder / f"s{seed}"), cfg))
+            for seed in r2l_seeds if beams[name] > 1 else ():
+                cfg = member_config(language, direction, seed, preset, overrides, data_dir, epochs_scale)
+                r2l.append((str(folder / f"r2l-s{seed}"), replace_path(cfg, "data.reverse", True)))
+            for path, cfg in [*configs, *r2l]:
+                _check_same_config(RunDir(path), cfg)
+            members[name] = [path for path, _ in configs] + [path for path, _ in r2l]
+            kwargs = {"directory": str(folder), "members": [(p, to_dict(c)) for p, c in configs],
+                      "right_to_left": [(p, to_dict(c)) for p, c in r2l], "beam": beams[name]}  # fmt: skip
+            jobs.append(Job(name, train_language, kwargs))
+    # Costliest first (training words x epochs x members, scaled by model size), so no big job starts last.
+    jobs.sort(key=lambda job: -sum(_cost(c) for _, c in job.kwargs["members"] + job.kwargs["right_to_left"]))
+    began = time.perf_counter()
+    results = run_jobs(jobs, workers)
+    summary = {"directions": list(directions), "languages": list(languages), "members": members, "beams": beams,
+               "workers": workers, "wall_seconds": time.perf_counter() - began}  # fmt: skip
+    atomic_write_json(Path(root) / f"sweep-{'-'.join(directions)}-{_subtasks(languages)}.json", summary)
+    return results
+
+
+def _subtasks(languages: Sequence[str]) -> str:
+    """"all", a subtask's name, or "custom": what a sweep's summary file is named after."""
+    if set(languages) == set(LANGUAGES):
+        return "all"
+    return next((name for name, langs in SUBTASKS.items() if set(langs) == set(languages)), "custom")
+
+
+def train_language(directory: str, members: list[tuple[str, dict[str, Any]]], beam: int, threads: int,
+                   right_to_left: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict:  # fmt: skip
+    """A sweep job: train a language's members one after another, then score its dev split with them."""
+    for path, config in [*members, *right_to_left]:
+        train_member(path, config, threads)
+    return evaluate_language(directory, [path for path, _ in members], beam, threads,
+                             [path for path, _ in right_to_left])  # fmt: skip
+
+
+def _cost(config: dict[str, Any]) -> float:
+    from dllab.p2g.presets import train_words
+
+    cfg = from_dict(P2GConfig, config)
+    return train_words(cfg.data) * cfg.train.epochs * (cfg.model.hidden / 128) ** 2
+
+
+def _check_same_config(run: RunDir, cfg: P2GConfig) -> None:
+    """A member run made with other settings is not silently reused: the sweep says so, naming the run."""
+    if not run.exists():
+        return
+    from dllab.config import diff
+
+    saved = run.read_config(P2GConfig)
+    changed = [k for k in diff(saved, cfg) if k not in ("train.threads", "train.epochs")]
+    if changed:
+        from dllab.errors import UserError
+
+        raise UserError(f"{run.path}: made with other settings ({', '.join(changed)}); use another --runs folder "
+                        "or delete the run")  # fmt: skip
+
+
+def read_results(root: str | Path, direction: str) -> dict[str, dict[str, Any]]:
+    """{language: results.json} of the languages a sweep root holds for `direction`, in the task's order."""
+    out = {}
+    for language in LANGUAGES:
+        path = language_dir(root, direction, language) / "results.json"
+        if path.exists():
+            out[language] = json.loads(path.read_text(encoding="utf-8"))
+    return out
+
+
+def macro(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per subtask: macro WER / CER over its languages present, how many of them, and the baseline's dev macro."""
+    out = {}
+    for subtask, langs in SUBTASKS.items():
+        rows = [results[lang] for lang in langs if lang in results]
+        if rows:
+            n = len(rows)
+            out[subtask] = {"wer": sum(r["wer"] for r in rows) / n, "cer": sum(r["cer"] for r in rows) / n,
+                            "languages": len(rows), "of": len(langs), "baseline_dev_wer": BASELINE_MACRO_DEV[subtask],
+                            "train_seconds": sum(r["train_seconds"] for r in rows)}  # fmt: skip
+    return out
+
+
+def results_table(g2p: dict[str, dict[str, Any]], p2g: dict[str, dict[str, Any]]) -> tuple[list[str], list[list]]:
+    """(header, rows) ready to print: per language, the baseline's dev WER, G2P WER / PER, P2G WER / CER (WER x100
+    with 2 decimals, PER / CER as fractions with 4), training minutes of all its members."""
+    header = ["language", "subtask", "train words", "baseline G2P dev WER", "G2P dev WER", "G2P dev PER",
+              "P2G dev WER", "P2G dev CER", "training min (G2P / P2G)"]  # fmt: skip
+    rows = []
+    for language in LANGUAGES:
+        g, p = g2p.get(language), p2g.get(language)
+        if g is None and p is None:
+            continue
+        words = (g or p)["train_words"]
+        minutes = " / ".join(f"{r['train_seconds'] / 60:.1f}" if r else "—" for r in (g, p))
+        rows.append([language, LANGUAGES[language], words, f"{BASELINE_DEV[language]:.2f}",
+                     *(f"{r['wer']:.2f}" if r else "—" for r in (g,)), *(f"{r['cer']:.4f}" if r else "—" for r in (g,)),
+                     *(f"{r['wer']:.2f}" if r else "—" for r in (p,)), *(f"{r['cer']:.4f}" if r else "—" for r in (p,)),
+                     minutes])  # fmt: skip
+    return header, rows
+
+
+def print_results(root: str | Path, languages: Sequence[str] | None = None) -> None:
+    """The per-language table (G2P and P2G beside the baseline) and the macro averages, as text."""
+    g2p, p2g = read_results(root, "g2p"), read_results(root, "p2g")
+    if languages is not None:
+        g2p = {k: v for k, v in g2p.items() if k in languages}
+        p2g = {k: v for k, v in p2g.items() if k in languages}
+    header, rows = results_table(g2p, p2g)
+    widths = [max(len(_fmt(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    for row in [header, *rows]:
+        cells = [_fmt(x).rjust(w) if i else _fmt(x).ljust(w) for i, (x, w) in enumerate(zip(row, widths, strict=True))]
+        print("  ".join(cells))
+    for direction, results in (("G2P", g2p), ("P2G", p2g)):
+        for subtask, m in macro(results).items():
+            extra = "" if m["languages"] == m["of"] else f" ({m['languages']} of {m['of']} languages)"
+            versus = f" vs the baseline's {m['baseline_dev_wer']:.2f}" if direction == "G2P" else ""
+            rate = "PER" if direction == "G2P" else "CER"
+            print(f"{direction} {subtask} macro dev WER {m['wer']:.2f}{versus}, {rate} {m['cer']:.4f}{extra}; "
+                  f"training {m['train_seconds'] / 60:.1f} min")
+    for path in sorted(Path(root).glob("sweep*.json")):
+        s = json.loads(path.read_text(encoding="utf-8"))
+        print(f"{path.name}: {' and '.join(s['directions'])}, {len(s['languages'])} language(s) in one pool: "
+              f"{s['wall_seconds'] / 60:.1f} min wall")
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:,}" if isinstance(x, int) else str(x)

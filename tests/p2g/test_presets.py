@@ -1,0 +1,42 @@
+"""Per-size SIGMORPHON presets: chosen by training-set size, per-language spelling units, overrides win."""
+
+import pytest
+
+from dllab.errors import UserError
+from dllab.p2g.config import DataConfig, P2GConfig
+from dllab.p2g.presets import PRESETS, apply_preset, preset_for, resolve
+
+
+def _task(tmp_path, language, subtask, n):
+    (tmp_path / subtask).mkdir(exist_ok=True)
+    for split in ("train", "dev"):
+        (tmp_path / subtask / f"{language}_{split}.tsv").write_text("ab\ta b\n" * n, encoding="utf-8")
+    return P2GConfig(data=DataConfig(source="sigmorphon", language=language, sigmorphon_dir=str(tmp_path)))
+
+
+def test_preset_by_training_set_size():
+    assert [preset_for(n) for n in (800, 1999, 2000, 8000, 19999, 33344)] == ["low"] * 2 + ["medium"] * 3 + ["high"]
+
+
+def test_apply_preset_sets_the_size_settings_and_leaves_the_users_overrides(tmp_path):
+    cfg = _task(tmp_path, "khm", "low", 800)
+    assert resolve(cfg, "auto") == "low"
+    low = apply_preset(cfg, "auto")
+    assert low.model.hidden == PRESETS["low"]["model.hidden"] and low.model.attn and low.select == "wer"
+    assert low.data.spelling_units == "codepoints"  # khm's clusters are too many for 800 words
+    mine = apply_preset(cfg, "auto", ["--model.hidden", "64", "--data.spelling_units", "graphemes"])
+    assert mine.model.hidden == 64 and mine.data.spelling_units == "graphemes"
+    medium = apply_preset(_task(tmp_path, "bul", "medium", 8000), "auto")
+    assert medium.model.hidden == PRESETS["medium"]["model.hidden"]
+    assert apply_preset(cfg, "high").train.epochs == PRESETS["high"]["train.epochs"]
+    with pytest.raises(UserError, match="--preset"):
+        apply_preset(cfg, "common")
+
+
+def test_a_sweep_member_takes_the_preset_the_seed_and_scaled_epochs(tmp_path):
+    from dllab.p2g.sigmorphon import member_config
+
+    _task(tmp_path, "ady", "low", 800)
+    cfg = member_config("ady", "p2g", 3, "auto", ["--model.dropout", "0.4"], str(tmp_path), epochs_scale=0.5)
+    assert cfg.train.seed == 3 and cfg.model.dropout == 0.4 and cfg.data.direction == "p2g"
+    assert cfg.train.epochs == round(PRESETS["low"]["train.epochs"] * 0.5)

@@ -1,0 +1,137 @@
+"""The SIGMORPHON sweep on a tiny generated task folder: both directions, the ensemble's dev figures, the task's
+two-column predictions (scored as the task's evaluation scores them), resuming, `p2g test --file`."""
+
+import json
+import random
+import unicodedata
+
+import pytest
+
+from dllab.cli import main
+from dllab.engine.rundir import RunDir
+
+# A toy orthography: letters with and without combining marks, each read as one or two phones.
+LETTERS = {"a": "a", "b": "b", "c": "t͡s", "e\u0301": "e ˈ", "o\u0303": "õ", "k": "k", "s": "s"}
+TINY = ["--train.epochs", "3", "--model.hidden", "16", "--train.batch_size", "16", "--optim.lr", "0.02"]
+
+
+def write_language(folder, language, n_train, n_dev, rng, extra_dev=""):
+    folder.mkdir(parents=True, exist_ok=True)  # NFC, as the task's files are
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        lines = []
+        for _ in range(n):
+            word = rng.choices(list(LETTERS), k=rng.randint(2, 5))
+            lines.append(unicodedata.normalize("NFC", "".join(word)) + "\t" + " ".join(LETTERS[w] for w in word))
+        if split == "dev" and extra_dev:
+            lines.append(extra_dev)
+        (folder / f"{language}_{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sigmorphon")
+    rng = random.Random(0)
+    # a symbol never seen in train (ʒ, ж) on ady's last dev line: counted, decoded, not a crash
+    write_language(root / "data" / "low", "ady", 160, 20, rng, extra_dev="жa\tʒ a")
+    write_language(root / "data" / "low", "gre", 160, 20, rng)
+    return root
+
+
+def evaluate_py_wer(gold_path, prediction_path, column):
+    """An independent re-implementation of the task's evaluation/evaluate.py: it pastes gold and hypothesis
+    columns into `gold\\thypo` lines, splits both on whitespace and counts unequal lists: 100 * wrong / all."""
+    gold = [line.split("\t")[column] for line in gold_path.read_text(encoding="utf-8").splitlines()]
+    hypo = [line.split("\t")[column] for line in prediction_path.read_text(encoding="utf-8").splitlines()]
+    assert len(gold) == len(hypo)
+    incorrect = sum(g.split() != h.rstrip().split() for g, h in zip(gold, hypo, strict=True))
+    return float(f"{100 * incorrect / len(gold):.2f}")
+
+
+@pytest.mark.slow
+def test_sweep_trains_scores_and_resumes_in_both_directions(task, capsys):
+    runs, data = task / "runs" / "sigmorphon", task / "data"
+    argv = ["p2g", "sweep", "ady,gre", "--direction", "both", "--runs", str(runs), "--data-dir", str(data),
+            "--preset", "low", "--seeds", "1", "2", "--r2l-seeds", "1", "--beam", "3", *TINY]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "G2P low macro dev WER" in out and "P2G low macro dev WER" in out and "ady" in out
+    for direction, column in (("g2p", 1), ("p2g", 0)):
+        for language in ("ady", "gre"):
+            folder = runs / direction / language
+            results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+            assert results["decoding"] == "ensemble2_beam3_rescored1" and len(results["members"]) == 3
+            assert list(results["steps"]) == ["one member, greedy", "2 members, greedy", "2 member(s), beam 3",
+                                              "reranked by 1 right-to-left member(s)"]  # fmt: skip
+            assert results["subtask"] == "low" and results["baseline_dev_wer"] in (22, 5)
+            gold = data / "low" / f"{language}_dev.tsv"
+            # the task's two columns, the output in its side's column; the task's formula gives our WER
+            assert evaluate_py_wer(gold, folder / "predictions-dev.tsv", column) == round(results["wer"], 2)
+            rows = (folder / "predictions-dev.tsv").read_text(encoding="utf-8").splitlines()
+            other = 1 - column
+            assert [r.split("\t")[other] for r in rows] == [
+                g.split("\t")[other] for g in gold.read_text(encoding="utf-8").splitlines()]
+        unknown = json.loads((runs / direction / "ady" / "results.json").read_text())["unknown_symbols"]
+        assert unknown == {"phonemes": 1, "letters": 1}
+    # resumable: a second sweep trains nothing again
+    before = {p: p.stat().st_mtime for p in runs.rglob("last.pt")}
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime for p in runs.rglob("last.pt")} == before
+    sweep = json.loads((runs / "sweep-g2p-p2g-custom.json").read_text())
+    assert sweep["members"]["g2p/ady"] == [str(runs / "g2p" / "ady" / name) for name in ("s1", "s2", "r2l-s1")]
+
+    # the report's subsection: the per-language table beside the baseline, macro rows, the figure
+    from dllab.p2g.report import sigmorphon_section
+    from dllab.report.document import Figure, ReportContext, Table
+
+    section = sigmorphon_section(ReportContext(task / "runs", task / "report"))
+    tables = [b for b in section.blocks if isinstance(b, Table)]
+    assert [row[0] for row in tables[0].rows] == ["ady", "gre"] and tables[0].rows[0][3] == "22.00"
+    assert [row[:3] for row in tables[1].rows] == [["G2P", "low", "2/10"], ["P2G", "low", "2/10"]]
+    figure = next(b for b in section.blocks if isinstance(b, Figure))
+    assert (task / "report" / figure.path).exists()
+
+
+@pytest.mark.slow
+def test_test_file_scores_any_task_file_and_writes_the_task_columns(task, capsys):
+    runs, data = task / "runs" / "file", task / "data"
+    assert main(["p2g", "sweep", "gre", "--runs", str(runs), "--data-dir", str(data), "--preset", "low",
+                 "--seeds", "1", *TINY]) == 0  # fmt: skip
+    run = runs / "g2p" / "gre" / "s1"
+    test_file = task / "gre_test.tsv"
+    test_file.write_text("abk\ta b k\ncé\tt͡s e ˈ\nжa\tʒ a\n", encoding="utf-8")
+    assert main(["p2g", "test", str(run), "--file", str(test_file), "--beam", "3"]) == 0
+    assert "on file:" in capsys.readouterr().out
+    metrics = RunDir(run).read_test_metrics()["beam3-gre_test"]
+    assert metrics["words"] == 3 and metrics["unknown_source_symbols"] == 1
+    rows = (run / "predictions-beam3-gre_test.tsv").read_text(encoding="utf-8").splitlines()
+    assert [r.split("\t")[0] for r in rows] == ["abk", "cé", "жa"]
+    assert evaluate_py_wer(test_file, run / "predictions-beam3-gre_test.tsv", 1) == round(100 * metrics["wer"], 2)
+    empty = task / "empty.tsv"
+    empty.write_text("", encoding="utf-8")
+    assert main(["p2g", "test", str(run), "--file", str(empty)]) == 2
+    assert "empty.tsv: is empty" in capsys.readouterr().err
+
+
+def test_train_on_a_language_needs_its_files(tmp_path, capsys):
+    argv = ["p2g", "train", "--language", "ady", "--data.sigmorphon_dir", str(tmp_path), "--runs", str(tmp_path)]
+    assert main(argv) == 2
+    assert "ady_train.tsv: no such file" in capsys.readouterr().err
+    assert main(["p2g", "sweep", "xx", "--runs", str(tmp_path)]) == 2
+    assert "unknown language or subtask xx" in capsys.readouterr().err
+
+
+def test_report_subsection_without_sweeps_names_the_command(tmp_path):
+    from dllab.p2g.report import sigmorphon_section
+    from dllab.report.document import ReportContext
+
+    section = sigmorphon_section(ReportContext(tmp_path / "runs", tmp_path / "report"))
+    assert "dllab p2g sweep all" in section.blocks[0].text
+
+
+@pytest.mark.slow
+def test_bench_speed_compares_each_preset_with_the_homework_model(task):
+    from dllab.p2g.sigmorphon_bench import training_words_per_second
+
+    rows = training_words_per_second("ady", "g2p", str(task / "data"), words=48, rounds=1)
+    assert rows[0][0].startswith("homework model") and [r[0].split()[1] for r in rows[1:]] == ["low", "medium", "high"]
+    assert all(speed > 0 for _, speed in rows)
