@@ -158,6 +158,7 @@ def _commands():
         ("vision", "train"): PRESETS["hw2023"],
         ("vision", "sweep"): PRESETS["hw2023"],
         ("p2g", "train"): P2GConfig(),
+        ("p2g", "sweep"): P2GConfig(),
         ("asr", "train"): ASRConfig(),
         ("asr", "build-corpus"): ASRConfig(),
         ("hopfield", "retrieval"): RetrievalConfig(),
@@ -259,6 +260,8 @@ def test_every_numeric_option_out_of_range_is_refused_by_the_cli(command, key, v
     where = ["--out", str(tmp_path / "out")] if command[0] == "hopfield" else ["--runs", str(tmp_path / "runs")]
     if command == ("asr", "build-corpus"):
         where = []
+    if command == ("p2g", "sweep"):
+        where += ["ady"]
     assert main([*command, *where, f"--{key}={value}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dllab: error: ") and f"--{key}" in err and "Traceback" not in err

@@ -38,6 +38,7 @@ class TrainConfig:
         0,
         "batches by size instead of count: each holds as many examples as fit in this many padded length "
         "units (examples x the longest; frames for speech), sorted within --train.bucket pools; 0 = batch_size",
+        ge=0,
     )
     precision: Literal["fp32", "bf16"] = option(
         "fp32", "bf16 = training forward passes under bfloat16 autocast (fast on AMX CPUs and GPUs); weights stay fp32"

@@ -190,10 +190,13 @@ def cmd_test(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from dllab.config import apply_overrides
     from dllab.data.sigmorphon import select_languages
     from dllab.engine.logs import setup_logging
+    from dllab.p2g.config import P2GConfig
     from dllab.p2g.sigmorphon import print_results, run_sweep
 
+    apply_overrides(P2GConfig(), args.overrides)  # bad options are refused before any data is read
     setup_logging()
     languages = select_languages(args.languages)
     directions = ["g2p", "p2g"] if args.direction == "both" else [args.direction]

@@ -30,12 +30,12 @@ class LSTMConfig:
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    d_model: int = option(128, "model width")
-    heads: int = option(4, "attention heads")
-    ff: int = option(512, "feed-forward width")
-    encoder_layers: int = option(2, "encoder layers")
-    decoder_layers: int = option(2, "decoder layers")
-    dropout: float = option(0.2, "dropout on embeddings, attention weights and sublayer outputs")
+    d_model: int = option(128, "model width", ge=1)
+    heads: int = option(4, "attention heads", ge=1, divides_field="d_model")
+    ff: int = option(512, "feed-forward width", ge=1)
+    encoder_layers: int = option(2, "encoder layers", ge=1)
+    decoder_layers: int = option(2, "decoder layers", ge=1)
+    dropout: float = option(0.2, "dropout on embeddings, attention weights and sublayer outputs", ge=0, lt=1)
 
 
 @dataclass(frozen=True)
@@ -79,4 +79,4 @@ class P2GConfig:
     arch: Literal["lstm", "transformer"] = option("lstm", "the homework's LSTM speller, or a Transformer")
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     select: Literal["cer", "wer"] = option("cer", "keep the checkpoint with the best validation CER or WER")
-    average: int = option(0, "average the weights of the best N checkpoints (by --select) after training; 0/1 = off")
+    average: int = option(0, "average the weights of the best N checkpoints (by --select) after training; 0/1 = off", ge=0)
