@@ -79,4 +79,6 @@ class P2GConfig:
     arch: Literal["lstm", "transformer"] = option("lstm", "the homework's LSTM speller, or a Transformer")
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     select: Literal["cer", "wer"] = option("cer", "keep the checkpoint with the best validation CER or WER")
-    average: int = option(0, "average the weights of the best N checkpoints (by --select) after training; 0/1 = off", ge=0)
+    average: int = option(
+        0, "average the weights of the best N checkpoints (by --select) after training; 0/1 = off", ge=0
+    )
