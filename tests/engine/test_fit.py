@@ -390,3 +390,15 @@ def test_fit_with_a_batch_budget_sees_every_example_and_sizes_the_schedule(tmp_p
     assert run.read_metrics()[-1]["lr"] < 0.1 * 0.2  # the schedule decayed over the budget's step count
     with pytest.raises(UserError, match="--train.batch_budget"):
         fit(_model(0), base, loss, lambda m: {"val_acc": 0.5}, optim, cfg, RunDir(tmp_path / "plain"))
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_amx(monkeypatch):
+    from dllab.engine.loop import resolve_precision
+
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert resolve_precision("auto") == "fp32"  # a torch without the probe: the safe choice

@@ -27,7 +27,16 @@ from dllab.asr.features import BF16_PAD_MULTIPLE, FeatureSet, SpeechData, comput
 from dllab.asr.model import ASRModel, count_parameters, loss_fn
 from dllab.data.espeak_corpus import build_corpus
 from dllab.data.ljspeech import download_ljspeech, read_metadata, split_ranges
-from dllab.engine import RunDir, distributed, eval_batches, fit, load_best, seed_everything
+from dllab.engine import (
+    RunDir,
+    distributed,
+    eval_batches,
+    fit,
+    load_best,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 from dllab.errors import UserError
 from dllab.io import atomic_write_json, cache_dir
 from dllab.seq2seq import metrics
@@ -156,7 +165,8 @@ def speech_data(cfg: ASRConfig, features: FeatureSet, training: bool = False) ->
     if not training:
         return SpeechData(features, max_tokens=cfg.model.max_tokens, cut=True)
     # bfloat16 on CPU: few distinct batch shapes, so that oneDNN reuses its compiled kernels (see SpeechData).
-    pad_multiple = BF16_PAD_MULTIPLE if cfg.train.precision == "bf16" else (1, 1)
+    bf16 = resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)) == "bf16"
+    pad_multiple = BF16_PAD_MULTIPLE if bf16 else (1, 1)
     return SpeechData(features, cfg.augment, pad_multiple, cfg.model.max_tokens, cut=cfg.data.mode == "course")
 
 

@@ -16,6 +16,7 @@ _EXPORTS = {
     "fit": "loop",
     "load_best": "loop",
     "resolve_device": "loop",
+    "resolve_precision": "loop",
     "seed_everything": "loop",
     "OptimConfig": "options",
     "TrainConfig": "options",

@@ -59,6 +59,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(name: str, device: str | torch.device = "cpu") -> str:
+    """"fp32" or "bf16": `name`, or for "auto" bf16 where it is fast here. Without AMX a CPU emulates bfloat16
+    matmuls and trains slower than in float32, so "auto" keeps fp32 there."""
+    if name != "auto":
+        return name
+    if torch.device(device).type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: absent means unknown
+    return "bf16" if amx is not None and amx() else "fp32"
+
+
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
@@ -271,7 +282,7 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
             for path in top_checkpoints(run):
                 path.unlink()
 
-    bf16 = train_cfg.precision == "bf16"
+    bf16 = resolve_precision(train_cfg.precision, device) == "bf16"
     tracker = Tracker(train_cfg.track if main else "none", run.path / "tensorboard", start_epoch)
     # every training and validation step runs on these kernels; the tracker's files close however it ends
     with cpu_kernels(train_cfg.mkldnn), contextlib.closing(tracker):

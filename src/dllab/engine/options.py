@@ -40,8 +40,10 @@ class TrainConfig:
         "units (examples x the longest; frames for speech), sorted within --train.bucket pools; 0 = batch_size",
         ge=0,
     )
-    precision: Literal["fp32", "bf16"] = option(
-        "fp32", "bf16 = training forward passes under bfloat16 autocast (fast on AMX CPUs and GPUs); weights stay fp32"
+    precision: Literal["fp32", "bf16", "auto"] = option(
+        "fp32",
+        "bf16 = training forward passes under bfloat16 autocast (fast on AMX CPUs and GPUs); weights stay fp32; "
+        "auto = bf16 where this machine runs it fast (a CPU with AMX, a GPU with bfloat16), else fp32",
     )
     track: Literal["none", "tensorboard"] = option(
         "none", "tensorboard = also write each epoch's metrics as TensorBoard events in <run>/tensorboard/"
