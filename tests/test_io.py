@@ -70,3 +70,21 @@ def test_one_cache_folder_with_one_variable_and_the_old_name_deprecated(monkeypa
         assert cache_dir() == tmp_path / "old"
     monkeypatch.setenv("DLLAB_CACHE", str(tmp_path / "new"))
     assert cache_dir("features") == tmp_path / "new" / "features"  # the new name wins, silently
+
+
+def test_a_build_lock_is_held_for_its_block_and_a_fault_names_the_lock(tmp_path):
+    import filelock
+
+    from dllab.io import building
+
+    target = tmp_path / "corpus"
+    other = filelock.FileLock(tmp_path / ".corpus.lock", thread_local=False)
+    with building(target):
+        with pytest.raises(filelock.Timeout):
+            other.acquire(timeout=0)
+    other.acquire(timeout=0)  # released at the end of the block
+    other.release()
+    (tmp_path / "f").write_text("")
+    with pytest.raises(UserError, match=r"cannot lock .*f/\.x\.lock"):
+        with building(tmp_path / "f" / "x"):
+            pass

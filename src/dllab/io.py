@@ -17,21 +17,28 @@
   it was derived from: `file_stamp` (size and modification time) of each input and output file, a
   `sha256_file` / `sha256_text` where hashing is cheap; a cache whose recorded key no longer matches is
   rebuilt.
+- `building(target)`: the build lock of a cache folder or file. Of two processes (or threads) building the
+  same cache at once, the second waits, logging "waiting for another dllab process building <target>", and
+  then finds the first one's result, instead of both doing the work and racing on the files.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import math
 import os
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 from dllab.errors import UserError
+
+log = logging.getLogger(__name__)
 
 CACHE_ENV = "DLLAB_CACHE"
 _DEPRECATED_CACHE_ENV = "DLLAB_CACHE_DIR"  # the compiled kernels' old name; read with a warning until 0.3
@@ -133,6 +140,34 @@ def read_json_or_none(path: str | Path) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+@contextmanager
+def building(target: str | Path) -> Iterator[None]:
+    """Hold the build lock of `target` (a cache folder or file) for the block: a `filelock` flock on
+    `.<name>.lock` beside it. When another process (or thread) holds it, log that we wait, then wait.
+
+    A builder checks whether `target` is finished again once inside the block: the process it waited for
+    has usually just finished it. The operating system drops the lock of a killed process, so a crashed
+    build never blocks the next one; the lock file itself stays (deleting it would race with a waiter)."""
+    import filelock
+
+    target = Path(target)
+    lock_path = target.parent / f".{target.name}.lock"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(lock_path, thread_local=False)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            log.warning("waiting for another dllab process building %s", target)
+            lock.acquire()
+    except OSError as err:
+        raise file_system_error(err, "lock", lock_path) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def cache_dir(*parts: str) -> Path:

@@ -1,5 +1,9 @@
 import hashlib
 import json
+import os
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +12,7 @@ import torch
 
 from dllab.asr import features as F
 from dllab.asr import text as vocab
-from dllab.data.ljspeech import Utterance
+from dllab.data.ljspeech import Utterance, read_metadata, read_wav
 
 
 def _tone(seconds=0.5, rate=22_050, freq=440.0):
@@ -77,6 +81,93 @@ def test_a_cache_written_when_long_transcripts_were_skipped_is_not_reused(tmp_pa
                             "offsets": stale.offsets})  # fmt: skip
     assert F.compute_features(utts, F.FeatureConfig(), cache).ids == ["u0", "u1"]
 
+
+
+def _ljspeech_layout(root, n=4):
+    """A tiny LJSpeech-layout folder: metadata.csv and n generated tones in wavs/."""
+    (root / "wavs").mkdir(parents=True)
+    (root / "metadata.csv").write_text("".join(f"LJ-{i}|tone {i}.|tone {i}.\n" for i in range(n)), encoding="utf-8")
+    for i in range(n):
+        soundfile.write(root / "wavs" / f"LJ-{i}.wav", _tone(0.2 + 0.05 * i, freq=300 + 100 * i), 22_050)
+    return read_metadata(root)
+
+
+def _features_of(wav):
+    """The features of the audio now in `wav` (read without the counting of `_counting_reads`)."""
+    return F.log_mel_spectrogram(torch.from_numpy(read_wav(wav))).half().float()
+
+
+def _counting_reads(monkeypatch, before=lambda path: None):
+    """Record the wavs F.read_wav reads (calling `before(path)` first), still reading them."""
+    read, real = [], F.read_wav
+
+    def counting(path, *args, **kwargs):
+        read.append(Path(path).name)
+        before(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(F, "read_wav", counting)
+    return read
+
+
+def test_a_replaced_wav_is_noticed_and_only_its_features_are_computed_again(tmp_path, monkeypatch):
+    utts = _ljspeech_layout(tmp_path / "corpus")
+    cache, cfg = tmp_path / "cache" / "train.pt", F.FeatureConfig()
+    first = F.compute_features(utts, cfg, cache)
+    read = _counting_reads(monkeypatch)
+    # Another recording of the same id: a new length (size) and, below, the same size with new content.
+    soundfile.write(utts[1].wav, _tone(0.6, freq=900), 22_050)
+    second = F.compute_features(utts, cfg, cache)
+    assert read == ["LJ-1.wav"]
+    assert torch.equal(second.features(1), _features_of(utts[1].wav))
+    assert second.features(1).shape != first.features(1).shape
+    for i in (0, 2, 3):
+        assert torch.equal(second.features(i), first.features(i))
+    size, mtime = utts[2].wav.stat().st_size, utts[2].wav.stat().st_mtime_ns
+    soundfile.write(utts[2].wav, _tone(0.3, freq=1200), 22_050)  # the same length as before: the same size
+    os.utime(utts[2].wav, ns=(mtime + 1_000_000, mtime + 1_000_000))  # a clock tick later, whatever the clock
+    assert utts[2].wav.stat().st_size == size
+    third = F.compute_features(utts, cfg, cache)
+    assert read == ["LJ-1.wav", "LJ-2.wav"]
+    assert torch.equal(third.features(2), _features_of(utts[2].wav))
+    assert not torch.equal(third.features(2), first.features(2))
+    F.compute_features(utts, cfg, cache)
+    F.compute_features(utts[:2], cfg, cache)  # a subset of the cached utterances: reused too
+    assert read == ["LJ-1.wav", "LJ-2.wav"]
+
+
+def test_two_builders_of_one_feature_cache_compute_each_utterance_once(tmp_path, monkeypatch, caplog):
+    utts = _ljspeech_layout(tmp_path / "corpus", n=3)
+    cache, cfg = tmp_path / "cache" / "train.pt", F.FeatureConfig()
+    inside, go = threading.Event(), threading.Event()
+
+    def hold_the_first(path):
+        inside.set()
+        assert go.wait(60)
+
+    read = _counting_reads(monkeypatch, hold_the_first)
+    results = {}
+
+    def build(name):
+        results[name] = F.compute_features(utts, cfg, cache)
+
+    threads = [threading.Thread(target=build, args=(name,)) for name in ("first", "second")]
+    try:
+        threads[0].start()
+        assert inside.wait(60)
+        threads[1].start()
+        deadline = time.monotonic() + 60
+        while "waiting for another dllab process building" not in caplog.text:
+            assert time.monotonic() < deadline, "the second builder never waited for the first"
+            time.sleep(0.02)
+    finally:
+        go.set()
+        for t in threads:
+            if t.ident is not None:
+                t.join(60)
+    assert sorted(read) == ["LJ-0.wav", "LJ-1.wav", "LJ-2.wav"]  # each wav read once, by the first builder
+    assert torch.equal(results["first"].frames, results["second"].frames)
+    assert str(cache) in caplog.text
 
 def test_course_mode_cuts_targets_and_full_mode_keeps_them_whole(tmp_path):
     texts = ["a b.", "y" * 150, "cd."]

@@ -130,3 +130,46 @@ def test_new_options_at_their_defaults_keep_the_old_corpus_names():
     assert len(names) == 3
     with pytest.raises(UserError, match="max_chars"):
         ec.plan_corpus(ec.CorpusConfig(size=3, unit="verse", max_chars=5), ["a b c.", "d e f.", "g h i."])
+
+
+def test_two_builders_of_one_corpus_take_turns_and_synthesise_once(tmp_path, monkeypatch, caplog):
+    """The second build of a corpus under way waits for the first (saying so), then reuses its wavs."""
+    import threading
+    import time
+
+    import numpy as np
+    import soundfile
+
+    sentences = ["the lord is my shepherd.", "let there be light.", "a time to plant."]
+    spoken, inside, go = [], threading.Event(), threading.Event()
+
+    def fake_synthesize(text, path, voice, rate, pitch):  # espeak-ng's part, without espeak-ng
+        spoken.append(text)
+        inside.set()
+        assert go.wait(60)
+        soundfile.write(path, np.full(SAMPLE_RATE // 2, 0.1, np.float32), SAMPLE_RATE)
+
+    monkeypatch.setattr(ec, "synthesize", fake_synthesize)
+    monkeypatch.setattr(ec, "espeak_fingerprint", lambda: None)
+    cfg, root, results = ec.CorpusConfig(size=3, workers=1), tmp_path / "c", {}
+
+    def build(name):
+        results[name] = ec.build_corpus(cfg, root=root, sentences=sentences, show_progress=False)
+
+    threads = [threading.Thread(target=build, args=(name,)) for name in ("first", "second")]
+    try:
+        threads[0].start()
+        assert inside.wait(60)
+        threads[1].start()
+        deadline = time.monotonic() + 60
+        while "waiting for another dllab process building" not in caplog.text:
+            assert time.monotonic() < deadline, "the second builder never waited for the first"
+            time.sleep(0.02)
+    finally:
+        go.set()
+        for t in threads:
+            if t.ident is not None:
+                t.join(60)
+    assert sorted(spoken) == sorted(sentences)  # each sentence spoken once, by the first builder
+    assert results == {"first": root, "second": root}
+    assert str(root) in caplog.text and len(read_metadata(root)) == 3

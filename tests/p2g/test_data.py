@@ -87,3 +87,25 @@ def test_vocabularies_round_trip_through_the_run_directory(tmp_path):
     vocabs = Vocab.build([["t͡ʃ", "æ"]]), Vocab.build(["ch"])
     write_vocabs(run, *vocabs)
     assert read_vocabs(run) == vocabs
+
+
+def test_unknown_by_symbol_lists_each_unseen_symbol_with_the_words_holding_it():
+    from dllab.p2g.data import unknown_by_symbol
+
+    vocab = Vocab.build([("æ", "b")])
+    words = [("æ", "q", "q"), ("b",), ("ʔ", "q")]
+    assert unknown_by_symbol(words, vocab) == {"q": [0, 2], "ʔ": [2]}
+    assert unknown_by_symbol([("b", "æ")], vocab) == {}
+
+
+def test_read_words_skips_blank_lines_and_names_file_and_line(tmp_path):
+    from dllab.p2g.data import read_words
+
+    path = tmp_path / "w.txt"
+    path.write_text("æ b\n\n  b æ \r\n", encoding="utf-8")
+    assert read_words(path) == [(f"{path}:1", "æ b"), (f"{path}:3", "b æ")]
+    path.write_text(" \n")
+    with pytest.raises(UserError, match="no words to spell"):
+        read_words(path)
+    with pytest.raises(UserError, match="cannot read"):
+        read_words(tmp_path)  # a folder

@@ -42,6 +42,11 @@ def test_spell_gives_k_outputs_per_word_in_eval_mode_and_restores_the_mode():
     assert [len(out) for out in samples] == [4, 4, 4]
 
 
+
+def test_a_word_without_symbols_is_a_user_error_not_a_packing_crash():
+    with pytest.raises(UserError, match="word 2 has no symbols"):
+        spell(_model(), [("p",), ()], VOCABS, GreedyDecoder(), DecodeConfig(max_len=4))
+
 def test_an_ensemble_spells_through_the_same_functions():
     a, b = _model(1).eval(), _model(2).eval()
     cfg = DecodeConfig(max_len=6)

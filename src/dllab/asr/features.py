@@ -5,7 +5,9 @@
     x     = log10(max(mel, 1e-10));  x = max(x, x.max() - 8);  x = (x + 4) / 4
 
 `FeatureSet` holds every utterance of a split as float16 frames in one tensor (cached as one `.pt` file
-per corpus split, keyed by the feature settings); `SpeechData` serves `fit`'s `batch(idx)`, padding each
+per corpus split: each utterance's frames keyed by the feature settings and its wav's path, size and
+modification time, so that a replaced wav is noticed and only its features are computed again);
+`SpeechData` serves `fit`'s `batch(idx)`, padding each
 batch to its longest utterance (never to a fixed 2,754 frames). `FeatureConfig` lives in the torch-free
 `dllab.asr.config` and is re-exported here.
 """
@@ -28,6 +30,7 @@ from dllab.data.ljspeech import Utterance, read_wav
 from dllab.engine.checkpoint import load_checkpoint, save_checkpoint
 from dllab.engine.logs import progress
 from dllab.errors import UserError
+from dllab.io import building, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -78,43 +81,100 @@ class FeatureSet:
         return FeatureSet([self.ids[i] for i in index], [self.texts[i] for i in index], frames, offsets)
 
 
+# Names the layout of the cache file: a cache of another layout (or other settings) is not read.
+CACHE_FORMAT = "per-utterance-stamps"
+
+
 def compute_features(
     utterances: list[Utterance], cfg: FeatureConfig, cache: Path | None = None, desc: str = "features"
 ) -> FeatureSet:
-    """Features of every one of `utterances`, read from `cache` when it holds exactly these utterances and
-    settings. Nothing is skipped here: cutting (course mode) and the explicit training filter happen later."""
-    # "all": caches written before every utterance was kept (long transcripts were skipped) never match.
-    key = hashlib.sha256(
-        json.dumps(["all", cfg.__dict__, [(u.id, u.normalized) for u in utterances]]).encode()
-    ).hexdigest()[:16]
-    if cache is not None and cache.exists():
-        try:
-            saved = load_checkpoint(cache)
-        except UserError as err:
-            log.warning("%s; recomputing the features", err)
-            saved = {}
-        if saved.get("key") == key:
-            return FeatureSet(saved["ids"], saved["texts"], saved["frames"], saved["offsets"])
-    frames = []
-    for u in progress(utterances, total=len(utterances), desc=desc):
-        audio = torch.from_numpy(read_wav(u.wav, cfg.sample_rate))
-        if audio.numel() < cfg.n_fft:
-            raise UserError(f"{u.wav}: too short for one {cfg.n_fft}-sample analysis window")
-        frames.append(log_mel_spectrogram(audio, cfg).half())
+    """Features of every one of `utterances`. Nothing is skipped here: cutting (course mode) and the explicit
+    training filter happen later.
+
+    With `cache` (a `.pt` file), an utterance's frames are reused from it while the feature settings are the
+    same and its wav has the path, size and modification time (`dllab.io.file_stamp`) recorded with them; the
+    others are computed and the cache is rewritten. The stamp, not a hash of the audio: hashing would read
+    every wav on every run (gigabytes for LJSpeech), while writing a file gives it a new mtime_ns. Two
+    processes filling one cache take turns (`dllab.io.building`): the second reuses the first one's work."""
+    entries = [_entry(u) for u in utterances]
+    if cache is None:
+        return _assemble(utterances, [_log_mel(u, cfg) for u in progress(utterances, len(utterances), desc)], cfg)
+    saved = _read_cache(cache, cfg)
+    if saved.get("entries") == entries:  # the usual case: nothing to compute, no lock to take
+        return FeatureSet([u.id for u in utterances], [u.normalized for u in utterances], saved["frames"],
+                          saved["offsets"])  # fmt: skip
+    with building(cache):
+        saved = _read_cache(cache, cfg)  # the process this one waited for may have just written it
+        offsets = saved.get("offsets")
+        cached = {tuple(e): (int(offsets[i]), int(offsets[i + 1])) for i, e in enumerate(saved.get("entries", []))}
+        chunks: list[Tensor | None] = [None] * len(utterances)
+        for i, e in enumerate(entries):
+            if tuple(e) in cached:
+                a, b = cached[tuple(e)]
+                chunks[i] = saved["frames"][a:b]
+        todo = [i for i, c in enumerate(chunks) if c is None]
+        if saved.get("entries") and todo:
+            log.info("%s: %d of %d utterances' wavs are new or changed: computing their features", cache,
+                     len(todo), len(utterances))  # fmt: skip
+        for i in progress(todo, len(todo), desc):
+            chunks[i] = _log_mel(utterances[i], cfg)
+        out = _assemble(utterances, chunks, cfg)
+        # Stamps taken before the audio was read: a wav replaced meanwhile is computed again next time.
+        if saved.get("entries") != entries:
+            save_checkpoint(cache, {"settings": _settings(cfg), "entries": entries, "frames": out.frames,
+                                    "offsets": out.offsets})  # fmt: skip
+        return out
+
+
+def _settings(cfg: FeatureConfig) -> str:
+    return hashlib.sha256(json.dumps([CACHE_FORMAT, cfg.__dict__]).encode()).hexdigest()[:16]
+
+
+def _entry(u: Utterance) -> list:
+    """What an utterance's cached frames are keyed by: [id, wav path, size, mtime_ns] (None: unreadable)."""
+    try:
+        stamp = file_stamp(u.wav)
+    except OSError:
+        return [u.id, str(u.wav), None, None]  # never matches: read_wav then names the problem
+    return [u.id, str(u.wav), stamp["size"], stamp["mtime_ns"]]
+
+
+def _read_cache(cache: Path, cfg: FeatureConfig) -> dict:
+    """The cache's contents when it holds features of these settings, else {}."""
+    if not cache.exists():
+        return {}
+    try:
+        saved = load_checkpoint(cache)
+    except UserError as err:
+        log.warning("%s; recomputing the features", err)
+        return {}
+    if saved.get("settings") != _settings(cfg):
+        return {}
+    entries, offsets, frames = saved.get("entries"), saved.get("offsets"), saved.get("frames")
+    if not (isinstance(entries, list) and isinstance(offsets, Tensor) and isinstance(frames, Tensor)
+            and len(offsets) == len(entries) + 1 and int(offsets[-1]) == len(frames)):  # fmt: skip
+        log.warning("%s: not a feature cache of this layout; recomputing the features", cache)
+        return {}
+    return saved
+
+
+def _log_mel(u: Utterance, cfg: FeatureConfig) -> Tensor:
+    """(T, n_mels) float16 frames of one utterance's wav."""
+    audio = torch.from_numpy(read_wav(u.wav, cfg.sample_rate))
+    if audio.numel() < cfg.n_fft:
+        raise UserError(f"{u.wav}: too short for one {cfg.n_fft}-sample analysis window")
+    return log_mel_spectrogram(audio, cfg).half()
+
+
+def _assemble(utterances: list[Utterance], frames: list[Tensor], cfg: FeatureConfig) -> FeatureSet:
     lengths = torch.tensor([len(f) for f in frames], dtype=torch.long)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-    out = FeatureSet(
+    return FeatureSet(
         [u.id for u in utterances],
         [u.normalized for u in utterances],
         torch.cat(frames) if frames else torch.zeros(0, cfg.n_mels, dtype=torch.half),
         offsets,
     )
-    if cache is not None:
-        save_checkpoint(
-            cache,
-            {"key": key, "ids": out.ids, "texts": out.texts, "frames": out.frames, "offsets": out.offsets},
-        )
-    return out
 
 
 def spec_augment(feats: Tensor, lens: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> Tensor:

@@ -22,7 +22,8 @@ The folder's name is keyed by the config; its `corpus.json` records what the cor
 hash of the source sentences, the espeak-ng version and its data files' stamps) and each wav's size and
 modification time. A later call rebuilds when any of that changed: new sentences, another espeak-ng, a
 wav replaced or deleted in the cache. (A part that cannot be measured here, say espeak-ng is not
-installed, is not compared: the corpus is then used as built.)
+installed, is not compared: the corpus is then used as built.) A build holds `.<name>.lock` beside the
+folder (`dllab.io.building`): a second process asking for the same corpus meanwhile waits, then uses it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,15 @@ from dllab.config import option, to_dict
 from dllab.data.text import normalize
 from dllab.engine.logs import progress
 from dllab.errors import UserError
-from dllab.io import atomic_write_json, atomic_write_text, cache_dir, file_stamp, read_json_or_none, sha256_text
+from dllab.io import (
+    atomic_write_json,
+    atomic_write_text,
+    building,
+    cache_dir,
+    file_stamp,
+    read_json_or_none,
+    sha256_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -278,12 +287,30 @@ def build_corpus(
 
     `root` defaults to `cache_dir() / "espeak" / corpus_name(cfg)`; a folder with `corpus.json` is finished
     and returned as is while its sources and wavs are unchanged (see the module docstring); otherwise the
-    changed part is rebuilt. Wavs already written by an interrupted build are reused.
+    changed part is rebuilt, under the corpus's build lock (one builder at a time; the others wait, then
+    find it finished). Wavs already written by an interrupted build are reused.
     """
     if root is None:
         root = cache_dir() / "espeak" / corpus_name(cfg)
     root = Path(root)
     sources = _sources(cfg, sentences)
+    if _is_current(root, sources):  # no lock needed to read a finished corpus (it may be read-only)
+        return root
+    with building(root):
+        return _build(cfg, root, sentences, sources, show_progress)
+
+
+def _is_current(root: Path, sources: dict[str, Any]) -> bool:
+    record = read_json_or_none(root / "corpus.json")
+    return (isinstance(record, dict) and "sources" in record and _same_sources(record["sources"], sources)
+            and not _stale_wavs(root, record))  # fmt: skip
+
+
+def _build(
+    cfg: CorpusConfig, root: Path, sentences: Sequence[str] | None, sources: dict[str, Any], show_progress: bool
+) -> Path:
+    """`build_corpus`'s work, under the build lock: the corpus checked again (the builder this process
+    waited for has usually finished it), then what is missing or stale synthesised."""
     record = read_json_or_none(root / "corpus.json")
     if isinstance(record, dict) and "sources" not in record:  # built before sources were recorded: adopt it
         record = {**record, "sources": sources, "utterances": [

@@ -123,11 +123,21 @@ def add_commands(sub) -> None:
     spell = psub.add_parser(
         "spell",
         help="spell space-separated IPA symbols with a trained run",
-        epilog=f"example:\n  {EXAMPLES['spell']}",
+        description="Spell each word (its IPA symbols, space-separated; a g2p run reads spellings) with the "
+        "run's best checkpoint and print `<word>\t<spelling>`. A symbol the run never saw in training is read "
+        "as the unknown token, with a warning on stderr naming it and the words (argument number, or "
+        "file:line) it occurs in; --strict refuses such words instead (exit 2). No word at all (no argument, "
+        "an empty file, blank lines only) is an error.",
+        epilog=f"examples:\n  {EXAMPLES['spell']}\n  dllab p2g spell runs/p2g/demo --file words.txt --strict\n"
+        "  printf 't͡ʃ æ p\\nb æ t\\n' | dllab p2g spell runs/p2g/demo --file -",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     spell.add_argument("run", type=Path, help="a p2g run directory")
-    spell.add_argument("phonemes", nargs="+", help="one word's IPA symbols, space-separated, per argument")
+    spell.add_argument("phonemes", nargs="*", help="one word's IPA symbols, space-separated, per argument")
+    spell.add_argument("--file", default=None,
+                       help="also spell this file's words, one per line ('-': standard input; blank lines skipped)")
+    spell.add_argument("--strict", action="store_true",
+                       help="symbols the run never saw in training are an error, not a warning")
     spell.add_argument("--beam", type=int, default=None, help="beam search with this beam size")
     spell.set_defaults(func=cmd_spell)
 
@@ -207,16 +217,49 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_spell(args) -> int:
+    import sys
+
     from dllab.engine.rundir import RunDir
-    from dllab.p2g.data import symbols_for
+    from dllab.errors import UserError
+    from dllab.p2g.data import read_words, symbols_for, unknown_by_symbol
     from dllab.p2g.decoding import make_strategy, spell
     from dllab.p2g.experiment import load_run
 
-    cfg, model, vocabs = load_run(RunDir(args.run))
+    inputs = [(f"word {i}", text.strip()) for i, text in enumerate(args.phonemes, 1)]
+    for label, text in inputs:
+        if not text:
+            raise UserError(f"{label} is blank: give each word's symbols, space-separated")
+    if args.file is not None:
+        inputs += read_words(args.file)
+    if not inputs:
+        raise UserError('no words to spell: give each word\'s symbols as an argument ("t͡ʃ æ p") or --file FILE '
+                        "(- reads standard input)")
     strategy, _ = make_strategy(None, args.beam, 0)
+    cfg, model, vocabs = load_run(RunDir(args.run))
     symbols = symbols_for(cfg.data)  # a g2p run reads spellings; a right-to-left run's output comes out in order
-    words = [symbols.source(p) for p in args.phonemes]
+    words = [symbols.source(text) for _, text in inputs]
+    unknown = unknown_by_symbol(words, vocabs[0])
+    if unknown:
+        what = "phoneme" if symbols.src_units == "phones" else "spelling symbol"
+        listing = _unknown_listing(unknown, [label for label, _ in inputs])
+        if args.strict:
+            raise UserError(f"{len(unknown)} {what}(s) that {args.run} never saw in training (--strict):\n"
+                            f"{listing}")  # fmt: skip
+        print(f"dllab: warning: {len(unknown)} {what}(s) that {args.run} never saw in training, read as the "
+              f"unknown token (--strict refuses them):\n{listing}", file=sys.stderr)  # fmt: skip
     outputs = spell(model, words, vocabs, strategy, cfg.decode, symbols=symbols)
-    for phonemes, out in zip(args.phonemes, outputs, strict=True):
-        print(f"{phonemes}\t{out[0]}")
+    for (_, text), out in zip(inputs, outputs, strict=True):
+        print(f"{text}\t{out[0]}")
     return 0
+
+
+def _unknown_listing(unknown: dict[str, list[int]], labels: list[str], symbols: int = 20, places: int = 5) -> str:
+    """One line per unknown symbol (the first `symbols` of them): the symbol and the first `places` words
+    holding it."""
+    lines = []
+    for symbol, where in list(unknown.items())[:symbols]:
+        more = f" and {len(where) - places} more" if len(where) > places else ""
+        lines.append(f"  {symbol!r} in {', '.join(labels[i] for i in where[:places])}{more}")
+    if len(unknown) > symbols:
+        lines.append(f"  and {len(unknown) - symbols} more")
+    return "\n".join(lines)

@@ -8,6 +8,8 @@
     PairData                 source / target id sequences as padded tensors, batched by index for `fit`
     src_batches              (src, src_len) batches of words to decode
     to_text                  decoded ids -> the target text (a spelling, or space-separated phones)
+    read_words               the words of a file (or standard input) to spell, one per line, with file:line
+    unknown_by_symbol        the symbols of words to spell that a vocabulary lacks, with the words holding them
     write_vocabs, read_vocabs   a run's vocab.json
 """
 
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -24,7 +28,7 @@ from torch import Tensor
 from dllab.data.sigmorphon import Units, join_units, split_units
 from dllab.engine import RunDir
 from dllab.errors import UserError
-from dllab.io import atomic_write_json
+from dllab.io import atomic_write_json, file_system_error
 from dllab.p2g.config import DataConfig
 from dllab.seq2seq.batching import pad_ids
 from dllab.seq2seq.vocab import UNK, Vocab
@@ -209,6 +213,34 @@ def to_text(ids: list[int], vocab: Vocab, symbols: Symbols | None = None) -> str
     U+FFFD (one character, so CER counts it as one error)."""
     tokens = ["\ufffd" if i == UNK else vocab.tokens[i] for i in ids]
     return "".join(tokens) if symbols is None else symbols.text(tokens)
+
+
+def read_words(path: str | Path) -> list[tuple[str, str]]:
+    """(`file:line`, word) for each non-blank line of a UTF-8 file, stripped; `-` reads standard input.
+
+    A file that cannot be read, is not UTF-8 or holds no word at all is a UserError naming it."""
+    name = "<stdin>" if str(path) == "-" else str(path)
+    try:
+        text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{name}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise file_system_error(err, "read", name) from None
+    words = [(f"{name}:{n}", line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not words:
+        raise UserError(f"{name}: no words to spell (empty, or blank lines only)")
+    return words
+
+
+def unknown_by_symbol(words: Sequence[Sequence[str]], vocab: Vocab) -> dict[str, list[int]]:
+    """{symbol: indices of the words holding it} for each symbol of `words` that `vocab` lacks (the model
+    reads it as UNK), in order of first appearance."""
+    found: dict[str, list[int]] = {}
+    for i, word in enumerate(words):
+        for symbol in dict.fromkeys(word):
+            if symbol not in vocab.index:
+                found.setdefault(symbol, []).append(i)
+    return found
 
 
 def write_vocabs(run: RunDir, src_vocab: Vocab, tgt_vocab: Vocab) -> None:

@@ -58,8 +58,12 @@ def spell(
     k: int = 1,
     symbols: Symbols | None = None,
 ) -> list[list[str]]:
-    """Spell each word with `strategy`: k outputs per word (k > 1 only for sampling)."""
+    """Spell each word with `strategy`: k outputs per word (k > 1 only for sampling). A word without symbols
+    is a UserError."""
     src_vocab, tgt_vocab = data_vocabs
+    empty = [i + 1 for i, word in enumerate(phonemes) if not word]
+    if empty:
+        raise UserError(f"word {empty[0]} has no symbols to spell ({len(empty)} such word(s) in all)")
     out: list[list[str]] = []
     with _eval_mode(model):
         for batch in src_batches(phonemes, src_vocab, cfg.batch_size, _device_of_decoder(model)):
