@@ -43,7 +43,8 @@ def test_the_demo_plan_runs_and_its_headlines_come_back(tmp_path, monkeypatch, t
     assert {"vision/hw2023/lr0.01", "p2g/quick-attn", "asr/corpus", "asr/transformer"} <= names
     assert all(t.seconds > 0 for t in tasks)
     slots = {s.task: s for s in simulate(tasks, cores=2)}
-    assert all(slots[f"asr/{d}"].start >= slots["asr/corpus"].end for d in ("lstm", "transformer", "taylor"))
+    assert "asr/lstm" not in names  # the demo trains the headline decoder only
+    assert slots["asr/transformer"].start >= slots["asr/corpus"].end
 
     results = run_plan(tasks, runs / ".plan-quick", cores=2, show_progress=False, context=get_context("spawn"))
     assert set(results) == names
@@ -54,6 +55,8 @@ def test_the_demo_plan_runs_and_its_headlines_come_back(tmp_path, monkeypatch, t
     assert set(rows) == set(THRESHOLDS)
     assert 0 <= rows["vision.test_acc"]["value"] <= 1
     assert rows["p2g.greedy_cer"]["value"] >= 0 and rows["asr.greedy_cer"]["value"] >= 0
-    assert 0 <= rows["asr.degenerate"]["value"] <= 1
-    assert all(r["met"] in (True, False) for r in rows.values())
+    assert rows["asr.greedy_ctc_cer"]["value"] >= 0  # the quick model has a CTC head: decoded with it too
+    assert 0 <= rows["asr.degenerate"]["value"] <= 1 and 0 <= rows["asr.degenerate_attention_only"]["value"] <= 1
+    assert all(r["met"] in (True, False) for r in rows.values() if r["sense"])
+    assert rows["asr.degenerate_attention_only"]["met"] is None  # information, no threshold
     assert "target" in format_rows(list(rows.values()))

@@ -418,10 +418,16 @@ def test_run(
     if split == "test" and isinstance(strategy, GreedyDecoder) and not ctc_weight:
         run.write_test_metrics(summary)
     else:
-        name = "".join(ch if ch.isalnum() or ch in "._=" else "_" for ch in repr(strategy))
-        name += f"_ctc={ctc_weight:g}" if ctc_weight else ""
-        atomic_write_json(run.path / f"{split}_metrics_{name}.json", summary)
+        atomic_write_json(metrics_path(run.path, split, strategy, ctc_weight), summary)
     return summary
+
+
+def metrics_path(run_path: Path, split: str, strategy: Strategy, ctc_weight: float = 0.0) -> Path:
+    """Where `test_run` writes a decoding's summary other than the default (greedy, attention alone, test):
+    <run>/<split>_metrics_<strategy>[_ctc=<weight>].json."""
+    name = "".join(ch if ch.isalnum() or ch in "._=" else "_" for ch in repr(strategy))
+    name += f"_ctc={ctc_weight:g}" if ctc_weight else ""
+    return Path(run_path) / f"{split}_metrics_{name}.json"
 
 
 def _by_length(hyps: list[str], refs: list[str], whole: list[str]) -> list[dict[str, Any]]:
