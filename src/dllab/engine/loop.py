@@ -7,13 +7,23 @@ A model plugs in with three things:
 The loop shuffles with its own seeded generator, takes batches by index, checkpoints atomically after
 every epoch, keeps the best checkpoint by `monitor`, logs one metrics record per epoch, and resumes an
 interrupted run bit for bit (model, optimizer, schedule and both RNG states are in the checkpoint).
+With `--train.precision bf16` (or `auto` on a CPU with AMX) the loss (forward pass) runs under bfloat16
+autocast: weights, optimizer state and gradients stay float32, no loss scaling is needed (bfloat16 has
+float32's range), and validation runs in float32.
+
+Under torchrun the same loop runs data-parallel (see dllab.engine.distributed): every rank draws the same
+shuffled global batches of `batch_size` and trains on its strided share of each through
+DistributedDataParallel, so the optimisation step matches one process with the same global batch; rank 0
+alone writes metrics and checkpoints. A global batch smaller than the world size (a ragged last batch) is
+dropped so that no rank waits on a step the others skip.
+
 It holds the run's lock (`RunDir.locked`) while it trains, so a second process cannot train the same run.
 
 A non-finite loss or gradient norm stops training at once, before the optimizer step that would spread it
 into the weights, with a `NonFiniteLoss` (a UserError: exit 2) naming the epoch and step. Nothing of the
 broken epoch is written, so the last checkpoint is the last good epoch and `--resume` with a lower
 `--lr` (or a `--optim.grad_clip`) goes on from it. The check costs one fused pass over the gradients
-(`non_finite_gradients`; the clipped norm when `--optim.grad_clip` is on) and one host sync per step.
+and the loss (`NonFiniteCheck`; the clipped norm when `--optim.grad_clip` is on) and one host sync per step.
 Each epoch's metrics record is appended before its checkpoint is written: a crash between the two leaves a
 record that `--resume` drops and recomputes, never a checkpoint without its record.
 """
@@ -283,6 +293,8 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
                 path.unlink()
 
     bf16 = resolve_precision(train_cfg.precision, device) == "bf16"
+    params = [p for p in model.parameters() if p.requires_grad]
+    checker = NonFiniteCheck(device)
     tracker = Tracker(train_cfg.track if main else "none", run.path / "tensorboard", start_epoch)
     # every training and validation step runs on these kernels; the tracker's files close however it ends
     with cpu_kernels(train_cfg.mkldnn), contextlib.closing(tracker):
@@ -303,10 +315,11 @@ def _fit(model, train_data, loss_fn, evaluate_fn, optim_cfg, train_cfg, run, mon
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if optim_cfg.grad_clip > 0:
-                    bad = ~torch.isfinite(nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.grad_clip))
+                    norm = nn.utils.clip_grad_norm_(params, optim_cfg.grad_clip)
+                    bad = bool(~torch.isfinite(norm + loss.detach()))  # one host sync per step
                 else:
-                    bad = non_finite_gradients(model.parameters())
-                if bool(bad | ~torch.isfinite(loss.detach())):  # one host sync per step
+                    bad = checker(params, loss)
+                if bad:
                     raise _non_finite(run, loss, epoch, count + 1, len(batches), optimizer)
                 optimizer.step()
                 schedule.step()
@@ -410,6 +423,23 @@ def _set_base_lr(optimizer: torch.optim.Optimizer, schedule, lr: float) -> None:
     for group, factor in zip(optimizer.param_groups, schedule.lr_lambdas, strict=True):
         group["initial_lr"] = lr
         group["lr"] = lr * factor(schedule.last_epoch)
+
+
+class NonFiniteCheck:
+    """`check(params, loss)`: True when `loss` or a gradient of `params` is NaN or infinite. One fused pass
+    over the gradients and the loss into a flag allocated once, and one host sync: at batch 8 on the 2023-24
+    CNN a step takes about 1.5 ms, and allocating the flags every step cost as much as the check itself."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.found = torch.zeros(1, device=device)
+        self.one = torch.ones(1, device=device)
+
+    def __call__(self, params: list[nn.Parameter], loss: Tensor) -> bool:
+        tensors = [p.grad for p in params if p.grad is not None]
+        tensors.append(loss.detach().float().reshape(1).clone())  # the check multiplies in place (by 1)
+        self.found.zero_()
+        torch._amp_foreach_non_finite_check_and_unscale_(tensors, self.found, self.one)
+        return bool(self.found.item())
 
 
 def non_finite_gradients(params) -> Tensor:
