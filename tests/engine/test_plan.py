@@ -113,3 +113,14 @@ def test_a_killed_worker_stops_the_plan_cleanly_and_a_rerun_goes_on(tmp_path):
     assert "dies:" in str(err.value) and "later: not run" in str(err.value)
     fixed = [Task("dies", sleep_for, {"seconds": 0.1}, seconds=5), tasks[1]]
     assert set(run_plan(fixed, tmp_path, cores=1, show_progress=False)) == {"dies", "later"}
+
+
+def test_the_eta_follows_finished_tasks_in_proportion_to_the_work_they_cover(tmp_path):
+    from dllab.engine.plan import PlanState, _eta
+
+    tasks = [Task("a", sleep_for, seconds=10.0), Task("b", sleep_for, seconds=90.0, after=("a",))]
+    state = PlanState(tmp_path / "plan")
+    assert _eta(tasks, state, {}, cores=1) == pytest.approx(100.0)
+    state.record("a", status="done", seconds=2.0, estimate=10.0)  # 5x faster than estimated
+    # one small task 5x faster does not make the rest 5x faster: (2 + 90) / (10 + 90) of b's 90 s
+    assert _eta(tasks, state, {}, cores=1) == pytest.approx(90.0 * 92 / 100)
