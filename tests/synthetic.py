@@ -54,3 +54,26 @@ def die(threads: int) -> dict:
 
     os.kill(os.getpid(), signal.SIGKILL)
     return {}
+
+
+def race_two_builders(build, inside, go, caplog) -> None:
+    """Two threads build one thing: build("first") starts and holds (it sets `inside`, then waits on `go`);
+    build("second") starts and must log that it waits for another builder; then the first goes on and both
+    finish. The caller checks what was built and how often."""
+    import threading
+    import time
+
+    threads = [threading.Thread(target=build, args=(name,)) for name in ("first", "second")]
+    try:
+        threads[0].start()
+        assert inside.wait(60)
+        threads[1].start()
+        deadline = time.monotonic() + 60
+        while "waiting for another dllab process building" not in caplog.text:
+            assert time.monotonic() < deadline, "the second builder never waited for the first"
+            time.sleep(0.02)
+    finally:
+        go.set()
+        for t in threads:
+            if t.ident is not None:
+                t.join(60)

@@ -2,7 +2,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from dllab.asr import features as F
 from dllab.asr import text as vocab
 from dllab.data.ljspeech import Utterance, read_metadata, read_wav
+from synthetic import race_two_builders
 
 
 def _tone(seconds=0.5, rate=22_050, freq=440.0):
@@ -151,20 +151,7 @@ def test_two_builders_of_one_feature_cache_compute_each_utterance_once(tmp_path,
     def build(name):
         results[name] = F.compute_features(utts, cfg, cache)
 
-    threads = [threading.Thread(target=build, args=(name,)) for name in ("first", "second")]
-    try:
-        threads[0].start()
-        assert inside.wait(60)
-        threads[1].start()
-        deadline = time.monotonic() + 60
-        while "waiting for another dllab process building" not in caplog.text:
-            assert time.monotonic() < deadline, "the second builder never waited for the first"
-            time.sleep(0.02)
-    finally:
-        go.set()
-        for t in threads:
-            if t.ident is not None:
-                t.join(60)
+    race_two_builders(build, inside, go, caplog)
     assert sorted(read) == ["LJ-0.wav", "LJ-1.wav", "LJ-2.wav"]  # each wav read once, by the first builder
     assert torch.equal(results["first"].frames, results["second"].frames)
     assert str(cache) in caplog.text

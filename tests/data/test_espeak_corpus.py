@@ -7,6 +7,7 @@ from dllab.data.ljspeech import SAMPLE_RATE, read_metadata, read_wav
 from dllab.data.text import CHARACTERS as SYMBOLS
 from dllab.errors import UserError
 from dllab.io import cache_dir
+from synthetic import race_two_builders
 
 
 def test_clauses_are_normalised_bounded_and_unique():
@@ -135,7 +136,6 @@ def test_new_options_at_their_defaults_keep_the_old_corpus_names():
 def test_two_builders_of_one_corpus_take_turns_and_synthesise_once(tmp_path, monkeypatch, caplog):
     """The second build of a corpus under way waits for the first (saying so), then reuses its wavs."""
     import threading
-    import time
 
     import numpy as np
     import soundfile
@@ -156,20 +156,7 @@ def test_two_builders_of_one_corpus_take_turns_and_synthesise_once(tmp_path, mon
     def build(name):
         results[name] = ec.build_corpus(cfg, root=root, sentences=sentences, show_progress=False)
 
-    threads = [threading.Thread(target=build, args=(name,)) for name in ("first", "second")]
-    try:
-        threads[0].start()
-        assert inside.wait(60)
-        threads[1].start()
-        deadline = time.monotonic() + 60
-        while "waiting for another dllab process building" not in caplog.text:
-            assert time.monotonic() < deadline, "the second builder never waited for the first"
-            time.sleep(0.02)
-    finally:
-        go.set()
-        for t in threads:
-            if t.ident is not None:
-                t.join(60)
+    race_two_builders(build, inside, go, caplog)
     assert sorted(spoken) == sorted(sentences)  # each sentence spoken once, by the first builder
     assert results == {"first": root, "second": root}
     assert str(root) in caplog.text and len(read_metadata(root)) == 3
