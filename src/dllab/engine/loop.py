@@ -426,9 +426,9 @@ def _set_base_lr(optimizer: torch.optim.Optimizer, schedule, lr: float) -> None:
 
 
 class NonFiniteCheck:
-    """`check(params, loss)`: True when `loss` or a gradient of `params` is NaN or infinite: the loss, then one
-    fused pass over the gradients into a flag allocated once. At batch 8 on the 2023-24 CNN a step takes about
-    1.5 ms, and allocating the flags every step had cost as much as the check itself (about 45 us)."""
+    """`check(params, loss)`: True when `loss` or a gradient of `params` is NaN or infinite: the loss, then
+    `_flag_non_finite` into flags allocated once. At batch 8 on the 2023-24 CNN a step takes about 1.5 ms,
+    and allocating the flags every step had cost as much as the check itself (about 45 us)."""
 
     def __init__(self, device: torch.device) -> None:
         self.found = torch.zeros(1, device=device)
@@ -437,12 +437,7 @@ class NonFiniteCheck:
     def __call__(self, params: list[nn.Parameter], loss: Tensor) -> bool:
         if not math.isfinite(loss.item()):  # the host sync (on a GPU; free on a CPU)
             return True
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return False
-        self.found.zero_()
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found, self.one)
-        return bool(self.found.item())
+        return _flag_non_finite(params, self.found, self.one) and bool(self.found.item())
 
 
 def non_finite_gradients(params) -> Tensor:
@@ -452,12 +447,24 @@ def non_finite_gradients(params) -> Tensor:
     225k-parameter 2023-24 CNN at batch 8 on one CPU thread it cost 0.7x a total gradient norm (127 against
     175 us, 3 % of a step, measured interleaved on a shared 2-core machine), hence not `get_total_norm`.
     """
+    params = list(params)
+    device = next((p.grad.device for p in params if p.grad is not None), None)
+    if device is None:
+        return torch.zeros((), dtype=torch.bool)
+    found = torch.zeros(1, device=device)
+    _flag_non_finite(params, found, torch.ones(1, device=device))
+    return found[0] > 0
+
+
+def _flag_non_finite(params, found: Tensor, one: Tensor) -> bool:
+    """Sets `found` (a (1,) float flag) to 1 when a gradient of `params` is NaN or infinite, else 0, in one
+    fused pass (scale `one`: the gradients are unchanged); False when no parameter has a gradient."""
     grads = [p.grad for p in params if p.grad is not None]  # one device: fit moves the model there
     if not grads:
-        return torch.zeros((), dtype=torch.bool)
-    found = torch.zeros(1, device=grads[0].device)
-    torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones(1, device=grads[0].device))
-    return found[0] > 0
+        return False
+    found.zero_()
+    torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
+    return True
 
 
 def _non_finite(run: RunDir, loss: Tensor, epoch: int, step: int, steps: int,
