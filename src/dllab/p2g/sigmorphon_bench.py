@@ -24,7 +24,7 @@ def add_bench(sub) -> None:
         description=__doc__,
         examples=["dllab bench sigmorphon --quick", "dllab bench sigmorphon all --direction both --speed",
                   "dllab bench sigmorphon --speed-only",
-                  "flock /tmp/dllab-heavy.lock dllab bench sigmorphon all --runs /work/runs-sigmorphon/sigmorphon"],
+                  "dllab bench sigmorphon all --runs runs/sigmorphon"],
     )
     add_common_flags(p, quick="low subtask, G2P only")
     p.add_argument("languages", nargs="?", default="all", help="high, medium, low, all (default) or languages")
