@@ -22,6 +22,26 @@ SEED_RESULTS = (
 )
 
 
+
+def submitted_figures(runs_root: Path) -> list:
+    """`dllab reproduce`'s LSTM and Transformer decoders (greedy, test split) beside the course notebook's
+    similarities as seeds 000 and 002 submitted them."""
+    from dllab.engine.rundir import RunDir
+    from dllab.report.submitted import Headline
+
+    rows = []
+    for decoder, what, pick in (("lstm", "LSTM decoder", "LSTM"), ("transformer", "attention decoder", "attention")):
+        run = RunDir(Path(runs_root) / "asr" / decoder)
+        test = (run.read_test_metrics() if run.exists() else None) or {}
+        ours = f"espeak-ng KJV corpus {test.get('split', 'test')} split" + (
+            f", {test['utterances']:,} utterances" if "utterances" in test else "")  # fmt: skip
+        for i, (key, label) in enumerate(SIMILARITIES):
+            theirs = tuple((who.split("(")[1].rstrip(")"), figures[i]) for who, *figures in SEED_RESULTS
+                           if f", {pick} decoder" in who)  # fmt: skip
+            rows.append(Headline(f"speech recognition, {what}, greedy", f"{label} similarity", test.get(key),
+                                 ours, theirs, "LJSpeech test split"))
+    return rows
+
 def _runs(root: Path) -> list[dict[str, Any]]:
     from dllab.engine.rundir import find_runs
 

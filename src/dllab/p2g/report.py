@@ -99,6 +99,33 @@ def demo_figures(runs_root: Path) -> dict[str, float | None]:
     return {"p2g.greedy_cer": (test or {}).get("greedy", {}).get("cer")}
 
 
+# Seed 004's figures (2024-25 Q3, the course's test split): (run, strategy key, what, metric, value).
+SUBMITTED = (
+    ("course-noattn", "greedy", "no attention, greedy", "cer", 0.3006),
+    ("course-noattn", "greedy", "no attention, greedy", "wer", 0.7980),
+    ("course-attn", "greedy", "attention, greedy", "cer", 0.2041),
+    ("course-attn", "greedy", "attention, greedy", "wer", 0.7190),
+    ("course-attn", "nucleus_p0.8_k3", "attention, nucleus p 0.8", "cer", 0.2269),
+    ("course-attn", "nucleus_p0.8_k3", "attention, nucleus p 0.8", "wer", 0.7630),
+    ("course-attn", "nucleus_p0.8_k3", "attention, nucleus p 0.8", "wer@3", 0.6500),
+)
+
+
+def submitted_figures(runs_root: Path) -> list:
+    """`dllab reproduce`'s two course-data spellers (the homework's settings) beside seed 004's test figures."""
+    from dllab.report.submitted import Headline
+
+    rows = []
+    for name, key, what, metric, theirs in SUBMITTED:
+        run = RunDir(Path(runs_root) / "p2g" / name)
+        scores = ((run.read_test_metrics() if run.exists() else None) or {}).get(key, {})
+        split = scores.get("split", "test")
+        words = f", {scores['words']:,} words" if "words" in scores else ""
+        rows.append(Headline(f"phoneme-to-spelling LSTM, {what}", metric.upper(), scores.get(metric),
+                             f"course {split} split{words}", (("seed 004", theirs),), "course test split"))
+    return rows
+
+
 def _runs(ctx: ReportContext) -> list[tuple[RunDir, dict, list[dict], dict]]:
     out = []
     for run in find_runs(ctx.runs_root / "p2g"):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from dllab.capabilities import rooms
 from dllab.io import atomic_write_text
-from dllab.report.document import Paragraph, ReportContext, Section, to_html, to_markdown
+from dllab.report import submitted
+from dllab.report.document import Paragraph, ReportContext, Section, Table, to_html, to_markdown
 
 log = logging.getLogger(__name__)
 TITLE = "dllab: IST Deep Learning Homework 2, rerun"
@@ -65,14 +66,18 @@ def build_report(runs_root: Path, out_dir: Path, only: list[str] | None = None) 
     )
     about.add(*_plan_notes(Path(runs_root)))
     sections.insert(0, about)
+    headline = submitted.section(submitted.headlines(Path(runs_root), only))
+    if headline is not None:
+        sections.insert(1, headline)
     atomic_write_text(ctx.out_dir / "index.md", to_markdown(TITLE, sections))
     html_path = ctx.out_dir / "index.html"
     atomic_write_text(html_path, to_html(TITLE, sections))
     return html_path
 
 
-def _plan_notes(runs_root: Path) -> list[Paragraph]:
-    """What the last `dllab reproduce` / `dllab report --rerun` plan did: its scale, estimate and real time."""
+def _plan_notes(runs_root: Path) -> list[Paragraph | Table]:
+    """What the last `dllab reproduce` / `dllab report --rerun` plan did: its scale, estimate and real time,
+    and each finished experiment's calibrated estimate against the time it took."""
     import json
 
     from dllab.engine.plan import format_duration
@@ -93,4 +98,10 @@ def _plan_notes(runs_root: Path) -> list[Paragraph]:
             text += (f" To fit a budget of {meta.get('budget_hours')} hours, every run's epochs were scaled by "
                      f"{meta['scale']:.2f}: results are below the homework's settings.")
         notes.append(Paragraph(text))
+        if done:
+            rows = [[name, format_duration(t.get("estimate", 0.0)), format_duration(t["seconds"]),
+                     f"{t['seconds'] / t['estimate']:.2f}" if t.get("estimate") else ""]
+                    for name, t in tasks.items() if t.get("status") == "done"]  # fmt: skip
+            notes.append(Table(["experiment", "estimate", "measured", "measured / estimate"], rows,
+                               caption=f"{what}: each finished experiment's estimate against its time"))
     return notes

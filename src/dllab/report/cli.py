@@ -140,6 +140,12 @@ def run_reproduce(args) -> int:
     if not done:
         return 0
     path = build_report(args.runs, args.out, only=args.only)
+    from dllab.report.submitted import format_rows, headlines
+
+    rows = headlines(args.runs, args.only)
+    if rows:
+        print("the homework's figures, dllab's runs beside the submitted reports' (data differ: see the report):")
+        print(format_rows(rows))
     print(f"report written: {path.resolve()}")
     return 0
 

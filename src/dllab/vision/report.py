@@ -77,6 +77,37 @@ def demo_figures(runs_root: Path) -> dict[str, float | None]:
     return {"vision.test_acc": max(rows, key=lambda r: r["best_val_acc"])["best_model_test_acc"]}
 
 
+# The submitted reports' final test accuracies (seeds 001 and 002: 2023-24 on OCTMNIST; seed 004: 2024-25 on
+# the Intel images), per sweep run: (preset, run name, what, [(report, accuracy)]).
+SUBMITTED = (
+    ("hw2023", "lr0.1", "max-pool, lr 0.1", [("seed 001", 0.8072), ("seed 002", 0.7013)]),
+    ("hw2023", "lr0.01", "max-pool, lr 0.01", [("seed 001", 0.8204), ("seed 002", 0.8280)]),
+    ("hw2023", "lr0.001", "max-pool, lr 0.001", [("seed 001", 0.7977), ("seed 002", 0.7505)]),
+    ("hw2023", "no-maxpool-lr0.01", "strided, no max-pool, lr 0.01", [("seed 001", 0.8015), ("seed 002", 0.7958)]),
+    ("hw2024", "lr0.1", "lr 0.1", [("seed 004", 0.5543)]),
+    ("hw2024", "lr0.01", "lr 0.01", [("seed 004", 0.6900)]),
+    ("hw2024", "lr0.001", "lr 0.001", [("seed 004", 0.6057)]),
+    ("hw2024", "bn-gap-lr0.01", "BN + GAP, lr 0.01", [("seed 004", 0.7623)]),
+)
+SUBMITTED_DATA = {"hw2023": "OCTMNIST test (4 classes)", "hw2024": "Intel images test (6 classes)"}
+
+
+def submitted_figures(runs_root: Path) -> list:
+    """The full sweeps' final-epoch test accuracy (what the submitted reports quote) beside theirs."""
+    from dllab.report.submitted import Headline
+    from dllab.vision.config import PRESETS
+
+    rows = []
+    for preset, name, what, theirs in SUBMITTED:
+        run = RunDir(Path(runs_root) / "vision" / f"{preset}-fashion-mnist" / name)
+        test = (run.read_test_metrics() if run.exists() else None) or {}
+        year = "2023-24" if preset == "hw2023" else "2024-25"
+        rows.append(Headline(f"{year} CNN, {what}, {PRESETS[preset].train.epochs} epochs", "final test accuracy",
+                             test.get("final", {}).get("test_acc"), "Fashion-MNIST test (10 classes)",
+                             tuple(theirs), SUBMITTED_DATA[preset]))  # fmt: skip
+    return rows
+
+
 def build_section(ctx: ReportContext) -> Section:
     section = Section("Q2 — CNN image classification")
     sweeps = sorted(p.parent for p in (ctx.runs_root / "vision").glob("*/sweep.json"))
