@@ -14,6 +14,8 @@ and, for `dllab report --rerun` and `dllab reproduce` (dllab.report.build, dllab
         # scale: multiplies the epochs; overrides: --key=value words applied to every config last)
     def demo_figures(runs_root: Path) -> dict[str, float | None]
         # the demo's headline figures, judged against dllab.report.demo.THRESHOLDS
+    def submitted_figures(runs_root: Path) -> list[dllab.report.submitted.Headline]
+        # the full runs' figures beside those the submitted homework reports give (the report's first table)
 """
 
 from __future__ import annotations
