@@ -183,6 +183,11 @@ def classical_retrieved(
     return (s == X[target]).all(1)
 
 
+def search_grid(n_max: int) -> list[int]:
+    """The N a capacity search tries, in order: 2, 4, 8, ... below n_max, then n_max."""
+    return [2**k for k in range(1, max(1, n_max.bit_length())) if 2**k < n_max] + [n_max]
+
+
 def capacity_search(
     family_patterns, d: int, n_max: int, cfg: CapacityConfig, gen: torch.Generator, beta: float | None
 ) -> dict:
@@ -190,10 +195,11 @@ def capacity_search(
 
     beta: the modern network's inverse temperature; None -> the classical network.
 
-    `capped` is True when even N = n_max passed: the capacity is then at least n_max, not measured."""
-    grid = [2**k for k in range(1, max(1, n_max.bit_length())) if 2**k < n_max] + [n_max]
+    `capped` is True when even N = n_max passed: the capacity is then at least n_max, not measured.
+    Each curve point has the accuracy at N and the seconds it took (what `dllab.hopfield.calibrate` scales)."""
     curve, capacity = [], 0
-    for n in grid:
+    for n in search_grid(n_max):
+        began = time.perf_counter()
         X = family_patterns(n)  # (n, d)
         target = torch.randint(0, n, (min(cfg.queries, n),), generator=gen)
         q0 = X[target] + cfg.noise_std * torch.randn(len(target), d, generator=gen)
@@ -202,7 +208,7 @@ def capacity_search(
         else:
             ok = modern_retrieved(X, target, q0, beta, cfg)
         acc = ok.float().mean().item()
-        curve.append({"n_patterns": n, "accuracy": acc})
+        curve.append({"n_patterns": n, "accuracy": acc, "seconds": time.perf_counter() - began})
         if acc < cfg.threshold:
             break
         capacity = n

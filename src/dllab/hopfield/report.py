@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +55,13 @@ def run_part(part: str, overrides: list[str], out: Path, threads: int = 0) -> di
 
 def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tuple[str, ...] = ()) -> list:
     """Theory checks, the retrieval experiment and the capacity sweep (quick: the CPU demo sizes), each
-    estimated from a small version of itself timed here (scaled by its count of pattern-query products)."""
+    estimated by `dllab.hopfield.calibrate` from a short real run of part of it here, on one thread as the
+    plan runs them; the retrieval and capacity tasks also load the image pool, timed once here."""
+    from dllab.config import apply_overrides
     from dllab.engine.plan import Task
-    from dllab.hopfield.config import QUICK_CAPACITY, QUICK_RETRIEVAL
+    from dllab.hopfield.calibrate import estimate_capacity, estimate_retrieval, estimate_theory, on_threads
+    from dllab.hopfield.config import QUICK_CAPACITY, QUICK_RETRIEVAL, CapacityConfig, RetrievalConfig
+    from dllab.hopfield.experiment import image_pool
 
     del scale, overrides  # no epochs here: the sizes are the homework's
     root = Path(runs_root) / "hopfield"
@@ -64,50 +69,20 @@ def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tup
     draws = 20 if quick else 100
     retrieval = QUICK_RETRIEVAL if quick else []
     capacity = QUICK_CAPACITY if quick else []
-    return [
-        Task("hopfield/theory", run_theory, {"out": root / "theory.json", "draws": draws},
-             seconds=_timed(run_theory, {"draws": 2}) * draws / 2),
-        Task("hopfield/retrieval", run_part, {"part": "retrieval", "overrides": retrieval,
-                                              "out": root / f"retrieval{suffix}"},
-             seconds=_estimate("retrieval", retrieval)),
-        Task("hopfield/capacity", run_part, {"part": "capacity", "overrides": capacity,
-                                             "out": root / f"capacity{suffix}"},
-             seconds=_estimate("capacity", capacity)),
-    ]  # fmt: skip
-
-
-def _timed(fn, kwargs: dict) -> float:
-    import tempfile
-    import time
-
-    with tempfile.TemporaryDirectory(prefix="dllab-calibrate-") as tmp:
+    with on_threads(1):
         began = time.perf_counter()
-        fn(out=Path(tmp) / "out", **kwargs)
-        return time.perf_counter() - began
-
-
-def _estimate(part: str, overrides: list[str]) -> float:
-    """Seconds of the retrieval experiment or the capacity sweep, from a small version timed here.
-
-    Retrieval: every beta and the full query count at N = 500, scaled by N (each CCCP step is a (queries x N)
-    product); the number of steps to converge is what the small run measures. Capacity: one image size and
-    one random dimension, scaled by the number of searches and by the largest random bank (a search doubles N
-    until retrieval fails, at worst up to that bank): an upper bound, as most searches stop early."""
-    from dllab.config import apply_overrides
-    from dllab.hopfield.config import CapacityConfig, RetrievalConfig
-
-    if part == "retrieval":
-        c = apply_overrides(RetrievalConfig(), overrides)
-        small = [*overrides, "--n_patterns=500", f"--grid_patterns={min(c.grid_patterns, 500)}"]
-        seconds = _timed(run_part, {"part": part, "overrides": small})
-        return seconds * sum(max(n, 500) for n in c.n_patterns) / 500
-    c = apply_overrides(CapacityConfig(), overrides)
-    bank = min(c.max_random_patterns, 1024)
-    small = [*overrides, f"--sides={c.sides[0]}", f"--random_dims={c.random_dims[0]}",
-             f"--max_random_patterns={bank}"]  # fmt: skip
-    seconds = _timed(run_part, {"part": part, "overrides": small})
-    searches = (len(c.sides) + len(c.random_dims)) / 2
-    return seconds * searches * max(1.0, c.max_random_patterns / bank) / 2
+        images = image_pool()
+        load = time.perf_counter() - began
+        theory_s = estimate_theory(draws)
+        retrieval_s = load + estimate_retrieval(apply_overrides(RetrievalConfig(), retrieval), images)
+        capacity_s = load + estimate_capacity(apply_overrides(CapacityConfig(), capacity), images)
+    return [
+        Task("hopfield/theory", run_theory, {"out": root / "theory.json", "draws": draws}, seconds=theory_s),
+        Task("hopfield/retrieval", run_part, {"part": "retrieval", "overrides": retrieval,
+                                              "out": root / f"retrieval{suffix}"}, seconds=retrieval_s),
+        Task("hopfield/capacity", run_part, {"part": "capacity", "overrides": capacity,
+                                             "out": root / f"capacity{suffix}"}, seconds=capacity_s),
+    ]  # fmt: skip
 
 
 def _latest(root: Path, name: str) -> Path | None:
