@@ -51,7 +51,7 @@ def test_a_run_records_its_plan_and_a_rerun_skips_what_is_done(tmp_path, monkeyp
     state = json.loads((runs / ".plan" / "plan.json").read_text())["tasks"]
     assert {k: v["status"] for k, v in state.items()} == dict.fromkeys(("a/train", "b/train", "b/test"), "done")
     meta = json.loads((runs / ".plan" / "meta.json").read_text())
-    assert meta["scale"] == 1.0 and meta["cores"] == 2
+    assert meta["scale"] == 1.0 and meta["cores"] == 2 and meta["tasks"] == ["a/train", "b/test", "b/train"]
     first = {k: v["seconds"] for k, v in state.items()}
     assert main(["reproduce", "--runs", str(runs), "--out", str(tmp_path / "report"), "--workers", "2"]) == 0
     again = json.loads((runs / ".plan" / "plan.json").read_text())["tasks"]

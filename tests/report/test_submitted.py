@@ -57,12 +57,13 @@ def test_the_table_says_which_figures_have_runs_and_on_what_data():
 def test_the_report_gives_each_finished_experiments_estimate_against_its_time(tmp_path):
     plan = tmp_path / ".plan"
     plan.mkdir()
-    (plan / "meta.json").write_text(json.dumps({"cores": 2, "estimate_seconds": 400.0, "scale": 1.0}))
+    meta = {"cores": 2, "estimate_seconds": 400.0, "scale": 1.0, "tasks": ["vision/a", "p2g/b", "asr/c"]}
+    (plan / "meta.json").write_text(json.dumps(meta))
     (plan / "plan.json").write_text(json.dumps({"tasks": {
         "vision/a": {"estimate": 100.0, "status": "done", "seconds": 150.0},
         "p2g/b": {"estimate": 300.0, "status": "pending"},
     }}))  # fmt: skip
     notes = build._plan_notes(tmp_path)
-    assert "ran 1 of 2 experiments on 2 cores" in notes[0].text
+    assert "ran 1 of 3 experiments on 2 cores" in notes[0].text  # the plan's count, not plan.json's
     (table,) = [n for n in notes if isinstance(n, Table)]
     assert table.rows == [["vision/a", "1m40s", "2m30s", "1.50"]]

@@ -91,7 +91,8 @@ def _plan_notes(runs_root: Path) -> list[Paragraph | Table]:
             continue
         done = [t for t in tasks.values() if t.get("status") == "done"]
         measured = sum(t.get("seconds", 0.0) for t in done)
-        text = (f"{what} ran {len(done)} of {len(tasks)} experiments on {meta.get('cores', '?')} cores "
+        planned = len(meta.get("tasks", tasks))  # plan.json holds only the tasks that have finished
+        text = (f"{what} ran {len(done)} of {planned} experiments on {meta.get('cores', '?')} cores "
                 f"(estimated {format_duration(meta.get('estimate_seconds', 0))} in all; the finished ones took "
                 f"{format_duration(measured)} of worker time).")
         if meta.get("scale", 1.0) < 1.0:

@@ -193,6 +193,7 @@ def _run_planned(runs: Path, quick: bool, only, cores: int, scale: float, plan_o
         return False
     folder = Path(runs) / (".plan-quick" if quick else ".plan")
     atomic_write_json(folder / "meta.json", {"quick": quick, "scale": scale, "budget_hours": budget_hours,
-                                             "cores": cores, "estimate_seconds": total})
+                                             "cores": cores, "estimate_seconds": total,
+                                             "tasks": sorted(t.name for t in tasks)})  # fmt: skip
     run_plan(tasks, folder, cores)
     return True
