@@ -42,10 +42,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # Members per language (one per seed, decoded together), right-to-left members that rerank the beam's n best,
 # and the beam, per size. Measured on ady's dev (100 words), models of 50 epochs: one member, beam 5: 35;
-# reranked by one right-to-left member: 31; three members, greedy 31, beam 5: 29. The sweep measured in the
-# README ran three members without reranking (`dllab p2g sweep low --r2l-seeds 1` adds it).
+# reranked by one right-to-left member: 31; three members, greedy 31, beam 5: 29. On all ten low languages'
+# dev splits, one right-to-left member reranking the three members' beam lowered the WER of every language
+# (macro 35.0 -> 29.3; ice 41 -> 27, mlt_latn 27 -> 19), for a fourth member's training (40 epochs of 800
+# words: about a minute at the low preset's 536 words/s on one thread), so the low preset trains it.
 ENSEMBLES: dict[str, dict[str, Any]] = {
-    "low": {"seeds": (1, 2, 3), "r2l_seeds": (), "beam": 5},
+    "low": {"seeds": (1, 2, 3), "r2l_seeds": (1,), "beam": 5},
     "medium": {"seeds": (1,), "beam": 5},
     "high": {"seeds": (1,), "beam": 5},
 }
