@@ -18,6 +18,7 @@ _EXPORTS = {
     "resolve_device": "loop",
     "resolve_precision": "loop",
     "seed_everything": "loop",
+    "torch_threads": "loop",
     "OptimConfig": "options",
     "TrainConfig": "options",
     "RunDir": "rundir",

@@ -34,20 +34,18 @@ def time_small_run(train: Callable[[Path], object], n_train: int, n_eval: int, t
     `threads` torch threads (a plan runs its tasks on one thread each by default)."""
     import logging
 
-    import torch
+    from dllab.engine.loop import torch_threads
 
-    before, level = torch.get_num_threads(), logging.getLogger().level
-    torch.set_num_threads(threads)
+    level = logging.getLogger().level
     logging.getLogger().setLevel(logging.WARNING)  # the calibration run's epoch lines are not news
     try:
-        with tempfile.TemporaryDirectory(prefix="dllab-calibrate-") as tmp:
+        with torch_threads(threads), tempfile.TemporaryDirectory(prefix="dllab-calibrate-") as tmp:
             path = Path(tmp) / "calibration"
             began = time.perf_counter()
             train(path)
             wall = time.perf_counter() - began
             metrics = RunDir(path).read_metrics()
     finally:
-        torch.set_num_threads(before)
         logging.getLogger().setLevel(level)
     if not metrics:
         raise RuntimeError("calibration run wrote no metrics")

@@ -99,6 +99,17 @@ def cpu_kernels(mkldnn: bool) -> Iterator[None]:
         torch.backends.mkldnn.enabled = before
 
 
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block on `threads` torch threads (a plan task's or a sweep job's), then restore the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -41,18 +41,13 @@ def plan_workers(n_jobs: int, workers: int = 0, cores: int | None = None) -> tup
 
 
 def _run_job(fn, kwargs, threads: int) -> dict[str, Any]:
-    import torch
-
     from dllab.engine.logs import setup_logging
+    from dllab.engine.loop import torch_threads
 
     setup_logging()
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
     began = time.perf_counter()
-    try:
+    with torch_threads(threads):  # restoring matters when the job ran in the caller's process
         summary = fn(**kwargs, threads=threads)
-    finally:
-        torch.set_num_threads(before)  # matters when the job ran in the caller's process
     summary.setdefault("wall_seconds", time.perf_counter() - began)
     return summary
 

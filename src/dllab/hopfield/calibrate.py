@@ -23,11 +23,9 @@ another BLAS or a slower code path (float32 denormals at some beta, say) shows u
 
 from __future__ import annotations
 
-import contextlib
 import math
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,19 +34,6 @@ from dllab.hopfield.config import CapacityConfig, RetrievalConfig
 RETRIEVAL_REFERENCE = 1000  # N measured to convergence; larger N are scaled from it
 CAPACITY_REFERENCE = 2048  # searches run up to this N (a power of 2: a point of every search's grid)
 THEORY_PROBE = 10  # draws timed after the warm-up
-
-
-@contextlib.contextmanager
-def on_threads(threads: int) -> Iterator[None]:
-    """Run the body on `threads` torch threads (a plan task's), then restore the caller's count."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def estimate_theory(draws: int, probe: int = THEORY_PROBE) -> float:

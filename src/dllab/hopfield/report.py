@@ -58,8 +58,9 @@ def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tup
     estimated by `dllab.hopfield.calibrate` from a short real run of part of it here, on one thread as the
     plan runs them; the retrieval and capacity tasks also load the image pool, timed once here."""
     from dllab.config import apply_overrides
+    from dllab.engine.loop import torch_threads
     from dllab.engine.plan import Task
-    from dllab.hopfield.calibrate import estimate_capacity, estimate_retrieval, estimate_theory, on_threads
+    from dllab.hopfield.calibrate import estimate_capacity, estimate_retrieval, estimate_theory
     from dllab.hopfield.config import QUICK_CAPACITY, QUICK_RETRIEVAL, CapacityConfig, RetrievalConfig
     from dllab.hopfield.experiment import image_pool
 
@@ -69,7 +70,7 @@ def experiments(runs_root: Path, quick: bool, scale: float = 1.0, overrides: tup
     draws = 20 if quick else 100
     retrieval = QUICK_RETRIEVAL if quick else []
     capacity = QUICK_CAPACITY if quick else []
-    with on_threads(1):
+    with torch_threads(1):
         began = time.perf_counter()
         images = image_pool()
         load = time.perf_counter() - began
