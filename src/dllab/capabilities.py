@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 # name -> one line for `dllab --help`
 CAPABILITIES: dict[str, str] = {
@@ -33,3 +35,10 @@ def rooms(module: str) -> list[tuple[str, ModuleType]]:
     """(capability, module) for every capability that has `module`, in CAPABILITIES order."""
     found = [(capability, room(capability, module)) for capability in CAPABILITIES]
     return [(capability, mod) for capability, mod in found if mod is not None]
+
+
+def hooks(module: str, name: str, only: list[str] | None = None) -> list[tuple[str, Callable[..., Any]]]:
+    """(capability, function) for every capability whose `module` room defines `name` (the report's
+    `build_section`, `experiments`, `demo_figures`, ...), in CAPABILITIES order; `only`: those capabilities."""
+    return [(capability, getattr(mod, name)) for capability, mod in rooms(module)
+            if (not only or capability in only) and hasattr(mod, name)]  # fmt: skip

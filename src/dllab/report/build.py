@@ -7,17 +7,13 @@ import logging
 import platform
 from pathlib import Path
 
-from dllab.capabilities import rooms
+from dllab.capabilities import hooks, rooms
 from dllab.io import atomic_write_text
 from dllab.report import submitted
 from dllab.report.document import Paragraph, ReportContext, Section, Table, to_html, to_markdown
 
 log = logging.getLogger(__name__)
 TITLE = "dllab: IST Deep Learning Homework 2, rerun"
-
-
-def capability_reports() -> list[tuple[str, object]]:
-    return rooms("report")
 
 
 def plan_experiments(runs_root: Path, quick: bool, scale: float = 1.0, only: list[str] | None = None,
@@ -29,19 +25,15 @@ def plan_experiments(runs_root: Path, quick: bool, scale: float = 1.0, only: lis
     configs last (the tests run the demo's plan on tiny data this way).
     """
     tasks = []
-    for capability, module in capability_reports():
-        if only and capability not in only:
-            continue
-        declared = getattr(module, "experiments", None)
-        if declared is not None:
-            log.info("calibrating the %s experiments", capability)
-            root, level = logging.getLogger(), logging.getLogger().level
-            root.setLevel(logging.WARNING)  # the calibration runs' own lines are not news
-            try:
-                tasks += declared(Path(runs_root), quick=quick, scale=scale,
-                                  overrides=tuple((overrides or {}).get(capability, ())))
-            finally:
-                root.setLevel(level)
+    for capability, declared in hooks("report", "experiments", only):
+        log.info("calibrating the %s experiments", capability)
+        root, level = logging.getLogger(), logging.getLogger().level
+        root.setLevel(logging.WARNING)  # the calibration runs' own lines are not news
+        try:
+            tasks += declared(Path(runs_root), quick=quick, scale=scale,
+                              overrides=tuple((overrides or {}).get(capability, ())))
+        finally:
+            root.setLevel(level)
     return tasks
 
 
@@ -51,11 +43,8 @@ def build_report(runs_root: Path, out_dir: Path, only: list[str] | None = None) 
 
     matplotlib.use("Agg")
     ctx = ReportContext(Path(runs_root), Path(out_dir))
-    sections: list[Section] = []
-    for capability, module in capability_reports():
-        if only and capability not in only:
-            continue
-        sections.append(module.build_section(ctx))
+    sections: list[Section] = [module.build_section(ctx) for capability, module in rooms("report")
+                               if not only or capability in only]  # every report.py has one
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     about = Section("About this report").add(
         Paragraph(

@@ -22,13 +22,11 @@ DEMO_MINUTES = 12  # the whole `make demo` on 2 cores, set-up included
 
 def demo_figures(runs_root: Path, only: list[str] | None = None) -> list[dict]:
     """One row per headline figure: key, what, value (None when its run is missing), threshold, met."""
-    from dllab.capabilities import rooms
+    from dllab.capabilities import hooks
 
     values: dict[str, float | None] = {}
-    for capability, module in rooms("report"):
-        if (only and capability not in only) or not hasattr(module, "demo_figures"):
-            continue
-        values.update(module.demo_figures(Path(runs_root)))
+    for _, figures in hooks("report", "demo_figures", only):
+        values.update(figures(Path(runs_root)))
     rows = []
     for key, value in values.items():
         what, sense, limit = THRESHOLDS.get(key, (key, "", float("nan")))

@@ -31,14 +31,9 @@ class Headline:
 
 def headlines(runs_root: Path, only: list[str] | None = None) -> list[Headline]:
     """Every capability's rows, in the report's order."""
-    from dllab.capabilities import rooms
+    from dllab.capabilities import hooks
 
-    rows: list[Headline] = []
-    for capability, module in rooms("report"):
-        if (only and capability not in only) or not hasattr(module, "submitted_figures"):
-            continue
-        rows += module.submitted_figures(Path(runs_root))
-    return rows
+    return [row for _, figures in hooks("report", "submitted_figures", only) for row in figures(Path(runs_root))]
 
 
 def _value(x: float | None) -> str:
