@@ -78,8 +78,8 @@ def _plan_notes(runs_root: Path) -> list[Paragraph | Table]:
             tasks = json.loads((runs_root / folder / "plan.json").read_text())["tasks"]
         except (OSError, ValueError, KeyError):
             continue
-        done = [t for t in tasks.values() if t.get("status") == "done"]
-        measured = sum(t.get("seconds", 0.0) for t in done)
+        done = {name: t for name, t in tasks.items() if t.get("status") == "done"}
+        measured = sum(t.get("seconds", 0.0) for t in done.values())
         planned = len(meta.get("tasks", tasks))  # plan.json holds only the tasks that have finished
         text = (f"{what} ran {len(done)} of {planned} experiments on {meta.get('cores', '?')} cores "
                 f"(estimated {format_duration(meta.get('estimate_seconds', 0))} in all; the finished ones took "
@@ -91,7 +91,7 @@ def _plan_notes(runs_root: Path) -> list[Paragraph | Table]:
         if done:
             rows = [[name, format_duration(t.get("estimate", 0.0)), format_duration(t["seconds"]),
                      f"{t['seconds'] / t['estimate']:.2f}" if t.get("estimate") else ""]
-                    for name, t in tasks.items() if t.get("status") == "done"]  # fmt: skip
+                    for name, t in done.items()]  # fmt: skip
             notes.append(Table(["experiment", "estimate", "measured", "measured / estimate"], rows,
                                caption=f"{what}: each finished experiment's estimate against its time"))
     return notes
