@@ -89,11 +89,41 @@ def test_n_best_scores_of_a_trained_model_are_its_sequence_log_probs(trained):
         assert lp / (len(text) + 1) == pytest.approx(score, abs=1e-4)  # beam's score: per token incl. EOS
 
 
-def test_rescoring_adds_the_right_to_left_score_per_token(monkeypatch):
-    backward = {"ab": -9.0, "ba": -0.3, "abc": -0.4}  # log p of each candidate, read right to left
-    monkeypatch.setattr(decoding, "spelling_log_probs",
-                        lambda model, src, texts, vocabs, symbols=None: [backward[t[::-1]] for t in texts])  # fmt: skip
-    n_best = [[("ab", -0.1), ("ba", -0.2)], [("abc", -1.0)], []]
-    best = decoding.rescore_right_to_left(n_best, [("x",), ("y",), ("z",)], [object()], (None, None))
-    # ab: -0.1 - 9/3 < ba: -0.2 - 0.1; a lone candidate stays; no candidate -> empty spelling
+def test_reranking_pools_both_beams_and_adds_both_directions_scores_per_symbol(monkeypatch):
+    from dllab.p2g.data import Symbols
+
+    beams = {False: [[("ab", -0.1), ("ba", -0.2)], [("abc", -1.0)], []],  # left to right
+             True: [[("bb", -0.1)], [("abc", -0.5), ("cab", -0.6)], []]}  # right to left, texts left to right
+    logp = {False: {"ab": -0.3, "ba": -0.6, "bb": -0.3, "abc": -0.8, "cab": -4.0},
+            True: {"ab": -9.0, "ba": -0.3, "bb": -3.0, "abc": -0.4, "cab": -0.4}}  # fmt: skip
+    seen = []
+
+    def n_best(model, src, vocabs, beam, cfg, n, symbols):
+        seen.append((n, symbols.reverse))
+        return beams[symbols.reverse]
+
+    def log_probs(model, src, texts, vocabs, symbols):
+        return [logp[symbols.reverse][t] * (2 if model == "strict" else 0) for t in texts]  # mean of 2 models = x1
+
+    monkeypatch.setattr(decoding, "spell_n_best", n_best)
+    monkeypatch.setattr(decoding, "spelling_log_probs", log_probs)
+    best = decoding.rerank_both_directions(["strict", "lax"], ["strict", "lax"], [("x",), ("y",), ("z",)],
+                                           (None, None), BeamSearchDecoder(2, length_penalty=1.0), None,
+                                           Symbols("codepoints", "codepoints"))  # fmt: skip
+    # per symbol incl. EOS: ab (-0.3 - 9) / 3; ba (-0.6 - 0.3) / 3 wins; bb, only in the right-to-left beam,
+    # (-0.3 - 3) / 3. abc (-1.2) / 4 beats cab (-4.4) / 4, though cab came second. No candidate: empty.
     assert best == ["ba", "abc", ""]
+    assert seen == [(2, False), (2, True)]
+
+
+def test_a_candidate_found_only_by_the_right_to_left_beam_can_win(monkeypatch):
+    from dllab.p2g.data import Symbols
+
+    monkeypatch.setattr(decoding, "spell_n_best",
+                        lambda model, src, vocabs, beam, cfg, n, symbols: [[("cab", 0.0)]] if symbols.reverse
+                        else [[("ab", 0.0)]])  # fmt: skip
+    monkeypatch.setattr(decoding, "spelling_log_probs",
+                        lambda model, src, texts, vocabs, symbols: [{"ab": -5.0, "cab": -1.0}[t] for t in texts])
+    best = decoding.rerank_both_directions(["m"], ["r"], [("x",)], (None, None), BeamSearchDecoder(1), None,
+                                           Symbols("codepoints", "codepoints"))  # fmt: skip
+    assert best == ["cab"]

@@ -5,7 +5,7 @@
                  direction (p2g / g2p) and the spelling's units
     model        the LSTM encoder-decoder with Bahdanau attention, and ensembles of it
     transformer  the Transformer encoder-decoder (`--arch transformer`)
-    decoding     spell, n-best lists and right-to-left rescoring
+    decoding     spell, n-best lists and reranking by both directions
     experiment   train a run, evaluate it (a split or any file), load it
     presets      per-size settings for SIGMORPHON 2021 Task 1 (torch-free)
     sigmorphon   the sweep over the task's languages, its results, the tables
@@ -51,7 +51,7 @@ _EXPORTS = {
     "run_sweep": "sigmorphon",
     # decoding
     "make_strategy": "decoding",
-    "rescore_right_to_left": "decoding",
+    "rerank_both_directions": "decoding",
     "spell": "decoding",
     "spell_n_best": "decoding",
     "spelling_log_probs": "decoding",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +31,7 @@ from dllab.errors import UserError
 from dllab.io import atomic_write_text
 from dllab.p2g.config import DataConfig, P2GConfig
 from dllab.p2g.data import build_data, orient, read_vocabs, symbols_for, write_vocabs
-from dllab.p2g.decoding import make_strategy, rescore_right_to_left, spell, spell_n_best
+from dllab.p2g.decoding import make_strategy, rerank_both_directions, spell
 from dllab.p2g.model import EnsembleDecoder, LSTMSeq2Seq, build_model, sequence_loss
 from dllab.seq2seq.decoding import BeamSearchDecoder, GreedyDecoder
 from dllab.seq2seq.metrics import character_error_rate, single_word_error_rate, token_error_rate, wer_at_k
@@ -165,7 +164,8 @@ def evaluate(
 
     `ensemble`: further runs (trained on the same data) whose models join this one's: the decoder then
     follows the mean of their next-letter distributions. `rescore`: right-to-left runs (`--data.reverse`)
-    that rerank the beam's n best (n = beam size), see `rescore_right_to_left`."""
+    whose beam joins this one's: both beams' n best (n = beam size) are reranked by both directions' models,
+    see `rerank_both_directions`."""
     if k < 1:
         raise UserError(f"--k must be >= 1, got {k}")
     if k > 1 and top_p is None:
@@ -175,8 +175,8 @@ def evaluate(
     cfg, model, vocabs = load_run(run)
     strategy, key = make_strategy(top_p, beam, seed)
     decoder: LSTMSeq2Seq | EnsembleDecoder = model
+    members = [model]
     if ensemble:
-        members = [model]
         for other in ensemble:
             other_cfg, member = _load_member(other, run, vocabs)
             if other_cfg.data.reverse != cfg.data.reverse:
@@ -205,13 +205,11 @@ def evaluate(
     unknown = vocabs[0].count_unknown(src)
     if unknown:
         log.info("%d source symbol(s) unseen in training map to UNK", unknown)
-    r2l_symbols = symbols_for(replace(cfg.data, reverse=True))
     began = time.perf_counter()
     with torch.no_grad():
         if right_to_left:
             assert isinstance(strategy, BeamSearchDecoder)
-            n_best = spell_n_best(decoder, src, vocabs, strategy, cfg.decode, strategy.beam_size, symbols)
-            best = rescore_right_to_left(n_best, src, right_to_left, vocabs, strategy.length_penalty, r2l_symbols)
+            best = rerank_both_directions(members, right_to_left, src, vocabs, strategy, cfg.decode, symbols)
             outputs = [[w] for w in best]
         else:  # `symbols` writes a right-to-left run's outputs left to right
             outputs = spell(decoder, src, vocabs, strategy, cfg.decode, k=k, symbols=symbols)

@@ -214,8 +214,8 @@ def _results_table(runs) -> Table:
         "The homework's table (+ beam search): best checkpoint by validation CER. Nucleus CER / WER are those "
         "of the first of 3 samples; WER@3 counts a word as right when any of the 3 samples is. An ensemble "
         "follows the mean next-letter distribution of the run's model and the other runs' models; a reranked one "
-        "reorders the beam's n best by adding the mean per-letter log-probability that right-to-left runs "
-        "(trained with --data.reverse) give each spelling.",
+        "pools the n best of its beam and of the right-to-left runs' beam (trained with --data.reverse), and "
+        "picks the spelling with the best sum of both directions' mean per-letter log-probabilities.",
     )
 
 

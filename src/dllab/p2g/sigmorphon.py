@@ -75,7 +75,7 @@ def evaluate_language(directory: str, members: list[str], beam: int, threads: in
 
     On the way it measures what each step adds, on dev: one member alone decoded greedily (its kept
     checkpoints averaged when the preset says --average), the members together greedily, then with the beam,
-    then the beam's n best reranked by the `right_to_left` members (`rescore_right_to_left`)."""
+    then the n best of both directions' beams reranked by both (`rerank_both_directions`)."""
     from dllab.p2g.experiment import evaluate
 
     runs = [RunDir(m) for m in members]
@@ -94,7 +94,7 @@ def evaluate_language(directory: str, members: list[str], beam: int, threads: in
     if r2l and beam > 1:
         key, metrics = next(iter(evaluate(runs[0], beam=beam, split="valid", ensemble=runs[1:] or None,
                                           rescore=r2l).items()))  # fmt: skip
-        steps[f"reranked by {len(r2l)} right-to-left member(s)"] = 100 * metrics["wer"]
+        steps[f"both directions' n best reranked ({len(r2l)} right-to-left member(s))"] = 100 * metrics["wer"]
     record = runs[0].read_config_record()
     language = record["config"]["data"]["language"]
     direction = record["config"]["data"]["direction"]
