@@ -76,6 +76,11 @@ def test_sweep_trains_scores_and_resumes_in_both_directions(task, capsys):
     before = {p: p.stat().st_mtime for p in runs.rglob("last.pt")}
     assert main(argv) == 0
     assert {p: p.stat().st_mtime for p in runs.rglob("last.pt")} == before
+    # more epochs on finished members is another run, not a resume that restarts their decayed rate
+    capsys.readouterr()
+    assert main([*argv, "--train.epochs", "4"]) == 2
+    assert "train.epochs" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime for p in runs.rglob("last.pt")} == before
     sweep = json.loads((runs / "sweep-g2p-p2g-custom.json").read_text())
     assert sweep["members"]["g2p/ady"] == [str(runs / "g2p" / "ady" / name) for name in ("s1", "s2", "r2l-s1")]
 

@@ -199,13 +199,15 @@ def _cost(config: dict[str, Any]) -> float:
 
 
 def _check_same_config(run: RunDir, cfg: P2GConfig) -> None:
-    """A member run made with other settings is not silently reused: the sweep says so, naming the run."""
+    """A member run made with other settings is not silently reused: the sweep says so, naming the run. The
+    number of epochs counts too: resuming a finished run for more epochs would restart its decayed learning
+    rate and replace its best checkpoint, and a run trained longer is not the one asked for."""
     if not run.exists():
         return
     from dllab.config import diff
 
     saved = run.read_config(P2GConfig)
-    changed = [k for k in diff(saved, cfg) if k not in ("train.threads", "train.epochs")]
+    changed = [k for k in diff(saved, cfg) if k != "train.threads"]
     if changed:
         from dllab.errors import UserError
 
