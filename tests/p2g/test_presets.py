@@ -40,3 +40,18 @@ def test_a_sweep_member_takes_the_preset_the_seed_and_scaled_epochs(tmp_path):
     cfg = member_config("ady", "p2g", 3, "auto", ["--model.dropout", "0.4"], str(tmp_path), epochs_scale=0.5)
     assert cfg.train.seed == 3 and cfg.model.dropout == 0.4 and cfg.data.direction == "p2g"
     assert cfg.train.epochs == round(PRESETS["low"]["train.epochs"] * 0.5)
+
+
+def test_a_sweep_over_sizes_gives_each_language_its_own_sizes_members(tmp_path, monkeypatch):
+    import dllab.p2g.sigmorphon as sigmorphon
+    from dllab.p2g.presets import ENSEMBLES
+
+    _task(tmp_path, "eng_us", "high", 20000)
+    _task(tmp_path, "bul", "medium", 8000)
+    _task(tmp_path, "ady", "low", 800)
+    planned = {}
+    monkeypatch.setattr(sigmorphon, "run_jobs", lambda jobs, workers: planned.update(
+        {job.name: (len(job.kwargs["members"]), len(job.kwargs["right_to_left"])) for job in jobs}) or {})
+    sigmorphon.run_sweep(["eng_us", "bul", "ady"], ["g2p"], tmp_path / "runs", data_dir=str(tmp_path))
+    assert planned == {f"g2p/{lang}": (len(ENSEMBLES[size]["seeds"]), len(ENSEMBLES[size]["r2l_seeds"]))
+                       for lang, size in (("eng_us", "high"), ("bul", "medium"), ("ady", "low"))}

@@ -152,11 +152,11 @@ def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | P
             beams[name] = beam or plan["beam"]
             configs, r2l = [], []
             # explicit --seeds replace the preset's plan: right-to-left members only when asked for too
-            r2l_seeds = r2l_seeds if r2l_seeds is not None else (() if seeds else plan.get("r2l_seeds", ()))
+            backward = r2l_seeds if r2l_seeds is not None else (() if seeds else plan.get("r2l_seeds", ()))
             for seed in seeds or plan["seeds"]:
                 cfg = member_config(language, direction, seed, preset, overrides, data_dir, epochs_scale)
                 configs.append((str(folder / f"s{seed}"), cfg))
-            for seed in r2l_seeds if beams[name] > 1 else ():
+            for seed in backward if beams[name] > 1 else ():
                 cfg = member_config(language, direction, seed, preset, overrides, data_dir, epochs_scale)
                 r2l.append((str(folder / f"r2l-s{seed}"), replace_path(cfg, "data.reverse", True)))
             for path, cfg in [*configs, *r2l]:
