@@ -55,6 +55,7 @@ _EXPORTS = {
     "spell": "decoding",
     "spell_n_best": "decoding",
     "spelling_log_probs": "decoding",
+    "together": "decoding",
     # experiment
     "evaluate": "experiment",
     "load_run": "experiment",

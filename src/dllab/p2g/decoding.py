@@ -6,6 +6,7 @@ phonemes, the n best spellings of beam search, and their right-to-left rescoring
     spell_n_best(model, phonemes, ...)   the n best spellings of beam search with their scores
     spelling_log_probs(model, ...)       log p(spelling | phonemes) under teacher forcing
     rerank_both_directions(...)          both directions' n best reranked by both (Liu et al., 2016)
+    together(models)                     one model as itself, several as their EnsembleDecoder
 
 `model` is an `LSTMSeq2Seq`, a `TransformerSeq2Seq` or an `EnsembleDecoder` of them (dllab.p2g.model). The
 words' source symbols are phonemes for a p2g run, spelling symbols for a g2p run; `symbols` (the run's
@@ -170,8 +171,8 @@ def rerank_both_directions(
     backward_symbols = replace(symbols, reverse=True)
     candidates = []
     for forward, backward in zip(
-        spell_n_best(_together(left_to_right), phonemes, data_vocabs, beam, cfg, beam.beam_size, symbols),
-        spell_n_best(_together(right_to_left), phonemes, data_vocabs, beam, cfg, beam.beam_size, backward_symbols),
+        spell_n_best(together(left_to_right), phonemes, data_vocabs, beam, cfg, beam.beam_size, symbols),
+        spell_n_best(together(right_to_left), phonemes, data_vocabs, beam, cfg, beam.beam_size, backward_symbols),
         strict=True,
     ):
         candidates.append(list(dict.fromkeys([text for text, _ in forward] + [text for text, _ in backward])))
@@ -191,5 +192,6 @@ def rerank_both_directions(
     return best
 
 
-def _together(models: Sequence[LSTMSeq2Seq]) -> LSTMSeq2Seq | EnsembleDecoder:
+def together(models: Sequence[LSTMSeq2Seq]) -> LSTMSeq2Seq | EnsembleDecoder:
+    """The models decoding together: a lone model as itself, several as their ensemble."""
     return models[0] if len(models) == 1 else EnsembleDecoder(list(models))

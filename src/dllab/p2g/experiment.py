@@ -31,8 +31,8 @@ from dllab.errors import UserError
 from dllab.io import atomic_write_text
 from dllab.p2g.config import DataConfig, P2GConfig
 from dllab.p2g.data import build_data, orient, read_vocabs, symbols_for, write_vocabs
-from dllab.p2g.decoding import make_strategy, rerank_both_directions, spell
-from dllab.p2g.model import EnsembleDecoder, LSTMSeq2Seq, build_model, sequence_loss
+from dllab.p2g.decoding import make_strategy, rerank_both_directions, spell, together
+from dllab.p2g.model import LSTMSeq2Seq, build_model, sequence_loss
 from dllab.seq2seq.decoding import BeamSearchDecoder, GreedyDecoder
 from dllab.seq2seq.metrics import character_error_rate, single_word_error_rate, token_error_rate, wer_at_k
 from dllab.seq2seq.vocab import Vocab
@@ -174,7 +174,6 @@ def evaluate(
         raise UserError("--rescore reranks the n best spellings of beam search: it needs --beam")
     cfg, model, vocabs = load_run(run)
     strategy, key = make_strategy(top_p, beam, seed)
-    decoder: LSTMSeq2Seq | EnsembleDecoder = model
     members = [model]
     if ensemble:
         for other in ensemble:
@@ -182,7 +181,6 @@ def evaluate(
             if other_cfg.data.reverse != cfg.data.reverse:
                 raise UserError(f"{other.path}: spells in the other direction than {run.path} (--data.reverse)")
             members.append(member)
-        decoder = EnsembleDecoder(members)
         key = f"ensemble{len(members)}_{key}"
     right_to_left = []
     for other in rescore or []:
@@ -212,7 +210,7 @@ def evaluate(
             best = rerank_both_directions(members, right_to_left, src, vocabs, strategy, cfg.decode, symbols)
             outputs = [[w] for w in best]
         else:  # `symbols` writes a right-to-left run's outputs left to right
-            outputs = spell(decoder, src, vocabs, strategy, cfg.decode, k=k, symbols=symbols)
+            outputs = spell(together(members), src, vocabs, strategy, cfg.decode, k=k, symbols=symbols)
     seconds = time.perf_counter() - began
     first = [o[0] for o in outputs]
     metrics = {
