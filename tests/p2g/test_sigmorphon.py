@@ -60,8 +60,9 @@ def test_sweep_trains_scores_and_resumes_in_both_directions(task, capsys):
             folder = runs / direction / language
             results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
             assert results["decoding"] == "ensemble2_beam3_rescored1" and len(results["members"]) == 3
-            assert list(results["steps"]) == ["one member, greedy", "2 members, greedy", "2 member(s), beam 3",
-                                              "both directions' n best reranked (1 right-to-left member(s))"]  # fmt: skip
+            assert list(results["steps"]) == [
+                "one member, greedy", "2 members, greedy", "2 member(s), beam 3",
+                "both directions' n best reranked (1 right-to-left member(s))"]  # fmt: skip
             assert results["subtask"] == "low" and results["baseline_dev_wer"] in (22, 5)
             gold = data / "low" / f"{language}_dev.tsv"
             # the task's two columns, the output in its side's column; the task's formula gives our WER
