@@ -76,7 +76,9 @@ class P2GConfig:
     label_smoothing: float = option(
         0.0, "label smoothing of the cross-entropy, padding ignored (homework: 0)", ge=0, lt=1
     )
-    arch: Literal["lstm", "transformer"] = option("lstm", "the homework's LSTM speller, or a Transformer")
+    arch: Literal["lstm", "transformer", "transducer"] = option(
+        "lstm", "the homework's LSTM speller, a Transformer, or a hard-attention transducer (sizes from --model.*)"
+    )
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     select: Literal["cer", "wer"] = option("cer", "keep the checkpoint with the best validation CER or WER")
     average: int = option(

@@ -29,6 +29,7 @@ from dllab.data.sigmorphon import Units, join_units, split_units
 from dllab.engine import RunDir
 from dllab.errors import UserError
 from dllab.io import atomic_write_json, file_system_error
+from dllab.p2g.align import STEP
 from dllab.p2g.config import DataConfig
 from dllab.seq2seq.batching import pad_ids
 from dllab.seq2seq.vocab import UNK, Vocab
@@ -126,6 +127,7 @@ class P2GData:
     tgt_vocab: Vocab
     info: dict  # source, sizes, skipped lines, unknown-symbol counts
     symbols: Symbols = Symbols("phones", "codepoints")
+    aligner: object = None  # the transducer's ChunkAligner (dllab.p2g.align), fitted on train; else None
 
 
 def load_splits(cfg: DataConfig):
@@ -169,14 +171,29 @@ def unknown_symbols(pairs: list[tuple[str, str]], symbols: Symbols, vocabs: tupl
     return {"phonemes": tgt, "letters": src} if direction == "g2p" else {"phonemes": src, "letters": tgt}
 
 
-def build_data(cfg: DataConfig, vocabs: tuple[Vocab, Vocab] | None = None) -> P2GData:
-    """Read the splits, build vocabularies from train (unless given), encode train as tensors."""
+def build_data(cfg: DataConfig, vocabs: tuple[Vocab, Vocab] | None = None, actions: bool = False) -> P2GData:
+    """Read the splits, build vocabularies from train (unless given), encode train as tensors. `actions`: the
+    transducer's data, each training target spelt as the actions of its alignment (`dllab.p2g.align`); the
+    words that no alignment of at most 3 target symbols per source symbol covers are left out of training and
+    counted in info["unaligned_train_words"]."""
     splits, skipped = load_splits(cfg)
     symbols = symbols_for(cfg)
     train = orient(splits.train[: cfg.limit_train or None], cfg.direction)
     valid = orient(splits.valid[: cfg.limit_valid or None], cfg.direction)
     test = orient(splits.test[: cfg.limit_valid or None], cfg.direction)
     train_symbols = [(symbols.source(s), symbols.target(t)) for s, t in train]
+    aligner, unaligned = None, 0
+    if actions:
+        from dllab.p2g.align import ChunkAligner, to_actions
+
+        # A right-to-left run's targets are reversed: its transducer reads the source from the end too.
+        read = (lambda s: s[::-1]) if cfg.reverse else (lambda s: s)
+        aligner = ChunkAligner.fit([(read(s), t) for s, t in train_symbols])
+        chunks = [(s, aligner.align(read(s), t)) for s, t in train_symbols]
+        unaligned = sum(c is None for _, c in chunks)
+        train_symbols = [(s, to_actions(c)) for s, c in chunks if c is not None]
+        if not train_symbols:
+            raise UserError(f"{splits.source}: no training word could be aligned for the transducer")
     if vocabs is None:
         vocabs = Vocab.build(s for s, _ in train_symbols), Vocab.build(t for _, t in train_symbols)
     src_vocab, tgt_vocab = vocabs
@@ -186,6 +203,7 @@ def build_data(cfg: DataConfig, vocabs: tuple[Vocab, Vocab] | None = None) -> P2
         "sizes": {"train": len(train), "valid": len(valid), "test": len(test)},
         "test_is_valid": splits.test_is_valid,
         "skipped_bad_lines": skipped,
+        **({"unaligned_train_words": unaligned} if actions else {}),
         "unknown_symbols": {name: unknown_symbols(pairs, symbols, vocabs, cfg.direction)
                             for name, pairs in (("valid", valid), ("test", test))},
     }  # fmt: skip
@@ -197,7 +215,7 @@ def build_data(cfg: DataConfig, vocabs: tuple[Vocab, Vocab] | None = None) -> P2
         encode_pairs(train_symbols, src_vocab, tgt_vocab),
         [symbols.source(s) for s, _ in valid], [t for _, t in valid],
         [symbols.source(s) for s, _ in test], [t for _, t in test],
-        src_vocab, tgt_vocab, info, symbols,
+        src_vocab, tgt_vocab, info, symbols, aligner,
     )  # fmt: skip
 
 
@@ -210,8 +228,8 @@ def src_batches(phonemes: list[tuple[str, ...]], vocab: Vocab, batch_size: int, 
 
 def to_text(ids: list[int], vocab: Vocab, symbols: Symbols | None = None) -> str:
     """Token ids -> the target text (`symbols.text`; without `symbols`, characters concatenated); UNK becomes
-    U+FFFD (one character, so CER counts it as one error)."""
-    tokens = ["\ufffd" if i == UNK else vocab.tokens[i] for i in ids]
+    U+FFFD (one character, so CER counts it as one error); a transducer's STEP actions are dropped."""
+    tokens = ["\ufffd" if i == UNK else vocab.tokens[i] for i in ids if vocab.tokens[i] != STEP]
     return "".join(tokens) if symbols is None else symbols.text(tokens)
 
 

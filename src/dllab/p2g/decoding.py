@@ -16,6 +16,7 @@ words' source symbols are phonemes for a p2g run, spelling symbols for a g2p run
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -72,11 +73,11 @@ def spell(
         for batch in src_batches(phonemes, src_vocab, cfg.batch_size, _device_of_decoder(model)):
             if k > 1:
                 assert isinstance(strategy, NucleusSampler)
-                for samples in sample_k(model, batch, strategy, k, SOS, EOS, cfg.max_len):
+                for samples in sample_k(model, batch, strategy, k, SOS, EOS, _max_len(model, batch, cfg)):
                     out.append([to_text(s, tgt_vocab, symbols) for s in samples])
             else:
                 out.extend([to_text(s, tgt_vocab, symbols)]
-                           for s in decode(model, batch, strategy, SOS, EOS, cfg.max_len))
+                           for s in decode(model, batch, strategy, SOS, EOS, _max_len(model, batch, cfg)))
     return out
 
 
@@ -108,9 +109,16 @@ def spell_n_best(
     out: list[list[tuple[str, float]]] = []
     with _eval_mode(model):
         for batch in src_batches(phonemes, src_vocab, cfg.batch_size, _device_of_decoder(model)):
-            for hyps in decode_n_best(model, batch, beam, n, SOS, EOS, cfg.max_len):
+            for hyps in decode_n_best(model, batch, beam, n, SOS, EOS, _max_len(model, batch, cfg)):
                 out.append([(to_text(ids, tgt_vocab, symbols), score) for ids, score in hyps])
     return out
+
+
+def _max_len(model, batch: tuple[torch.Tensor, torch.Tensor], cfg: DecodeConfig) -> int:
+    """Tokens a decode may emit: --decode.max_len output symbols, and for a transducer one STEP per source
+    symbol besides."""
+    module = model.members[0] if isinstance(model, EnsembleDecoder) else model
+    return cfg.max_len + (batch[0].shape[1] + 1 if getattr(module, "emits_steps", False) else 0)
 
 
 def _device_of_decoder(model) -> torch.device:
@@ -137,14 +145,29 @@ def spelling_log_probs(
         for start in range(0, len(phonemes), batch_size):
             texts = spellings[start : start + batch_size]
             targets = [symbols.target(t) for t in texts] if symbols is not None else texts
-            pairs = list(zip(phonemes[start : start + batch_size], targets, strict=True))
+            sources = phonemes[start : start + batch_size]
+            impossible = torch.zeros(len(sources), dtype=torch.bool)
+            if getattr(model, "emits_steps", False):
+                targets, impossible = _transducer_actions(model, sources, targets)
+            pairs = list(zip(sources, targets, strict=True))
             data = encode_pairs(pairs, src_vocab, tgt_vocab)
             src, src_len, tgt, _ = (t.to(device) for t in data.batch(torch.arange(len(pairs))))
             logp = torch.log_softmax(model(src, src_len, tgt[:, :-1]).float(), dim=-1)  # (B, T, V)
             gold = tgt[:, 1:]
             token_logp = logp.gather(-1, gold.unsqueeze(-1)).squeeze(-1).masked_fill(gold == PAD, 0.0)
-            out.extend(token_logp.sum(1).tolist())
+            out.extend(token_logp.sum(1).cpu().masked_fill(impossible, -math.inf).tolist())
     return out
+
+
+def _transducer_actions(model, sources, targets) -> tuple[list[tuple[str, ...]], torch.Tensor]:
+    """A transducer scores an output through the actions of its most likely alignment (the table the run
+    learnt from train, `model.aligner`): the oracle it was trained on. An output that no alignment covers
+    (more than 3 symbols for one source symbol) gets log-probability -inf."""
+    from dllab.p2g.align import to_actions
+
+    read = (lambda s: tuple(s)[::-1]) if model.right_to_left else tuple
+    chunks = [model.aligner.align(read(s), t) for s, t in zip(sources, targets, strict=True)]
+    return [to_actions(c) if c is not None else () for c in chunks], torch.tensor([c is None for c in chunks])
 
 
 def rerank_both_directions(

@@ -17,6 +17,7 @@ spelling, n-best lists and rescoring in `dllab.p2g.decoding`, the torch-free con
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from torch import Tensor
 from dllab.engine import FitResult, RunDir, distributed, fit, load_best, seed_everything
 from dllab.engine.loop import average_checkpoints, top_checkpoints
 from dllab.errors import UserError
-from dllab.io import atomic_write_text
+from dllab.io import atomic_write_json, atomic_write_text
 from dllab.p2g.config import DataConfig, P2GConfig
 from dllab.p2g.data import build_data, orient, read_vocabs, symbols_for, write_vocabs
 from dllab.p2g.decoding import make_strategy, rerank_both_directions, spell, together
@@ -60,6 +61,11 @@ def check_config(cfg: P2GConfig) -> None:
         raise UserError("--transformer.encoder_layers / decoder_layers: expected at least 1")
     if not 0.0 <= t.dropout < 1.0:
         raise UserError(f"--transformer.dropout: expected a value in [0, 1), got {t.dropout}")
+    if cfg.arch == "transducer":
+        if cfg.label_smoothing:
+            raise UserError("--label_smoothing: not with --arch transducer (its masked actions would take a share)")
+        if cfg.model.layers != 1:
+            raise UserError("--model.layers: the transducer has one encoder and one decoder layer")
     if cfg.average < 0:
         raise UserError(f"--average: expected 0 (off) or a number of checkpoints, got {cfg.average}")
 
@@ -93,10 +99,12 @@ def train(
     cfg: P2GConfig, run: RunDir, resume: bool = False, overwrite: bool = False, show_progress: bool = True
 ) -> FitResult:
     check_config(cfg)
-    data = build_data(cfg.data)
+    data = build_data(cfg.data, actions=cfg.arch == "transducer")
     if distributed.setup().is_main:  # under torchrun, rank 0 alone writes the run directory
         run.prepare("p2g", cfg, resume, overwrite, extra={"data": data.info})
         write_vocabs(run, data.src_vocab, data.tgt_vocab)
+        if data.aligner is not None:
+            atomic_write_json(run.path / "aligner.json", data.aligner.to_json())
     distributed.barrier()
     seed_everything(cfg.train.seed)
     model = build_model(cfg, data.src_vocab, data.tgt_vocab)
@@ -134,6 +142,14 @@ def load_run(run: RunDir, device: str = "cpu") -> tuple[P2GConfig, LSTMSeq2Seq, 
         model.load_state_dict(average_checkpoints(kept))
     else:
         load_best(model, run, device)
+    if cfg.arch == "transducer":  # what scores a given output (rerank_both_directions) needs
+        from dllab.p2g.align import ChunkAligner
+
+        try:
+            model.aligner = ChunkAligner.from_json(json.loads((run.path / "aligner.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{run.path / 'aligner.json'}: a transducer run's alignment table cannot be read "
+                            f"({err}); train the run again") from err  # fmt: skip
     return cfg, model.to(device).eval(), vocabs
 
 

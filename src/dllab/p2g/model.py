@@ -210,11 +210,16 @@ def sequence_loss(logits: Tensor, gold: Tensor, label_smoothing: float = 0.0) ->
 
 
 def build_model(cfg: P2GConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> nn.Module:
-    """The LSTM speller (`cfg.model`) or, with `cfg.arch == "transformer"`, the Transformer (`cfg.transformer`)."""
+    """The LSTM speller (`cfg.model`), the Transformer (`cfg.arch == "transformer"`, `cfg.transformer`) or the
+    hard-attention transducer (`cfg.arch == "transducer"`, `cfg.model`; its target vocabulary holds STEP)."""
     if cfg.arch == "transformer":
         from dllab.p2g.transformer import TransformerSeq2Seq
 
         return TransformerSeq2Seq(len(src_vocab), len(tgt_vocab), cfg.transformer)
+    if cfg.arch == "transducer":
+        from dllab.p2g.transducer import HardAttentionTransducer
+
+        return HardAttentionTransducer(len(src_vocab), tgt_vocab, cfg.model, right_to_left=cfg.data.reverse)
     return LSTMSeq2Seq(len(src_vocab), len(tgt_vocab), cfg.model)
 
 
