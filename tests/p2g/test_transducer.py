@@ -142,3 +142,14 @@ def test_a_transducer_scores_an_output_through_its_alignment():
         prev = action
     assert scores[0] == pytest.approx(total, abs=1e-4) and scores[1] == scores[0]
     assert scores[2] == float("-inf")
+
+
+def test_the_speed_bench_times_every_preset_including_the_transducer(tmp_path):
+    from dllab.p2g.sigmorphon_bench import training_words_per_second
+    from tests.p2g.test_sigmorphon import write_language
+
+    write_language(tmp_path / "low", "ady", 120, 5, random.Random(4))
+    rows = training_words_per_second("ady", "g2p", str(tmp_path))
+    assert [label.split(" (")[0] for label, _ in rows] == ["homework model", "preset low", "preset medium",
+                                                         "preset high"]  # fmt: skip
+    assert "arch transducer" in rows[1][0] and all(speed > 0 for _, speed in rows)

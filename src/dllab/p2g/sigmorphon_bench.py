@@ -70,7 +70,7 @@ def training_words_per_second(language: str, direction: str, data_dir: str | Non
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for i, (label, cfg) in enumerate(configs):
-                data = build_data(cfg.data)
+                data = build_data(cfg.data, actions=cfg.arch == "transducer")
                 seed_everything(0)
                 model = build_model(cfg, data.src_vocab, data.tgt_vocab)
                 run = RunDir(Path(tmp) / f"r{r}-{i}")
