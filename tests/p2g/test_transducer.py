@@ -147,8 +147,9 @@ def test_a_transducer_scores_an_output_through_its_alignment():
 
 
 def test_the_speed_bench_times_every_preset_including_the_transducer(tmp_path):
-    from dllab.p2g.sigmorphon_bench import training_words_per_second
     from tests.p2g.test_sigmorphon import write_language
+
+    from dllab.p2g.sigmorphon_bench import training_words_per_second
 
     write_language(tmp_path / "low", "ady", 120, 5, random.Random(4))
     rows = training_words_per_second("ady", "g2p", str(tmp_path))
