@@ -102,6 +102,9 @@ def test_transducer_trains_on_a_language_and_spells_it(tmp_path, capsys):
     out = capsys.readouterr().out
     wer = float(out.split("WER")[1].split()[0].strip("=:"))
     assert wer < 0.5  # a regular toy orthography: most words right after 12 epochs
+    (run / "aligner.json").write_text("{not json", encoding="utf-8")
+    assert main(["p2g", "test", str(run)]) == 2
+    assert "aligner.json" in capsys.readouterr().err
 
 
 def test_transducer_refuses_what_it_cannot_do(tmp_path, capsys):
