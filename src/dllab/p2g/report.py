@@ -242,10 +242,11 @@ def sigmorphon_section(ctx: ReportContext) -> Section:
             "No SIGMORPHON runs yet: `dllab p2g sweep all --direction both --runs runs/sigmorphon` trains every "
             "language of the task in both directions (or `dllab bench sigmorphon`)."))  # fmt: skip
     section.add(Paragraph(
-        "The homework's speller on the 21 languages of SIGMORPHON 2021 Task 1 (WikiPron; high: American English, "
+        "The speller on the 21 languages of SIGMORPHON 2021 Task 1 (WikiPron; high: American English, "
         "33,344 training words; medium: 10 languages of 8,000; low: 10 of 800), trained in both directions: G2P "
         "(spelling -> phones, the task) and P2G (phones -> spelling). Settings per training-set size "
-        "(`dllab.p2g.presets`), chosen on dev; each language's members decoded together. WER as the task prints "
+        "(`dllab.p2g.presets`), chosen on dev: the BiLSTM + Bahdanau speller for medium and high, a hard-attention "
+        "transducer for low; each language's members decoded together. WER as the task prints "
         "it: % of dev words whose output differs from the gold; PER / CER: edit distance over the reference "
         "length in phones / grapheme clusters. The baseline is the task's (an ensembled neural transducer, "
         "Makarov & Clematide 2018), G2P only: these are the first P2G figures on this data."))  # fmt: skip
