@@ -3,6 +3,7 @@
     ChunkAligner.fit(pairs)      learn p(chunk | source symbol) by expectation-maximisation: every source
                                  symbol emits a chunk of 0 to `max_chunk` target symbols, in order
     aligner.align(src, tgt)      the most likely chunks (Viterbi), one per source symbol, or None
+    aligner.actions(src, tgt)    the oracle's actions for that alignment (a right-to-left run's too), or None
     to_actions(chunks)           the transducer's oracle actions: each chunk's symbols, then STEP
     ChunkAligner.to_json / from_json
 
@@ -102,6 +103,14 @@ class ChunkAligner:
             chunks.append(y[j - back[i][j] : j])
             j -= back[i][j]
         return chunks[::-1]
+
+    def actions(self, source: Sequence[str], target: Sequence[str],
+                right_to_left: bool = False) -> tuple[str, ...] | None:  # fmt: skip
+        """The oracle's actions that write `target` from `source` (`to_actions` of the alignment), or None where
+        no alignment covers it. `right_to_left`: a reversed run's transducer, which reads the source from its
+        end (its target is already reversed)."""
+        chunks = self.align(tuple(source)[::-1] if right_to_left else tuple(source), target)
+        return None if chunks is None else to_actions(chunks)
 
     def to_json(self) -> dict:
         return {"max_chunk": self.max_chunk, "table": [[c, list(ch), p] for (c, ch), p in self.table.items()]}

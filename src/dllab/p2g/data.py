@@ -29,7 +29,7 @@ from dllab.data.sigmorphon import Units, join_units, split_units
 from dllab.engine import RunDir
 from dllab.errors import UserError
 from dllab.io import atomic_write_json, file_system_error
-from dllab.p2g.align import STEP
+from dllab.p2g.align import STEP, ChunkAligner
 from dllab.p2g.config import DataConfig
 from dllab.seq2seq.batching import pad_ids
 from dllab.seq2seq.vocab import UNK, Vocab
@@ -127,7 +127,7 @@ class P2GData:
     tgt_vocab: Vocab
     info: dict  # source, sizes, skipped lines, unknown-symbol counts
     symbols: Symbols = Symbols("phones", "codepoints")
-    aligner: object = None  # the transducer's ChunkAligner (dllab.p2g.align), fitted on train; else None
+    aligner: ChunkAligner | None = None  # the transducer's alignment (dllab.p2g.align), fitted on train
 
 
 def load_splits(cfg: DataConfig):
@@ -184,14 +184,11 @@ def build_data(cfg: DataConfig, vocabs: tuple[Vocab, Vocab] | None = None, actio
     train_symbols = [(symbols.source(s), symbols.target(t)) for s, t in train]
     aligner, unaligned = None, 0
     if actions:
-        from dllab.p2g.align import ChunkAligner, to_actions
-
         # A right-to-left run's targets are reversed: its transducer reads the source from the end too.
-        read = (lambda s: s[::-1]) if cfg.reverse else (lambda s: s)
-        aligner = ChunkAligner.fit([(read(s), t) for s, t in train_symbols])
-        chunks = [(s, aligner.align(read(s), t)) for s, t in train_symbols]
-        unaligned = sum(c is None for _, c in chunks)
-        train_symbols = [(s, to_actions(c)) for s, c in chunks if c is not None]
+        aligner = ChunkAligner.fit([(s[::-1] if cfg.reverse else s, t) for s, t in train_symbols])
+        oracle = [(s, aligner.actions(s, t, cfg.reverse)) for s, t in train_symbols]
+        unaligned = sum(a is None for _, a in oracle)
+        train_symbols = [(s, a) for s, a in oracle if a is not None]
         if not train_symbols:
             raise UserError(f"{splits.source}: no training word could be aligned for the transducer")
     if vocabs is None:

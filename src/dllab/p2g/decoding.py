@@ -114,16 +114,19 @@ def spell_n_best(
     return out
 
 
+def _first_model(model) -> torch.nn.Module:
+    """The model itself, or an ensemble's first member (the members share vocabularies and architecture)."""
+    return model.members[0] if isinstance(model, EnsembleDecoder) else model
+
+
 def _max_len(model, batch: tuple[torch.Tensor, torch.Tensor], cfg: DecodeConfig) -> int:
     """Tokens a decode may emit: --decode.max_len output symbols, and for a transducer one STEP per source
     symbol besides."""
-    module = model.members[0] if isinstance(model, EnsembleDecoder) else model
-    return cfg.max_len + (batch[0].shape[1] + 1 if getattr(module, "emits_steps", False) else 0)
+    return cfg.max_len + (batch[0].shape[1] + 1 if getattr(_first_model(model), "emits_steps", False) else 0)
 
 
 def _device_of_decoder(model) -> torch.device:
-    module = model.members[0] if isinstance(model, EnsembleDecoder) else model
-    return next(module.parameters()).device
+    return next(_first_model(model).parameters()).device
 
 
 @torch.no_grad()
@@ -148,7 +151,13 @@ def spelling_log_probs(
             sources = phonemes[start : start + batch_size]
             impossible = torch.zeros(len(sources), dtype=torch.bool)
             if getattr(model, "emits_steps", False):
-                targets, impossible = _transducer_actions(model, sources, targets)
+                # A transducer scores an output through the actions of its most likely alignment (the table
+                # its run learnt from train): the oracle it was trained on. An output that no alignment covers
+                # (more than 3 symbols for one source symbol) gets log-probability -inf.
+                oracle = [model.aligner.actions(s, t, model.right_to_left)
+                          for s, t in zip(sources, targets, strict=True)]  # fmt: skip
+                impossible = torch.tensor([a is None for a in oracle])
+                targets = [a or () for a in oracle]
             pairs = list(zip(sources, targets, strict=True))
             data = encode_pairs(pairs, src_vocab, tgt_vocab)
             src, src_len, tgt, _ = (t.to(device) for t in data.batch(torch.arange(len(pairs))))
@@ -157,17 +166,6 @@ def spelling_log_probs(
             token_logp = logp.gather(-1, gold.unsqueeze(-1)).squeeze(-1).masked_fill(gold == PAD, 0.0)
             out.extend(token_logp.sum(1).cpu().masked_fill(impossible, -math.inf).tolist())
     return out
-
-
-def _transducer_actions(model, sources, targets) -> tuple[list[tuple[str, ...]], torch.Tensor]:
-    """A transducer scores an output through the actions of its most likely alignment (the table the run
-    learnt from train, `model.aligner`): the oracle it was trained on. An output that no alignment covers
-    (more than 3 symbols for one source symbol) gets log-probability -inf."""
-    from dllab.p2g.align import to_actions
-
-    read = (lambda s: tuple(s)[::-1]) if model.right_to_left else tuple
-    chunks = [model.aligner.align(read(s), t) for s, t in zip(sources, targets, strict=True)]
-    return [to_actions(c) if c is not None else () for c in chunks], torch.tensor([c is None for c in chunks])
 
 
 def rerank_both_directions(

@@ -68,7 +68,8 @@ class HardAttentionTransducer(nn.Module):
         self.register_buffer("at_end", torch.ones_like(never).index_fill_(0, torch.tensor([EOS]), False),
                              persistent=False)  # fmt: skip  # past the end: everything but EOS
 
-    def encode(self, src: Tensor, src_len: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, src: Tensor, src_len: Tensor) -> Tensor:
+        """src (B, L) ids -> (B, L + 1, H): the encoder states, then each row's end vector at its length."""
         if self.right_to_left:  # each row's symbols reversed, padding left where it is
             at = src_len[:, None] - 1 - torch.arange(src.shape[1], device=src.device)[None, :]
             src = src.gather(1, at.clamp(min=0)).masked_fill(at < 0, PAD)
@@ -78,7 +79,7 @@ class HardAttentionTransducer(nn.Module):
         enc, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
         enc = self.dropout(torch.cat([enc, enc.new_zeros(enc.shape[0], 1, enc.shape[2])], 1))  # (B, L + 1, H)
         at_end = torch.arange(enc.shape[1], device=src.device)[None, :] == src_len[:, None]
-        return torch.where(at_end[..., None], self.end.to(enc.dtype), enc), src_len
+        return torch.where(at_end[..., None], self.end.to(enc.dtype), enc)
 
     def _mask(self, logits: Tensor, ptr: Tensor, src_len: Tensor) -> Tensor:
         done = (ptr >= src_len)[..., None]  # (..., 1)
@@ -87,7 +88,7 @@ class HardAttentionTransducer(nn.Module):
     def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: tgt_in (B, T) = SOS a_1 ... (the oracle's actions shifted right) -> logits (B, T, V).
         The pointer at step t counts the STEPs among the actions before it."""
-        enc, src_len = self.encode(src, src_len)
+        enc = self.encode(src, src_len)
         ptr = torch.minimum((tgt_in == self.step_id).cumsum(1), src_len[:, None])  # (B, T)
         seen = enc.gather(1, ptr[..., None].expand(-1, -1, enc.shape[2]))  # (B, T, H)
         s, _ = self.decoder(torch.cat([self.dropout(self.tgt_embed(tgt_in)), seen], -1))
@@ -96,7 +97,8 @@ class HardAttentionTransducer(nn.Module):
 
     # -- IncrementalDecoder ----------------------------------------------------------------------------
     def start(self, src: tuple[Tensor, Tensor]) -> TransducerState:
-        enc, src_len = self.encode(*src)
+        tokens, src_len = src
+        enc = self.encode(tokens, src_len)
         B, H = enc.shape[0], self.cfg.hidden
         zeros = enc.new_zeros(1, B, H)
         return TransducerState(enc, src_len, torch.zeros_like(src_len), zeros, zeros)
