@@ -81,6 +81,10 @@ class P2GConfig:
     )
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     select: Literal["cer", "wer"] = option("cer", "keep the checkpoint with the best validation CER or WER")
+    rollin: float = option(
+        0.0, "transducer: imitation learning, the share of steps that follow the model's own sampled action "
+        "(dllab.p2g.imitation); 0 = teacher forcing on the static oracle", ge=0, le=1
+    )
     average: int = option(
         0, "average the weights of the best N checkpoints (by --select) after training; 0/1 = off", ge=0
     )

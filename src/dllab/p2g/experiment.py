@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Literal
@@ -66,6 +67,8 @@ def check_config(cfg: P2GConfig) -> None:
             raise UserError("--label_smoothing: not with --arch transducer (its masked actions would take a share)")
         if cfg.model.layers != 1:
             raise UserError("--model.layers: the transducer has one encoder and one decoder layer")
+    elif cfg.rollin:
+        raise UserError(f"--rollin: imitation learning is for --arch transducer, not {cfg.arch}")
     if cfg.average < 0:
         raise UserError(f"--average: expected 0 (off) or a number of checkpoints, got {cfg.average}")
 
@@ -120,8 +123,18 @@ def train(
                                     GreedyDecoder(), cfg.decode, symbols=data.symbols)]  # fmt: skip
         return {f"val_{k}": v for k, v in score(hyps, data.valid_gold, cfg.data).items()}
 
+    loss = functools.partial(loss_fn, label_smoothing=cfg.label_smoothing)
+    if cfg.rollin:
+        from dllab.p2g.imitation import Expert, RollIn
+
+        if distributed.setup().enabled:
+            raise UserError("--rollin: imitation learning runs in one process, not under torchrun")
+        expert = Expert(data.aligner, data.src_vocab, data.tgt_vocab, cfg.data.reverse)
+        per_epoch = math.ceil(len(data.train) / cfg.train.batch_size)
+        behind = len(run.read_metrics()) if resume and run.last_checkpoint.exists() else 0  # epochs done
+        loss = RollIn(expert, cfg.rollin, per_epoch * cfg.train.epochs, per_epoch * behind)
     return fit(
-        model, data.train, functools.partial(loss_fn, label_smoothing=cfg.label_smoothing), evaluate_fn,
+        model, data.train, loss, evaluate_fn,
         cfg.optim, cfg.train, run,
         monitor=f"val_{cfg.select}", mode="min", resume=resume, show_progress=show_progress,
         keep_top=cfg.average if cfg.average > 1 else 0,
