@@ -33,7 +33,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # against 0.3 39; hidden 256 41 against 128 32; label smoothing 0.1 38 against 39.
     # Imitation learning (--rollin 1.0, dllab.p2g.imitation) instead of the static oracle, the whole sweep:
     # macro 23.20 against 23.10 (ady 21 / 21, gre 7 / 6, ice 20 / 19, ita 20 / 20, khm 36 / 37, lav 41 / 44,
-    # mlt 17 / 15, rum 10 / 10, slv 43 / 43, wel 17 / 16) at about a third of the training speed (an ady epoch 2.0 s against 0.57 s, one thread): not kept.
+    # mlt 17 / 15, rum 10 / 10, slv 43 / 43, wel 17 / 16), at about a third of the training speed (an ady
+    # epoch 2.0 s against 0.57 s, one thread): not kept.
     "low": {"arch": "transducer", "model.hidden": 128, "model.dropout": 0.3, "train.epochs": 60,
             "train.batch_size": 32, "optim.warmup_steps": 100},
     # 8,000 words: hidden 256 for 30 epochs (bul, one member, dev WER: 15 epochs at hidden 128 19.6; 30 epochs
