@@ -5,6 +5,8 @@
                  direction (p2g / g2p) and the spelling's units
     model        the LSTM encoder-decoder with Bahdanau attention, and ensembles of it
     transformer  the Transformer encoder-decoder (`--arch transformer`)
+    transducer   the hard-attention transducer (`--arch transducer`); align: its EM alignment and static
+                 oracle; imitation: its dynamic oracle and roll-in loss (`--rollin`)
     decoding     spell, n-best lists and reranking by both directions
     experiment   train a run, evaluate it (a split or any file), load it
     presets      per-size settings for SIGMORPHON 2021 Task 1 (torch-free)
