@@ -3,7 +3,8 @@
     config       P2GConfig, LSTMConfig, TransformerConfig, DataConfig, DecodeConfig (torch-free)
     data         the word lists, vocabularies and train as tensors (build_data, PairData); Symbols: the
                  direction (p2g / g2p) and the spelling's units
-    model        the LSTM encoder-decoder with Bahdanau attention, and ensembles of it
+    model        the LSTM encoder-decoder with Bahdanau attention, and ensembles of it; cells: the LSTM cell
+                 step both incremental decoders run by hand
     transformer  the Transformer encoder-decoder (`--arch transformer`)
     transducer   the hard-attention transducer (`--arch transducer`); align: its EM alignment and static
                  oracle; imitation: its dynamic oracle and roll-in loss (`--rollin`)

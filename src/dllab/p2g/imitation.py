@@ -13,7 +13,8 @@ from its own mistakes.
     expert.word(src_ids, tgt_ids) -> WordExpert     a word's cost-to-go table (cached)
     word.optimal(i, k, dist) -> action ids          the optimal actions at pointer i, k symbols written at i,
                                                     dist the written prefix's edit distances to the gold's
-    imitation_loss(model, batch, expert, rollin)    the engine's loss function for one batch
+    RollIn(expert, rollin, total, done)             the engine's loss function, its roll-in share growing
+    imitation_loss(model, batch, expert, rollin)    one batch's loss at a given roll-in share
 
 The expert is the one an edit-distance loss asks for. Of the gold's prefixes, those closest (in edit distance)
 to what was written are the ones to continue. For each, the remaining source is aligned to the remaining gold

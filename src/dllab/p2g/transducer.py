@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dllab.p2g.align import STEP
+from dllab.p2g.cells import lstm_cell
 from dllab.p2g.config import LSTMConfig
 from dllab.seq2seq.vocab import EOS, PAD, SOS, UNK, Vocab
 
@@ -108,12 +109,9 @@ class HardAttentionTransducer(nn.Module):
         ptr = torch.minimum(state.ptr + (tokens == self.step_id).long(), state.src_len)
         seen = state.enc[torch.arange(len(ptr), device=ptr.device), ptr]  # (B, H)
         x = torch.cat([self.dropout(self.tgt_embed(tokens)), seen], -1)
-        # One LSTM cell step by hand: for a batch of one step it is several times faster than nn.LSTM's kernel.
         d = self.decoder
         gates = F.linear(x, d.weight_ih_l0, d.bias_ih_l0) + F.linear(state.h[0], d.weight_hh_l0, d.bias_hh_l0)
-        i, f, g, o = gates.chunk(4, 1)
-        c = torch.sigmoid(f) * state.c[0] + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        h, c = lstm_cell(gates, state.c[0])
         logits = self._mask(self.generator(self.dropout(torch.cat([h, seen], -1))), ptr, state.src_len)
         return F.log_softmax(logits.float(), dim=-1), TransducerState(state.enc, state.src_len, ptr, h[None], c[None])
 
