@@ -1,5 +1,7 @@
 """Spelling with a model: strategies from the options, k outputs per word, n-best lists and their rescoring."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -127,3 +129,35 @@ def test_a_candidate_found_only_by_the_right_to_left_beam_can_win(monkeypatch):
     best = decoding.rerank_both_directions(["m"], ["r"], [("x",)], (None, None), BeamSearchDecoder(1), None,
                                            Symbols("codepoints", "codepoints"))  # fmt: skip
     assert best == ["cab"]
+
+
+def test_pooled_reranking_takes_each_groups_vocabularies_and_candidates(monkeypatch):
+    """Three groups (say a transducer's two directions and a BiLSTM's): each decodes with its own vocabularies,
+    each scores every pooled candidate with them, and a candidate only the third group found can win."""
+    from dllab.p2g.data import Symbols
+
+    symbols = Symbols("codepoints", "codepoints")
+    beams = {"tr": [[("ab", 0.0)], [("xy", 0.0)]], "tr-r2l": [[("ab", 0.0)], [("xy", 0.0)]],
+             "lstm": [[("ac", 0.0), ("ab", -1.0)], [("xy", 0.0)]]}  # fmt: skip
+    logp = {"tr": {"ab": -1.0, "ac": -1.2, "xy": 0.0}, "tr-r2l": {"ab": -1.0, "ac": -1.1, "xy": 0.0},
+            "lstm": {"ab": -2.0, "ac": -0.2, "xy": 0.0}}  # fmt: skip
+    decoded, scored = [], []
+
+    def n_best(model, src, vocabs, beam, cfg, n, symbols):
+        decoded.append(vocabs)
+        return beams[vocabs]
+
+    def log_probs(model, src, texts, vocabs, symbols):
+        scored.append((vocabs, tuple(texts)))
+        return [logp[vocabs][t] for t in texts]
+
+    monkeypatch.setattr(decoding, "spell_n_best", n_best)
+    monkeypatch.setattr(decoding, "spelling_log_probs", log_probs)
+    groups = [decoding.Group(["m"], "tr", symbols), decoding.Group(["m"], "tr-r2l", replace(symbols, reverse=True)),
+              decoding.Group(["m", "m"], "lstm", symbols)]  # fmt: skip
+    best = decoding.rerank_pooled(groups, [("x",), ("y",)], BeamSearchDecoder(2), None, length_penalty=0.0)
+    # ab: -1 - 1 - 2 = -4; ac, found by the BiLSTM alone: -1.2 - 1.1 - 0.2 = -2.5 wins
+    assert best == ["ac", "xy"]
+    assert decoded == ["tr", "tr-r2l", "lstm"]
+    assert [v for v, _ in scored] == ["tr", "tr-r2l", "lstm", "lstm"]  # each model of a group scores
+    assert all(texts == ("ab", "ac", "xy") for _, texts in scored)

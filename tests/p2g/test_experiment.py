@@ -148,11 +148,44 @@ def test_rescoring_with_a_right_to_left_run(trained, right_to_left, capsys):
     assert "right-to-left runs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_rescoring_pools_runs_of_another_architecture(trained, right_to_left, toy, tmp_path, capsys):
+    """A BiLSTM run's beam reranked with a transducer run on the same data and a right-to-left BiLSTM: three
+    groups; a run on other data, or one spelling like the first, is refused by name."""
+    run, data = trained
+    runs = run.path.parent.parent
+    common = ["--data-dir", str(data), "--runs", str(runs), "--train.epochs", "6", "--model.hidden", "32",
+              "--train.batch_size", "16", "--optim.lr", "0.01"]  # fmt: skip
+    assert main(["p2g", "train", "--arch", "transducer", "--name", "tiny-tr", *common]) == 0
+    transducer = RunDir(runs / "p2g" / "tiny-tr")
+    argv = ["p2g", "test", str(run.path), "--beam", "3", "--rescore", str(right_to_left.path), str(transducer.path)]
+    assert main(argv) == 0
+    metrics = json.loads(run.test_metrics_path.read_text())["beam3_rescored2"]
+    assert metrics["rescored_by"] == [str(right_to_left.path), str(transducer.path)] and 0 <= metrics["cer"] < 0.5
+    other = tmp_path / "other"
+    other.mkdir()
+    rng = random.Random(1)
+    for name, n in (("train.tsv", 60), ("valid.tsv", 10)):
+        toy.write_split(other / name, n, rng)
+    (other / "train.tsv").write_text((other / "train.tsv").read_text() + "zz\tzzz\n")  # a symbol the toy lacks
+    assert main(["p2g", "train", "--arch", "transducer", "--name", "other-tr", *common[2:], "--data-dir",
+                 str(other), "--train.epochs", "1"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main([*argv[:-1], str(runs / "p2g" / "other-tr")]) == 2
+    assert "other-tr: it was trained on other data" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["p2g", "test", str(run.path), "--beam", "3", "--rescore", str(transducer.path),
+                 str(runs / "p2g" / "tiny")]) == 2  # fmt: skip
+    assert "same --arch, same direction" in capsys.readouterr().err
+
+
 def test_report_labels_name_the_decoding_ensemble_and_reranking():
     from dllab.p2g.report import _label
 
     assert _label("greedy") == "greedy"
     assert _label("nucleus_p0.8_k3") == "nucleus (p=0.8)"
     assert _label("ensemble2_beam5") == "ensemble of 2, beam search (5)"
-    assert _label("beam5_rescored1") == "beam search (5), reranked by 1 right-to-left model"
-    assert _label("ensemble3_beam5_rescored3") == "ensemble of 3, beam search (5), reranked by 3 right-to-left models"
+    assert _label("beam5_rescored1") == ("beam search (5), reranked with 1 more model (right to left or another "
+                                         "architecture)")
+    assert _label("ensemble3_beam5_rescored3") == ("ensemble of 3, beam search (5), reranked with 3 more models "
+                                                   "(right to left or another architecture)")

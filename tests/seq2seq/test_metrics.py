@@ -112,3 +112,23 @@ def test_group_by_length_puts_every_reference_in_one_group():
     assert group_by_length([], (50, 100)) == {"<= 50": [], "51-100": [], "> 100": []}
     with pytest.raises(ValueError, match="increasing"):
         group_by_length(refs, (100, 50))
+
+
+def test_macro_interval_is_the_binomial_spread_of_a_macro_average():
+
+    from dllab.seq2seq.metrics import macro_interval
+
+    low, high = macro_interval([0.2, 0.4], [100, 100])
+    spread = ((0.2 * 0.8 + 0.4 * 0.6) / 100) ** 0.5 / 2
+    assert (low, high) == pytest.approx((0.3 - 1.959964 * spread, 0.3 + 1.959964 * spread))
+    assert macro_interval([0.0, 0.0], [10, 10]) == (0.0, 0.0)  # no spread where nothing varies
+    assert macro_interval([0.2], [10_000])[1] - macro_interval([0.2], [10_000])[0] < 0.02  # narrows with size
+    # the interval covers the true macro rate in about 95% of simulated test sets
+    rng, truth, sizes, hits = random.Random(0), [0.1, 0.3, 0.45], [100, 100, 100], 0
+    for _ in range(2000):
+        rates = [sum(rng.random() < p for _ in range(n)) / n for p, n in zip(truth, sizes, strict=True)]
+        lo, hi = macro_interval(rates, sizes)
+        hits += lo <= sum(truth) / 3 <= hi
+    assert 0.92 < hits / 2000 < 0.975
+    with pytest.raises(ValueError):
+        macro_interval([0.2], [0])

@@ -53,8 +53,10 @@ _EXPORTS = {
     "read_results": "sigmorphon",
     "run_sweep": "sigmorphon",
     # decoding
+    "Group": "decoding",
     "make_strategy": "decoding",
     "rerank_both_directions": "decoding",
+    "rerank_pooled": "decoding",
     "spell": "decoding",
     "spell_n_best": "decoding",
     "spelling_log_probs": "decoding",

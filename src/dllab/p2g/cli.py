@@ -84,8 +84,8 @@ def add_commands(sub) -> None:
     test.add_argument("--ensemble", type=Path, nargs="+", default=None, metavar="RUN",
                       help="further runs on the same data whose models join this one's (mean distribution)")
     test.add_argument("--rescore", type=Path, nargs="+", default=None, metavar="RUN",
-                      help="right-to-left runs (trained with --data.reverse): their beam's n best join this run's, "
-                           "and both directions rerank them")
+                      help="runs on the same data in the other direction (--data.reverse) or of another --arch: "
+                           "each kind's beam joins this run's, and all of them rerank the pooled n best")
     test.add_argument("--file", type=Path, default=None,
                       help="score this file instead of a split (a SIGMORPHON run: the task's <spelling>\\t<phones>); "
                       "the outputs go to <run>/predictions-<strategy>-<file name>.tsv in the same two columns")

@@ -5,6 +5,7 @@ phonemes, the n best spellings of beam search, and their right-to-left rescoring
     spell(model, phonemes, ...)          k spellings per word (k > 1: nucleus samples)
     spell_n_best(model, phonemes, ...)   the n best spellings of beam search with their scores
     spelling_log_probs(model, ...)       log p(spelling | phonemes) under teacher forcing
+    rerank_pooled(groups, ...)           several groups' n best pooled, reranked by all of them
     rerank_both_directions(...)          both directions' n best reranked by both (Liu et al., 2016)
     together(models)                     one model as itself, several as their EnsembleDecoder
 
@@ -19,6 +20,7 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 
@@ -168,6 +170,51 @@ def spelling_log_probs(
     return out
 
 
+class Group(NamedTuple):
+    """Models that decode and score together in `rerank_pooled`: one direction of one architecture. `vocabs`
+    and `symbols` are theirs (a transducer's target vocabulary holds its STEP action besides the symbols)."""
+
+    models: Sequence[LSTMSeq2Seq]
+    vocabs: tuple[Vocab, Vocab]
+    symbols: Symbols
+
+
+def rerank_pooled(
+    groups: Sequence[Group],
+    phonemes: list[tuple[str, ...]],
+    beam: BeamSearchDecoder,
+    cfg: DecodeConfig,
+    length_penalty: float | None = None,
+) -> list[str]:
+    """Each word's output, chosen among the pooled n best (n = beam size) of every group's beam, the models
+    of a group decoding together. The pick is the candidate with the best sum over the groups of the mean
+    over the group's models of log p(output, EOS) under teacher forcing, divided by (length + 1) **
+    `length_penalty` (default: the beam's; length in the first group's target symbols). A group that cannot
+    produce a candidate (a transducer's alignment table covers no way to write it) gives it -inf."""
+    candidates: list[list[str]] = [[] for _ in phonemes]
+    for group in groups:
+        n_best = spell_n_best(together(group.models), phonemes, group.vocabs, beam, cfg, beam.beam_size,
+                              group.symbols)  # fmt: skip
+        for pool, hyps in zip(candidates, n_best, strict=True):
+            pool.extend(text for text, _ in hyps if text not in pool)
+    flat_src = [p for p, cands in zip(phonemes, candidates, strict=True) for _ in cands]
+    flat_text = [text for cands in candidates for text in cands]
+    penalty = beam.length_penalty if length_penalty is None else length_penalty
+    lengths = [len(groups[0].symbols.target(t)) + 1 for t in flat_text] if groups else []
+    norms = torch.tensor(lengths, dtype=torch.float64) ** penalty
+    total = torch.zeros(len(flat_text), dtype=torch.float64)
+    for group in groups:
+        logp = sum(torch.tensor(spelling_log_probs(m, flat_src, flat_text, group.vocabs, symbols=group.symbols),
+                                dtype=torch.float64) for m in group.models)  # fmt: skip
+        total += logp / len(group.models) / norms
+    best, at = [], 0
+    for cands in candidates:
+        scores = total[at : at + len(cands)].tolist()
+        best.append(cands[max(range(len(cands)), key=scores.__getitem__)] if cands else "")
+        at += len(cands)
+    return best
+
+
 def rerank_both_directions(
     left_to_right: Sequence[LSTMSeq2Seq],
     right_to_left: Sequence[LSTMSeq2Seq],
@@ -177,11 +224,8 @@ def rerank_both_directions(
     cfg: DecodeConfig,
     symbols: Symbols,
 ) -> list[str]:
-    """Each word's spelling, chosen among the n best of two beams (n = beam size): the left-to-right models'
-    decoding together, and the right-to-left models' (`--data.reverse`). The pick is the candidate with the
-    best sum of its two scores; each score is the mean over that direction's models of log p(spelling, EOS) /
-    (length + 1) ** length_penalty under teacher forcing, the normalisation beam search uses. `symbols`: the
-    left-to-right runs' Symbols.
+    """`rerank_pooled` of two groups: the left-to-right models and the right-to-left ones (`--data.reverse`),
+    with the same vocabularies. `symbols`: the left-to-right runs' Symbols.
 
     The two directions make different mistakes (a left-to-right speller commits to a word's start before it
     sees how it ends), so candidates that both read well are better bets: the reranking of Liu et al. (2016)
@@ -189,28 +233,9 @@ def rerank_both_directions(
     ten SIGMORPHON low languages the macro WER was 27.6 against 28.4. On arm_e and dut (medium) it was 7.55
     against 7.75. In the union the gold spelling was missing for 10.7% of the words, against 14.7% in the
     left-to-right beam alone."""
-    backward_symbols = replace(symbols, reverse=True)
-    candidates = []
-    for forward, backward in zip(
-        spell_n_best(together(left_to_right), phonemes, data_vocabs, beam, cfg, beam.beam_size, symbols),
-        spell_n_best(together(right_to_left), phonemes, data_vocabs, beam, cfg, beam.beam_size, backward_symbols),
-        strict=True,
-    ):
-        candidates.append(list(dict.fromkeys([text for text, _ in forward] + [text for text, _ in backward])))
-    flat_src = [p for p, cands in zip(phonemes, candidates, strict=True) for _ in cands]
-    flat_text = [text for cands in candidates for text in cands]
-    norms = torch.tensor([(len(symbols.target(t)) + 1) ** beam.length_penalty for t in flat_text], dtype=torch.float64)
-    total = torch.zeros(len(flat_text), dtype=torch.float64)
-    for models, direction in ((left_to_right, symbols), (right_to_left, backward_symbols)):
-        logp = sum(torch.tensor(spelling_log_probs(m, flat_src, flat_text, data_vocabs, symbols=direction),
-                                dtype=torch.float64) for m in models)  # fmt: skip
-        total += logp / len(models) / norms
-    best, at = [], 0
-    for cands in candidates:
-        scores = total[at : at + len(cands)].tolist()
-        best.append(cands[max(range(len(cands)), key=scores.__getitem__)] if cands else "")
-        at += len(cands)
-    return best
+    return rerank_pooled([Group(left_to_right, data_vocabs, symbols),
+                          Group(right_to_left, data_vocabs, replace(symbols, reverse=True))],
+                         phonemes, beam, cfg)  # fmt: skip
 
 
 def together(models: Sequence[LSTMSeq2Seq]) -> LSTMSeq2Seq | EnsembleDecoder:

@@ -33,7 +33,7 @@ from dllab.errors import UserError
 from dllab.io import atomic_write_json, atomic_write_text
 from dllab.p2g.config import DataConfig, P2GConfig
 from dllab.p2g.data import build_data, orient, read_vocabs, symbols_for, write_vocabs
-from dllab.p2g.decoding import make_strategy, rerank_both_directions, spell, together
+from dllab.p2g.decoding import Group, make_strategy, rerank_pooled, spell, together
 from dllab.p2g.model import LSTMSeq2Seq, build_model, sequence_loss
 from dllab.seq2seq.decoding import BeamSearchDecoder, GreedyDecoder
 from dllab.seq2seq.metrics import character_error_rate, single_word_error_rate, token_error_rate, wer_at_k
@@ -174,6 +174,23 @@ def _load_member(other: RunDir, run: RunDir, vocabs: tuple[Vocab, Vocab]) -> tup
     return other_cfg, member
 
 
+def _check_same_data(other: RunDir, other_cfg: P2GConfig, other_vocabs: tuple[Vocab, Vocab], run: RunDir,
+                     cfg: P2GConfig, vocabs: tuple[Vocab, Vocab]) -> None:  # fmt: skip
+    """A rescoring run of another architecture or direction must have learnt the same data as `run`: the same
+    source, language and direction, the same source symbols and the same target symbols (a transducer's
+    target vocabulary holds its STEP action besides)."""
+    from dllab.p2g.align import STEP
+
+    def same(a: DataConfig, b: DataConfig) -> bool:
+        return (a.source, a.language, a.direction, a.dir, a.sigmorphon_dir) == (b.source, b.language, b.direction,
+                                                                                   b.dir, b.sigmorphon_dir)  # fmt: skip
+
+    targets = [set(v[1].tokens) - {STEP} for v in (vocabs, other_vocabs)]
+    if not same(cfg.data, other_cfg.data) or other_vocabs[0] != vocabs[0] or targets[0] != targets[1]:
+        raise UserError(f"--rescore {other.path}: it was trained on other data than {run.path} (data settings "
+                        "or symbols differ)")  # fmt: skip
+
+
 def evaluate(
     run: RunDir,
     top_p: float | None = None,
@@ -192,9 +209,10 @@ def evaluate(
     in the task's two columns (the output in place of the gold), so the task's own evaluation reads them.
 
     `ensemble`: further runs (trained on the same data) whose models join this one's: the decoder then
-    follows the mean of their next-letter distributions. `rescore`: right-to-left runs (`--data.reverse`)
-    whose beam joins this one's: both beams' n best (n = beam size) are reranked by both directions' models,
-    see `rerank_both_directions`."""
+    follows the mean of their next-letter distributions. `rescore`: runs on the same data in the other
+    direction (`--data.reverse`) or of another `--arch`, grouped by (architecture, direction); each group's
+    beam joins this one's, and every group reranks the pooled n best (n = beam size), see `rerank_pooled`.
+    With right-to-left runs of the same architecture that is `rerank_both_directions`."""
     if k < 1:
         raise UserError(f"--k must be >= 1, got {k}")
     if k > 1 and top_p is None:
@@ -211,16 +229,23 @@ def evaluate(
                 raise UserError(f"{other.path}: spells in the other direction than {run.path} (--data.reverse)")
             members.append(member)
         key = f"ensemble{len(members)}_{key}"
-    right_to_left = []
-    for other in rescore or []:
-        other_cfg, member = _load_member(other, run, vocabs)
-        if not other_cfg.data.reverse or cfg.data.reverse:
-            raise UserError(f"--rescore {other.path}: rescoring needs a left-to-right run ({run.path}) and "
-                            "right-to-left runs (trained with --data.reverse)")  # fmt: skip
-        right_to_left.append(member)
-    if right_to_left:
-        key = f"{key}_rescored{len(right_to_left)}"
     symbols = symbols_for(cfg.data)
+    groups = {(cfg.arch, cfg.data.reverse): Group(members, vocabs, symbols)}
+    for other in rescore or []:
+        other_cfg, member, other_vocabs = load_run(other)
+        kind = (other_cfg.arch, other_cfg.data.reverse)
+        if kind == (cfg.arch, cfg.data.reverse):
+            raise UserError(f"--rescore {other.path}: it spells like {run.path} (same --arch, same direction); "
+                            "rescoring takes right-to-left runs (--data.reverse) or runs of another --arch: "
+                            "pass it with --ensemble")  # fmt: skip
+        _check_same_data(other, other_cfg, other_vocabs, run, cfg, vocabs)
+        group = groups.setdefault(kind, Group([], other_vocabs, symbols_for(other_cfg.data)))
+        if group.vocabs != other_vocabs:
+            raise UserError(f"--rescore {other.path}: its vocabularies differ from the other {kind[0]} runs' "
+                            "(other training data?)")  # fmt: skip
+        group.models.append(member)
+    if rescore:
+        key = f"{key}_rescored{len(rescore)}"
     if file is not None:
         src_text, gold = read_scoring_file(file, cfg.data)
         src = [symbols.source(t) for t in src_text]
@@ -234,9 +259,9 @@ def evaluate(
         log.info("%d source symbol(s) unseen in training map to UNK", unknown)
     began = time.perf_counter()
     with torch.no_grad():
-        if right_to_left:
+        if rescore:
             assert isinstance(strategy, BeamSearchDecoder)
-            best = rerank_both_directions(members, right_to_left, src, vocabs, strategy, cfg.decode, symbols)
+            best = rerank_pooled(list(groups.values()), src, strategy, cfg.decode)
             outputs = [[w] for w in best]
         else:  # `symbols` writes a right-to-left run's outputs left to right
             outputs = spell(together(members), src, vocabs, strategy, cfg.decode, k=k, symbols=symbols)

@@ -180,7 +180,7 @@ def _label(key: str) -> str:
     key, _, rescored = key.partition("_rescored")
     if rescored:
         models = "model" if rescored == "1" else "models"
-        return _label(key) + f", reranked by {rescored} right-to-left {models}"
+        return _label(key) + f", reranked with {rescored} more {models} (right to left or another architecture)"
     prefix = ""
     if key.startswith("ensemble"):
         head, _, key = key.partition("_")
@@ -257,11 +257,14 @@ def sigmorphon_section(ctx: ReportContext) -> Section:
     for direction, results in (("G2P", g2p), ("P2G", p2g)):
         for subtask, m in macro(results).items():
             baseline = f"{m['baseline_dev_wer']:.2f}" if direction == "G2P" else "—"
+            interval = "{:.2f}-{:.2f}".format(*m["wer_interval"])
             macro_rows.append([direction, subtask, f"{m['languages']}/{m['of']}", baseline, f"{m['wer']:.2f}",
-                               f"{m['cer']:.4f}", f"{m['train_seconds'] / 60:.1f}"])  # fmt: skip
+                               interval, f"{m['cer']:.4f}", f"{m['train_seconds'] / 60:.1f}"])  # fmt: skip
     section.add(Table(["direction", "subtask", "languages", "baseline dev WER", "dev WER (macro)",
-                       "PER / CER (macro)", "training min"], macro_rows,
-                      "Macro averages per subtask, the task's ranking measure."))  # fmt: skip
+                       "95% interval", "PER / CER (macro)", "training min"], macro_rows,
+                      "Macro averages per subtask, the task's ranking measure. The interval is how far the macro "
+                      "WER could move on another dev set of the same size (normal approximation, each language's "
+                      "WER a binomial share of its dev words)."))  # fmt: skip
     section.add(_wer_by_size(ctx, g2p, p2g))
     return section
 

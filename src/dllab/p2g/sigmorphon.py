@@ -11,7 +11,8 @@ then decodes its dev split with them together (`dllab.p2g.experiment.evaluate`).
     member_config(language, direction, seed, preset, overrides)   the P2GConfig of one member
     run_sweep(...)                train + evaluate; returns {language: results}
     read_results(root, direction) the results.json files of a sweep root
-    macro(results)                macro-average WER / CER per subtask (the task's ranking)
+    macro(results)                macro-average WER / CER per subtask (the task's ranking), with its 95%
+                                  sampling interval over dev sets of these sizes
     results_table(...)            the per-language rows beside the baseline (for the CLI, bench and report)
 """
 
@@ -226,13 +227,19 @@ def read_results(root: str | Path, direction: str) -> dict[str, dict[str, Any]]:
 
 
 def macro(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per subtask: macro WER / CER over its languages present, how many of them, and the baseline's dev macro."""
+    """Per subtask: macro WER / CER over its languages present, how many of them, the baseline's dev macro, and
+    `wer_interval`: the 95% interval of the macro WER over dev sets of these sizes (`macro_interval`): 100 dev
+    words a language leave a low macro WER about 2.5 points either way, so a smaller gap is not a finding."""
+    from dllab.seq2seq.metrics import macro_interval
+
     out = {}
     for subtask, langs in SUBTASKS.items():
         rows = [results[lang] for lang in langs if lang in results]
         if rows:
             n = len(rows)
+            low, high = macro_interval([r["wer"] / 100 for r in rows], [r["dev_words"] for r in rows])
             out[subtask] = {"wer": sum(r["wer"] for r in rows) / n, "cer": sum(r["cer"] for r in rows) / n,
+                            "wer_interval": (100 * low, 100 * high),
                             "languages": len(rows), "of": len(langs), "baseline_dev_wer": BASELINE_MACRO_DEV[subtask],
                             "train_seconds": sum(r["train_seconds"] for r in rows)}  # fmt: skip
     return out
@@ -273,7 +280,9 @@ def print_results(root: str | Path, languages: Sequence[str] | None = None) -> N
             extra = "" if m["languages"] == m["of"] else f" ({m['languages']} of {m['of']} languages)"
             versus = f" vs the baseline's {m['baseline_dev_wer']:.2f}" if direction == "G2P" else ""
             rate = "PER" if direction == "G2P" else "CER"
-            print(f"{direction} {subtask} macro dev WER {m['wer']:.2f}{versus}, {rate} {m['cer']:.4f}{extra}; "
+            low, high = m["wer_interval"]
+            print(f"{direction} {subtask} macro dev WER {m['wer']:.2f} (95% interval {low:.2f}-{high:.2f} for dev "
+                  f"sets of this size){versus}, {rate} {m['cer']:.4f}{extra}; "
                   f"training {m['train_seconds'] / 60:.1f} min")
     for path in sorted(Path(root).glob("sweep*.json")):
         s = json.loads(path.read_text(encoding="utf-8"))

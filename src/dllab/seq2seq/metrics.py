@@ -14,11 +14,13 @@ nothing here is hand-written dynamic programming.
     degenerate_share         share of outputs caught in a loop: a word repeated 3+ times in a row that the
                              reference does not repeat so (the "the the the ..." failure of untrained decoders)
     group_by_length          indices of references grouped by length (to give any metric per length group)
+    macro_interval           the sampling interval of a macro-averaged error rate (independent test sets)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import jiwer
 import textdistance
@@ -144,3 +146,18 @@ def group_by_length(refs: Sequence[str], edges: Sequence[int]) -> dict[str, list
     for i, ref in enumerate(refs):
         groups[names[sum(len(ref) > e for e in edges)]].append(i)
     return groups
+
+
+def macro_interval(rates: Sequence[float], sizes: Sequence[int], level: float = 0.95) -> tuple[float, float]:
+    """(low, high): the `level` interval of the macro average of error rates measured on independent test
+    sets of `sizes` items, each rate a binomial share: mean +- z * sqrt(sum r (1 - r) / n) / L (the normal
+    approximation), clipped to [0, 1]. How far another sample of the same size could move the figure: with
+    100 words a language, a macro WER over ten languages moves by about 2.5 points either way."""
+    if not rates or len(rates) != len(sizes):
+        raise ValueError(f"macro_interval needs one size per rate, got {len(rates)} rates and {len(sizes)} sizes")
+    if any(n < 1 for n in sizes) or any(not 0 <= r <= 1 for r in rates):
+        raise ValueError("macro_interval: sizes must be >= 1 and rates in [0, 1]")
+    mean = sum(rates) / len(rates)
+    spread = sum(r * (1 - r) / n for r, n in zip(rates, sizes, strict=True)) ** 0.5 / len(rates)
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    return max(0.0, mean - z * spread), min(1.0, mean + z * spread)
