@@ -141,3 +141,38 @@ def test_bench_speed_compares_each_preset_with_the_homework_model(task):
     rows = training_words_per_second("ady", "g2p", str(task / "data"), words=48, rounds=1)
     assert rows[0][0].startswith("homework model") and [r[0].split()[1] for r in rows[1:]] == ["low", "medium", "high"]
     assert all(speed > 0 for _, speed in rows)
+
+
+@pytest.mark.slow
+def test_sweep_scores_the_test_files_with_the_dev_system(task, capsys):
+    """--test-dir: each language's test file decoded like dev (members, beam, right-to-left reranking), scored
+    as the task scores it, beside the baseline's test WER; a missing or malformed file stops the sweep first."""
+    runs, data, tests = task / "runs" / "held", task / "data", task / "tests"
+    write_language(tests / "low", "gre", 0, 12, random.Random(5))
+    (tests / "low" / "gre_dev.tsv").rename(tests / "low" / "gre_test.tsv")
+    (tests / "low" / "gre_train.tsv").unlink()
+    argv = ["p2g", "sweep", "gre", "--runs", str(runs), "--data-dir", str(data), "--preset", "low", "--seeds", "1",
+            "--r2l-seeds", "1", "--beam", "3", *TINY]  # fmt: skip
+    assert main([*argv, "--test-dir", str(task / "nowhere")]) == 2
+    assert "no test file for 1 language(s): gre" in capsys.readouterr().err and not runs.exists()
+    assert main([*argv, "--test-dir", str(tests)]) == 0
+    out = capsys.readouterr().out
+    assert "G2P low macro test WER" in out and "vs the baseline's 25.10" in out and "(1 of 10 languages)" in out
+    folder = runs / "g2p" / "gre"
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    test = results["test"]
+    assert test["words"] == 12 and test["baseline_test_wer"] == 21
+    assert evaluate_py_wer(tests / "low" / "gre_test.tsv", folder / "predictions-test.tsv", 1) == round(test["wer"], 2)
+    # the same decoding as dev's last step: scoring the dev file as a test file gives the dev figure
+    (tests / "flat").mkdir()
+    (tests / "flat" / "gre_test.tsv").write_bytes((data / "low" / "gre_dev.tsv").read_bytes())
+    assert main([*argv, "--test-dir", str(tests / "flat")]) == 0
+    again = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    assert again["test"]["wer"] == pytest.approx(again["wer"]) and again["test"]["cer"] == pytest.approx(again["cer"])
+    # a dev-only rerun keeps the test figures; a malformed test file is named with its line
+    assert main(argv) == 0
+    assert json.loads((folder / "results.json").read_text(encoding="utf-8"))["test"] == again["test"]
+    (tests / "flat" / "gre_test.tsv").write_text("abk\ta b k\nno tab here\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main([*argv, "--test-dir", str(tests / "flat")]) == 2
+    assert "gre_test.tsv:2" in capsys.readouterr().err

@@ -101,7 +101,8 @@ def add_commands(sub) -> None:
         "prints the per-language WER next to the baseline's and the macro average per subtask.",
         epilog="examples:\n  dllab p2g sweep low --direction g2p --runs runs/sigmorphon\n"
         "  dllab p2g sweep all --direction both --seeds 1 2 3 --beam 5\n"
-        "  dllab p2g sweep kor,bul --direction p2g --train.epochs 10",
+        "  dllab p2g sweep kor,bul --direction p2g --train.epochs 10\n"
+        "  dllab p2g sweep low --runs runs/sigmorphon --test-dir 2021-task1/data   # score the test splits",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sweep.add_argument("languages", help="high, medium, low, all, or comma-separated language codes")
@@ -119,6 +120,11 @@ def add_commands(sub) -> None:
     sweep.add_argument("--workers", type=int, default=0, help="parallel processes (default: 2 per core, at most)")
     sweep.add_argument("--data-dir", default=None,
                        help="the task's data folder (default ../shared/data/sigmorphon2021)")
+    sweep.add_argument("--test-dir", default=None,
+                       help="a folder with each language's test file (<subtask>/<lang>_test.tsv as in the task's "
+                            "data folder, or <lang>_test.tsv): scored with the same members, beam and reranking "
+                            "as dev, into results.json and predictions-test.tsv (finished members are not trained "
+                            "again)")
     sweep.set_defaults(func=cmd_sweep, overrides=True)
 
     spell = psub.add_parser(
@@ -212,7 +218,7 @@ def cmd_sweep(args) -> int:
     languages = select_languages(args.languages)
     directions = ["g2p", "p2g"] if args.direction == "both" else [args.direction]
     run_sweep(languages, directions, args.runs, args.seeds, args.preset, args.overrides, args.beam, args.workers,
-              args.data_dir, args.r2l_seeds, args.epochs_scale)  # fmt: skip
+              args.data_dir, args.r2l_seeds, args.epochs_scale, args.test_dir)  # fmt: skip
     print_results(args.runs, languages)
     return 0
 

@@ -3,13 +3,17 @@
     <runs>/<direction>/<language>/s<seed>/       one member run per seed (`dllab p2g train` layout)
     <runs>/<direction>/<language>/results.json   the language's dev figures: its members decoded together
     <runs>/<direction>/<language>/predictions-dev.tsv   the dev outputs in the task's two columns
+    <runs>/<direction>/<language>/predictions-test.tsv  with `test_dir`: the test file's outputs, the same way
 
 `run_sweep` makes one job of `dllab.engine.sweep.run_jobs` per (direction, language) (parallel one-thread
 processes): it trains the language's members (a finished member is skipped, an interrupted one resumed),
-then decodes its dev split with them together (`dllab.p2g.experiment.evaluate`).
+then decodes its dev split with them together (`dllab.p2g.experiment.evaluate`), and with `test_dir` the
+language's test file too, with the same members, beam and reranking: the held-out figure of the very system
+the dev figure describes, in one command, without training again.
 
     member_config(language, direction, seed, preset, overrides)   the P2GConfig of one member
     run_sweep(...)                train + evaluate; returns {language: results}
+    test_files(test_dir, languages)  each language's test file in a folder of the task's layout, checked
     read_results(root, direction) the results.json files of a sweep root
     macro(results)                macro-average WER / CER per subtask (the task's ranking), with its 95%
                                   sampling interval over dev sets of these sizes
@@ -26,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from dllab.config import apply_overrides, from_dict, replace_path, to_dict
-from dllab.data.sigmorphon import BASELINE_DEV, BASELINE_MACRO_DEV, LANGUAGES, SUBTASKS
+from dllab.data.sigmorphon import (
+    BASELINE_DEV,
+    BASELINE_MACRO_DEV,
+    BASELINE_MACRO_TEST,
+    BASELINE_TEST,
+    LANGUAGES,
+    SUBTASKS,
+)
 from dllab.engine.rundir import RunDir
 from dllab.engine.sweep import Job, run_jobs
 from dllab.io import atomic_write_json
@@ -71,12 +82,14 @@ def train_member(run_path: str, config: dict[str, Any], threads: int) -> dict[st
 
 
 def evaluate_language(directory: str, members: list[str], beam: int, threads: int,
-                      right_to_left: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+                      right_to_left: Sequence[str] = (), test_file: str | None = None) -> dict[str, Any]:  # fmt: skip
     """A sweep job: decode the language's dev split with its members together; write results.json.
 
     On the way it measures what each step adds, on dev: one member alone decoded greedily (its kept
     checkpoints averaged when the preset says --average), the members together greedily, then with the beam,
-    then the n best of both directions' beams reranked by both (`rerank_both_directions`)."""
+    then the n best of both directions' beams reranked by both (`rerank_both_directions`). `test_file`: a file
+    in the task's format decoded the same way as the last step, its figures under "test" and its outputs in
+    predictions-test.tsv."""
     from dllab.p2g.experiment import evaluate
 
     runs = [RunDir(m) for m in members]
@@ -126,22 +139,61 @@ def evaluate_language(directory: str, members: list[str], beam: int, threads: in
         "unknown_symbols": record["data"]["unknown_symbols"]["valid"],
         "baseline_dev_wer": BASELINE_DEV[language],
     }
+    earlier = Path(directory) / "results.json"
+    if test_file is None and earlier.exists():  # a dev-only rerun keeps the test figures of the same members
+        kept = json.loads(earlier.read_text(encoding="utf-8")).get("test")
+        if kept is not None:
+            results["test"] = kept
+    if test_file is not None:
+        scored = evaluate(runs[0], beam=beam if beam > 1 else None, ensemble=runs[1:] or None,
+                          rescore=r2l if beam > 1 else None, file=Path(test_file))  # fmt: skip
+        test_key, test = next(iter(scored.items()))
+        written = Path(runs[0].path) / f"predictions-{test_key}.tsv"
+        (Path(directory) / "predictions-test.tsv").write_bytes(written.read_bytes())
+        results["test"] = {"file": str(test_file), "words": test["words"], "wer": 100 * test["wer"],
+                           "cer": test["cer"], "unknown_source_symbols": test["unknown_source_symbols"],
+                           "baseline_test_wer": BASELINE_TEST[language]}  # fmt: skip
     atomic_write_json(Path(directory) / "results.json", results)
     return results
+
+
+def test_files(test_dir: str | Path, languages: Sequence[str]) -> dict[str, Path]:
+    """{language: its test file} under `test_dir`: `<subtask>/<language>_test.tsv` as in the task's data
+    folder, or `<language>_test.tsv` directly in it. Every language needs one, and each must read as the
+    task's format: a missing, empty or malformed file is a UserError before anything trains."""
+    from dllab.data.sigmorphon import read_task_pairs
+    from dllab.errors import UserError
+
+    out, missing = {}, []
+    for language in languages:
+        name = f"{language}_test.tsv"
+        places = [Path(test_dir) / LANGUAGES[language] / name, Path(test_dir) / name]
+        found = next((p for p in places if p.is_file()), None)
+        if found is None:
+            missing.append(f"{language} ({places[0]} or {places[1]})")
+            continue
+        read_task_pairs(found)  # errors name the file and line
+        out[language] = found
+    if missing:
+        raise UserError(f"--test-dir {test_dir}: no test file for {len(missing)} language(s): {'; '.join(missing)}")
+    return out
 
 
 def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | Path,
               seeds: Sequence[int] | None = None, preset: str = "auto", overrides: Sequence[str] = (),
               beam: int | None = None, workers: int = 0, data_dir: str | None = None,
-              r2l_seeds: Sequence[int] | None = None, epochs_scale: float = 1.0) -> dict[str, dict[str, Any]]:
+              r2l_seeds: Sequence[int] | None = None, epochs_scale: float = 1.0,
+              test_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """One job per (direction, language), all in one pool, the costliest first: each trains the language's
     members one after another (`seeds`, or the preset's; finished ones skipped, interrupted ones resumed) and
     its right-to-left members (`r2l_seeds`, or the preset's unless `seeds` are given; they rerank the beam),
     then decodes its dev split with them together (beam `beam`, or the preset's), so results appear language
-    by language. Writes <root>/sweep-<directions>-<subtask>.json (members, beams, wall time).
+    by language. `test_dir`: a folder with the languages' test files (`test_files`), each decoded like dev
+    once its language is trained. Writes <root>/sweep-<directions>-<subtask>.json (members, beams, wall time).
     Returns {"<direction>/<language>": results}."""
     from dllab.p2g.presets import ENSEMBLES, resolve
 
+    tests = test_files(test_dir, languages) if test_dir is not None else {}
     jobs, members, beams = [], {}, {}
     for direction in directions:
         for language in languages:
@@ -164,7 +216,8 @@ def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | P
                 _check_same_config(RunDir(path), cfg)
             members[name] = [path for path, _ in configs] + [path for path, _ in r2l]
             kwargs = {"directory": str(folder), "members": [(p, to_dict(c)) for p, c in configs],
-                      "right_to_left": [(p, to_dict(c)) for p, c in r2l], "beam": beams[name]}  # fmt: skip
+                      "right_to_left": [(p, to_dict(c)) for p, c in r2l], "beam": beams[name],
+                      "test_file": str(tests[language]) if language in tests else None}  # fmt: skip
             jobs.append(Job(name, train_language, kwargs))
     # Costliest first (training words x epochs x members, scaled by model size), so no big job starts last.
     jobs.sort(key=lambda job: -sum(_cost(c) for _, c in job.kwargs["members"] + job.kwargs["right_to_left"]))
@@ -184,12 +237,14 @@ def _subtasks(languages: Sequence[str]) -> str:
 
 
 def train_language(directory: str, members: list[tuple[str, dict[str, Any]]], beam: int, threads: int,
-                   right_to_left: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict:  # fmt: skip
-    """A sweep job: train a language's members one after another, then score its dev split with them."""
+                   right_to_left: Sequence[tuple[str, dict[str, Any]]] = (),
+                   test_file: str | None = None) -> dict:  # fmt: skip
+    """A sweep job: train a language's members one after another, then score its dev split (and `test_file`)
+    with them."""
     for path, config in [*members, *right_to_left]:
         train_member(path, config, threads)
     return evaluate_language(directory, [path for path, _ in members], beam, threads,
-                             [path for path, _ in right_to_left])  # fmt: skip
+                             [path for path, _ in right_to_left], test_file)  # fmt: skip
 
 
 def _cost(config: dict[str, Any]) -> float:
@@ -242,14 +297,25 @@ def macro(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                             "wer_interval": (100 * low, 100 * high),
                             "languages": len(rows), "of": len(langs), "baseline_dev_wer": BASELINE_MACRO_DEV[subtask],
                             "train_seconds": sum(r["train_seconds"] for r in rows)}  # fmt: skip
+            tests = [r["test"] for r in rows if "test" in r]
+            if tests:
+                low, high = macro_interval([t["wer"] / 100 for t in tests], [t["words"] for t in tests])
+                out[subtask]["test"] = {"wer": sum(t["wer"] for t in tests) / len(tests),
+                                        "cer": sum(t["cer"] for t in tests) / len(tests),
+                                        "wer_interval": (100 * low, 100 * high), "languages": len(tests),
+                                        "baseline_test_wer": BASELINE_MACRO_TEST[subtask]}  # fmt: skip
     return out
 
 
 def results_table(g2p: dict[str, dict[str, Any]], p2g: dict[str, dict[str, Any]]) -> tuple[list[str], list[list]]:
     """(header, rows) ready to print: per language, the baseline's dev WER, G2P WER / PER, P2G WER / CER (WER x100
-    with 2 decimals, PER / CER as fractions with 4), training minutes of all its members."""
+    with 2 decimals, PER / CER as fractions with 4), training minutes of all its members; where a language was
+    scored on its test file too (`--test-dir`), three more columns: the baseline's test WER and ours."""
     header = ["language", "subtask", "train words", "baseline G2P dev WER", "G2P dev WER", "G2P dev PER",
               "P2G dev WER", "P2G dev CER", "training min (G2P / P2G)"]  # fmt: skip
+    with_test = any("test" in r for r in [*g2p.values(), *p2g.values()])
+    if with_test:
+        header += ["baseline G2P test WER", "G2P test WER", "P2G test WER"]
     rows = []
     for language in LANGUAGES:
         g, p = g2p.get(language), p2g.get(language)
@@ -261,6 +327,9 @@ def results_table(g2p: dict[str, dict[str, Any]], p2g: dict[str, dict[str, Any]]
                      *(f"{r['wer']:.2f}" if r else "—" for r in (g,)), *(f"{r['cer']:.4f}" if r else "—" for r in (g,)),
                      *(f"{r['wer']:.2f}" if r else "—" for r in (p,)), *(f"{r['cer']:.4f}" if r else "—" for r in (p,)),
                      minutes])  # fmt: skip
+        if with_test:
+            rows[-1] += [f"{BASELINE_TEST[language]:.2f}",
+                         *(f"{r['test']['wer']:.2f}" if r and "test" in r else "—" for r in (g, p))]  # fmt: skip
     return header, rows
 
 
@@ -284,6 +353,13 @@ def print_results(root: str | Path, languages: Sequence[str] | None = None) -> N
             print(f"{direction} {subtask} macro dev WER {m['wer']:.2f} (95% interval {low:.2f}-{high:.2f} for dev "
                   f"sets of this size){versus}, {rate} {m['cer']:.4f}{extra}; "
                   f"training {m['train_seconds'] / 60:.1f} min")
+            if "test" in m:
+                t = m["test"]
+                versus = f" vs the baseline's {t['baseline_test_wer']:.2f}" if direction == "G2P" else ""
+                extra = "" if t["languages"] == m["of"] else f" ({t['languages']} of {m['of']} languages)"
+                low, high = t["wer_interval"]
+                print(f"{direction} {subtask} macro test WER {t['wer']:.2f} (95% interval {low:.2f}-{high:.2f})"
+                      f"{versus}, {rate} {t['cer']:.4f}{extra}")
     for path in sorted(Path(root).glob("sweep*.json")):
         s = json.loads(path.read_text(encoding="utf-8"))
         print(f"{path.name}: {' and '.join(s['directions'])}, {len(s['languages'])} language(s) in one pool: "

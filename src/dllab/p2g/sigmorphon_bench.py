@@ -24,7 +24,8 @@ def add_bench(sub) -> None:
         description=__doc__,
         examples=["dllab bench sigmorphon --quick", "dllab bench sigmorphon all --direction both --speed",
                   "dllab bench sigmorphon --speed-only",
-                  "dllab bench sigmorphon all --runs runs/sigmorphon"],
+                  "dllab bench sigmorphon all --runs runs/sigmorphon",
+                  "dllab bench sigmorphon low --test-dir 2021-task1/data   # held-out test WER beside the baseline's"],
     )
     add_common_flags(p, quick="low subtask, G2P only")
     p.add_argument("languages", nargs="?", default="all", help="high, medium, low, all (default) or languages")
@@ -34,6 +35,8 @@ def add_bench(sub) -> None:
     p.add_argument("--workers", type=int, default=0, help="parallel processes (default: 2 per core, at most)")
     p.add_argument("--data-dir", default=None,
                    help="the task's data folder (default ../shared/data/sigmorphon2021)")
+    p.add_argument("--test-dir", default=None,
+                   help="also score each language's test file from this folder (see dllab p2g sweep --test-dir)")
     p.add_argument("--speed", action="store_true", help="also measure training words/s against the homework model")
     p.add_argument("--speed-language", default="bul", help="the language --speed trains on (default bul)")
     p.add_argument("--speed-only", action="store_true", help="measure --speed and stop (no sweep)")
@@ -104,7 +107,7 @@ def run(args) -> int:
     from dllab.bench.measure import load_average
 
     start, began, load_before = cpu_counters(), time.perf_counter(), load_average()
-    run_sweep(languages, directions, args.runs, workers=args.workers, data_dir=args.data_dir)
+    run_sweep(languages, directions, args.runs, workers=args.workers, data_dir=args.data_dir, test_dir=args.test_dir)
     wall = time.perf_counter() - began
     print()
     print_results(args.runs, languages)
