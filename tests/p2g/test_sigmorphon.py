@@ -147,7 +147,7 @@ def test_bench_speed_compares_each_preset_with_the_homework_model(task):
 def test_sweep_scores_the_test_files_with_the_dev_system(task, capsys):
     """--test-dir: each language's test file decoded like dev (members, beam, right-to-left reranking), scored
     as the task scores it, beside the baseline's test WER; a missing or malformed file stops the sweep first."""
-    runs, data, tests = task / "runs" / "held", task / "data", task / "tests"
+    runs, data, tests = task / "held" / "sigmorphon", task / "data", task / "tests"
     write_language(tests / "low", "gre", 0, 12, random.Random(5))
     (tests / "low" / "gre_dev.tsv").rename(tests / "low" / "gre_test.tsv")
     (tests / "low" / "gre_train.tsv").unlink()
@@ -169,6 +169,15 @@ def test_sweep_scores_the_test_files_with_the_dev_system(task, capsys):
     assert main([*argv, "--test-dir", str(tests / "flat")]) == 0
     again = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     assert again["test"]["wer"] == pytest.approx(again["wer"]) and again["test"]["cer"] == pytest.approx(again["cer"])
+    # the report's subsection shows them beside the baseline's test WER
+    from dllab.p2g.report import sigmorphon_section
+    from dllab.report.document import ReportContext, Table
+
+    tables = [b for b in sigmorphon_section(ReportContext(task / "held", task / "report-held")).blocks
+              if isinstance(b, Table)]  # fmt: skip
+    assert tables[0].headers[-3:] == ["baseline G2P test WER", "G2P test WER", "P2G test WER"]
+    assert tables[0].rows[0][-3:] == ["21.00", f"{again['test']['wer']:.2f}", "—"]
+    assert tables[1].rows[1][:4] == ["G2P (test)", "low", "1/10", "25.10"]
     # a dev-only rerun keeps the test figures; a malformed test file is named with its line
     assert main(argv) == 0
     assert json.loads((folder / "results.json").read_text(encoding="utf-8"))["test"] == again["test"]

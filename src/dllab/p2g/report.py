@@ -260,9 +260,16 @@ def sigmorphon_section(ctx: ReportContext) -> Section:
             interval = "{:.2f}-{:.2f}".format(*m["wer_interval"])
             macro_rows.append([direction, subtask, f"{m['languages']}/{m['of']}", baseline, f"{m['wer']:.2f}",
                                interval, f"{m['cer']:.4f}", f"{m['train_seconds'] / 60:.1f}"])  # fmt: skip
-    section.add(Table(["direction", "subtask", "languages", "baseline dev WER", "dev WER (macro)",
+            if "test" in m:  # the test files scored with --test-dir
+                t = m["test"]
+                baseline = f"{t['baseline_test_wer']:.2f}" if direction == "G2P" else "—"
+                macro_rows.append([f"{direction} (test)", subtask, f"{t['languages']}/{m['of']}", baseline,
+                                   f"{t['wer']:.2f}", "{:.2f}-{:.2f}".format(*t["wer_interval"]), f"{t['cer']:.4f}",
+                                   "—"])  # fmt: skip
+    section.add(Table(["direction", "subtask", "languages", "baseline WER", "WER (macro)",
                        "95% interval", "PER / CER (macro)", "training min"], macro_rows,
-                      "Macro averages per subtask, the task's ranking measure. The interval is how far the macro "
+                      "Macro averages per subtask on dev (and on the test files where scored), the task's ranking "
+                      "measure. The interval is how far the macro "
                       "WER could move on another dev set of the same size (normal approximation, each language's "
                       "WER a binomial share of its dev words)."))  # fmt: skip
     section.add(_wer_by_size(ctx, g2p, p2g))
