@@ -9,9 +9,11 @@ from dllab.data.sigmorphon import (
     BASELINE_MACRO_DEV,
     LANGUAGES,
     SUBTASKS,
+    is_covered,
     join_units,
     language_files,
     read_task_pairs,
+    read_task_words,
     select_languages,
     split_units,
     task_wer,
@@ -50,6 +52,26 @@ def test_an_empty_task_file_is_a_clear_error(tmp_path):
     (tmp_path / "e.tsv").write_text("", encoding="utf-8")
     with pytest.raises(UserError, match=r"e.tsv: is empty; expected lines '<spelling>\\t<space-separated phones>'"):
         read_task_pairs(tmp_path / "e.tsv")
+
+
+def test_a_covered_test_file_is_its_spellings_in_nfc(tmp_path):
+    covered = tmp_path / "vie_hanoi_test.txt"
+    covered.write_text("\ufeff" + unicodedata.normalize("NFD", "việt") + "\r\nxin chào\n", encoding="utf-8")
+    assert is_covered(covered) and read_task_words(covered) == ["việt", "xin chào"]
+    paired = tmp_path / "p.tsv"
+    paired.write_text("ab\ta b\n", encoding="utf-8")
+    assert not is_covered(paired)
+
+
+@pytest.mark.parametrize("text, problem", [("ab\ta b", "found a tab"), ("", "empty line"), ("  ", "empty line")])
+def test_a_bad_covered_line_names_file_and_line(tmp_path, text, problem):
+    path = tmp_path / "c.txt"
+    path.write_text(f"ab\n{text}\nba\n", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"c.txt:2: .*{problem}"):
+        read_task_words(path)
+    (tmp_path / "e.txt").write_text("", encoding="utf-8")
+    with pytest.raises(UserError, match=r"e.txt: is empty"):
+        read_task_words(tmp_path / "e.txt")
 
 
 @pytest.mark.parametrize("text, graphemes", [

@@ -185,3 +185,18 @@ def test_sweep_scores_the_test_files_with_the_dev_system(task, capsys):
     capsys.readouterr()
     assert main([*argv, "--test-dir", str(tests / "flat")]) == 2
     assert "gre_test.tsv:2" in capsys.readouterr().err
+    # the task's covered test file (spellings only, <lang>_test.txt): decoded into the task's two columns
+    covered = tests / "covered"
+    covered.mkdir()
+    (covered / "gre_test.txt").write_text("abk\ncé\nkas\n", encoding="utf-8")
+    assert main([*argv, "--test-dir", str(covered)]) == 0
+    assert "G2P covered test files (spellings only, not scored): gre" in capsys.readouterr().out
+    rows = (folder / "predictions-test-covered.tsv").read_text(encoding="utf-8").splitlines()
+    assert [r.split("\t")[0] for r in rows] == ["abk", "cé", "kas"] and all(r.split("\t")[1] for r in rows)
+    final = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    assert final["test_predictions"]["words"] == 3 and final["test"] == again["test"]  # the scored one is kept
+    assert len((folder / "predictions-test.tsv").read_text(encoding="utf-8").splitlines()) == 20
+    assert main([*argv, "--direction", "both", "--test-dir", str(covered)]) == 2
+    assert "holds spellings only, so P2G cannot be decoded" in capsys.readouterr().err
+    assert main(["p2g", "test", str(folder / "s1"), "--file", str(covered / "gre_test.txt")]) == 0
+    assert "no gold column to score" in capsys.readouterr().out

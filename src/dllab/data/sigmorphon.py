@@ -9,6 +9,7 @@ those who have them, `<language>_test.tsv`.
                                ensembled neural transducer, as the task's README reports it)
     language_files(root, lang) the subtask and train / dev / test paths of one language
     read_task_pairs(path)      (phones, spelling) pairs of a task file, errors naming file and line
+    is_covered / read_task_words  a covered test file (spellings only) and its words
     split_units / join_units   a side of a pair as symbols: phones split on spaces; spellings as grapheme
                                clusters (combining marks stay with their letter), code points, or NFD code
                                points (Hangul syllables as jamo), and back to NFC text
@@ -91,6 +92,42 @@ def language_files(root: str | Path, language: str) -> LanguageFiles:
             raise UserError(f"{path}: no such file; point --data.sigmorphon_dir at the task's data folder "
                             "(with high/, medium/, low/)")  # fmt: skip
     return LanguageFiles(language, subtask, train, dev, test if test.exists() else None)
+
+
+def is_covered(path: str | Path) -> bool:
+    """Whether a task file is a covered test file: spellings only, one a line (no line holds a tab), as the
+    task hands its test data out (`<language>_test.txt`) before the gold is released."""
+    try:
+        return b"\t" not in Path(path).read_bytes()
+    except OSError:
+        return False  # the reader that follows names the problem
+
+
+def read_task_words(path: str | Path) -> list[str]:
+    """The spellings of a covered test file (NFC), one a line. A line with a tab, bytes that are not UTF-8 or an
+    empty line among the words are a UserError naming the file and line; so is a file without words."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    words = []
+    for number, line in enumerate(lines, 1):
+        try:
+            text = line.decode("utf-8").rstrip("\r").removeprefix("\ufeff" if number == 1 else "")
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}:{number}: not valid UTF-8 (byte {err.start + 1})") from None
+        if "\t" in text:
+            raise UserError(f"{path}:{number}: a covered test file holds one spelling a line, found a tab")
+        if not text.strip():
+            raise UserError(f"{path}:{number}: empty line (a covered test file holds one spelling a line)")
+        words.append(unicodedata.normalize("NFC", text.strip()))
+    if not words:
+        raise UserError(f"{path}: is empty (no words)")
+    return words
 
 
 def read_task_pairs(path: str | Path, skip_bad_lines: bool = False) -> tuple[list[tuple[tuple[str, ...], str]], int]:

@@ -198,6 +198,10 @@ def cmd_test(args) -> int:
     result = evaluate(RunDir(args.run).claim(), args.top_p, args.beam, args.k, args.split, args.seed, ensemble,
                       rescore, args.file)
     for key, m in result.items():
+        if m.get("scored") is False:  # a covered test file: outputs written, nothing to score them against
+            print(f"{args.run} {key} on {m['split']} ({m['words']} words): no gold column to score; outputs in "
+                  f"{RunDir(args.run).path / f'predictions-{key}.tsv'}  [{m['words_per_second']:.0f} words/s]")
+            continue
         extra = "".join(f", {name.upper()} {m[name]:.4f}" for name in m if name.startswith("wer@"))
         print(
             f"{args.run} {key} on {m['split']} ({m['words']} words): CER {m['cer']:.4f}, WER {m['wer']:.4f}"

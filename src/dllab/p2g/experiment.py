@@ -272,16 +272,16 @@ def evaluate(
         "members": [str(run.path)] + [str(r.path) for r in ensemble or []],
         "rescored_by": [str(r.path) for r in rescore or []],
         "strategy": repr(strategy),
-        "words": len(gold),
-        **score(first, gold, cfg.data),
+        "words": len(src),
+        **(score(first, gold, cfg.data) if gold is not None else {"scored": False}),  # a covered file: no gold
         "unknown_source_symbols": unknown,
-        "words_per_second": len(gold) / seconds,
+        "words_per_second": len(src) / seconds,
     }
-    if k > 1:
+    if k > 1 and gold is not None:
         metrics[f"wer@{k}"] = wer_at_k(outputs, gold)
         key += f"_k{k}"
     if file is not None:
-        key += f"-{Path(file).name.removesuffix('.tsv')}"
+        key += f"-{Path(file).stem}"
     record = run.read_test_metrics() or {}
     record[key] = metrics
     run.write_test_metrics(record)
@@ -296,11 +296,17 @@ def evaluate(
     return {key: metrics}
 
 
-def read_scoring_file(file: Path, data_cfg: DataConfig) -> tuple[list[str], list[str]]:
-    """(source texts, gold target texts) of a file in the run's data format, in the run's direction."""
-    from dllab.data.sigmorphon import read_task_pairs
+def read_scoring_file(file: Path, data_cfg: DataConfig) -> tuple[list[str], list[str] | None]:
+    """(source texts, gold target texts) of a file in the run's data format, in the run's direction. A
+    SIGMORPHON G2P run also reads the task's covered test files (spellings only, `is_covered`): their gold is
+    None, and they are decoded, not scored."""
+    from dllab.data.sigmorphon import is_covered, read_task_pairs, read_task_words
     from dllab.data.wikipron import read_pairs
 
+    if data_cfg.source == "sigmorphon" and is_covered(file):
+        if data_cfg.direction != "g2p":
+            raise UserError(f"{file}: a covered test file holds spellings only; a p2g run spells phones")
+        return read_task_words(file), None
     if data_cfg.source == "sigmorphon":
         pairs, _ = read_task_pairs(file, data_cfg.skip_bad_lines)
     else:

@@ -4,6 +4,7 @@
     <runs>/<direction>/<language>/results.json   the language's dev figures: its members decoded together
     <runs>/<direction>/<language>/predictions-dev.tsv   the dev outputs in the task's two columns
     <runs>/<direction>/<language>/predictions-test.tsv  with `test_dir`: the test file's outputs, the same way
+    <runs>/<direction>/<language>/predictions-test-covered.tsv  the same for a covered test file (no gold)
 
 `run_sweep` makes one job of `dllab.engine.sweep.run_jobs` per (direction, language) (parallel one-thread
 processes): it trains the language's members (a finished member is skipped, an interrupted one resumed),
@@ -13,7 +14,7 @@ the dev figure describes, in one command, without training again.
 
     member_config(language, direction, seed, preset, overrides)   the P2GConfig of one member
     run_sweep(...)                train + evaluate; returns {language: results}
-    test_files(test_dir, languages)  each language's test file in a folder of the task's layout, checked
+    test_files(test_dir, languages, directions)  each language's test file in the task's layout, checked
     read_results(root, direction) the results.json files of a sweep root
     macro(results)                macro-average WER / CER per subtask (the task's ranking), with its 95%
                                   sampling interval over dev sets of these sizes
@@ -140,39 +141,54 @@ def evaluate_language(directory: str, members: list[str], beam: int, threads: in
         "baseline_dev_wer": BASELINE_DEV[language],
     }
     earlier = Path(directory) / "results.json"
-    if test_file is None and earlier.exists():  # a dev-only rerun keeps the test figures of the same members
-        kept = json.loads(earlier.read_text(encoding="utf-8")).get("test")
-        if kept is not None:
-            results["test"] = kept
+    if earlier.exists():  # the same members' earlier test figures stay, unless this run replaces them
+        before = json.loads(earlier.read_text(encoding="utf-8"))
+        if [m["run"] for m in before.get("members", [])] == [m["run"] for m in member_rows]:
+            results.update({k: before[k] for k in ("test", "test_predictions") if k in before})
     if test_file is not None:
         scored = evaluate(runs[0], beam=beam if beam > 1 else None, ensemble=runs[1:] or None,
                           rescore=r2l if beam > 1 else None, file=Path(test_file))  # fmt: skip
         test_key, test = next(iter(scored.items()))
         written = Path(runs[0].path) / f"predictions-{test_key}.tsv"
-        (Path(directory) / "predictions-test.tsv").write_bytes(written.read_bytes())
-        results["test"] = {"file": str(test_file), "words": test["words"], "wer": 100 * test["wer"],
-                           "cer": test["cer"], "unknown_source_symbols": test["unknown_source_symbols"],
-                           "baseline_test_wer": BASELINE_TEST[language]}  # fmt: skip
+        covered = test.get("scored") is False  # a covered test file (spellings only): outputs, no figures
+        target = Path(directory) / ("predictions-test-covered.tsv" if covered else "predictions-test.tsv")
+        target.write_bytes(written.read_bytes())
+        if covered:
+            results["test_predictions"] = {"file": str(test_file), "words": test["words"], "output": str(target),
+                                           "unknown_source_symbols": test["unknown_source_symbols"]}  # fmt: skip
+        else:
+            results["test"] = {"file": str(test_file), "words": test["words"], "wer": 100 * test["wer"],
+                               "cer": test["cer"], "unknown_source_symbols": test["unknown_source_symbols"],
+                               "baseline_test_wer": BASELINE_TEST[language]}  # fmt: skip
     atomic_write_json(Path(directory) / "results.json", results)
     return results
 
 
-def test_files(test_dir: str | Path, languages: Sequence[str]) -> dict[str, Path]:
+def test_files(test_dir: str | Path, languages: Sequence[str], directions: Sequence[str] = ("g2p",)) -> dict[str, Path]:
     """{language: its test file} under `test_dir`: `<subtask>/<language>_test.tsv` as in the task's data
-    folder, or `<language>_test.tsv` directly in it. Every language needs one, and each must read as the
-    task's format: a missing, empty or malformed file is a UserError before anything trains."""
-    from dllab.data.sigmorphon import read_task_pairs
+    folder, or `<language>_test.tsv` directly in it; failing those, the covered `<language>_test.txt`
+    (spellings only, as the task hands its test data out: decoded into predictions-test-covered.tsv, not
+    scored).
+    Every language needs one, and each must read as the task's format: a missing, empty or malformed file is
+    a UserError before anything trains."""
+    from dllab.data.sigmorphon import is_covered, read_task_pairs, read_task_words
     from dllab.errors import UserError
 
     out, missing = {}, []
     for language in languages:
-        name = f"{language}_test.tsv"
-        places = [Path(test_dir) / LANGUAGES[language] / name, Path(test_dir) / name]
+        folders = [Path(test_dir) / LANGUAGES[language], Path(test_dir)]
+        places = [f / f"{language}_test.{ext}" for ext in ("tsv", "txt") for f in folders]
         found = next((p for p in places if p.is_file()), None)
         if found is None:
             missing.append(f"{language} ({places[0]} or {places[1]})")
             continue
-        read_task_pairs(found)  # errors name the file and line
+        if is_covered(found):  # the readers' errors name the file and line
+            read_task_words(found)
+            if "p2g" in directions:
+                raise UserError(f"{found}: a covered test file holds spellings only, so P2G cannot be decoded "
+                                "from it: pass --direction g2p, or the test file with its phones")  # fmt: skip
+        else:
+            read_task_pairs(found)
         out[language] = found
     if missing:
         raise UserError(f"--test-dir {test_dir}: no test file for {len(missing)} language(s): {'; '.join(missing)}")
@@ -193,7 +209,7 @@ def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | P
     Returns {"<direction>/<language>": results}."""
     from dllab.p2g.presets import ENSEMBLES, resolve
 
-    tests = test_files(test_dir, languages) if test_dir is not None else {}
+    tests = test_files(test_dir, languages, directions) if test_dir is not None else {}
     jobs, members, beams = [], {}, {}
     for direction in directions:
         for language in languages:
@@ -360,6 +376,11 @@ def print_results(root: str | Path, languages: Sequence[str] | None = None) -> N
                 low, high = t["wer_interval"]
                 print(f"{direction} {subtask} macro test WER {t['wer']:.2f} (95% interval {low:.2f}-{high:.2f})"
                       f"{versus}, {rate} {t['cer']:.4f}{extra}")
+    for direction, results in (("G2P", g2p), ("P2G", p2g)):
+        covered = [lang for lang, r in results.items() if "test_predictions" in r]
+        if covered:
+            print(f"{direction} covered test files (spellings only, not scored): {', '.join(covered)}; outputs in "
+                  f"{Path(root) / direction.lower()}/<language>/predictions-test-covered.tsv")
     for path in sorted(Path(root).glob("sweep*.json")):
         s = json.loads(path.read_text(encoding="utf-8"))
         print(f"{path.name}: {' and '.join(s['directions'])}, {len(s['languages'])} language(s) in one pool: "
