@@ -44,14 +44,43 @@ def test_a_sweep_member_takes_the_preset_the_seed_and_scaled_epochs(tmp_path):
 
 def test_a_sweep_over_sizes_gives_each_language_its_own_sizes_members(tmp_path, monkeypatch):
     import dllab.p2g.sigmorphon as sigmorphon
+    from dllab.config import from_dict
+    from dllab.p2g.config import P2GConfig
     from dllab.p2g.presets import ENSEMBLES
 
     _task(tmp_path, "eng_us", "high", 20000)
     _task(tmp_path, "bul", "medium", 8000)
     _task(tmp_path, "ady", "low", 800)
-    planned = {}
-    monkeypatch.setattr(sigmorphon, "run_jobs", lambda jobs, workers: planned.update(
-        {job.name: (len(job.kwargs["members"]), len(job.kwargs["right_to_left"])) for job in jobs}) or {})
-    sigmorphon.run_sweep(["eng_us", "bul", "ady"], ["g2p"], tmp_path / "runs", data_dir=str(tmp_path))
-    assert planned == {f"g2p/{lang}": (len(ENSEMBLES[size]["seeds"]), len(ENSEMBLES[size]["r2l_seeds"]))
-                       for lang, size in (("eng_us", "high"), ("bul", "medium"), ("ady", "low"))}
+    planned, kwargs = {}, {}
+
+    def run_jobs(jobs, workers):
+        for job in jobs:
+            kwargs[job.name] = job.kwargs
+            planned[job.name] = (len(job.kwargs["members"]), len(job.kwargs["right_to_left"]),
+                                 len(job.kwargs["companions"]))  # fmt: skip
+        return {}
+
+    monkeypatch.setattr(sigmorphon, "run_jobs", run_jobs)
+    sigmorphon.run_sweep(["eng_us", "bul", "ady"], ["g2p"], tmp_path / "runs", data_dir=str(tmp_path),
+                         overrides=["--model.hidden", "64", "--rollin", "0.5"])  # fmt: skip
+
+    def companions(size):
+        plan = ENSEMBLES[size].get("companions")
+        return len(plan["seeds"]) + len(plan["r2l_seeds"]) if plan else 0
+
+    assert planned == {f"g2p/{lang}": (len(ENSEMBLES[size]["seeds"]), len(ENSEMBLES[size]["r2l_seeds"]),
+                                       companions(size))
+                       for lang, size in (("eng_us", "high"), ("bul", "medium"), ("ady", "low"))}  # fmt: skip
+    # low's companions: the BiLSTM speller in both directions beside the transducers, the user's overrides kept
+    # but for what makes them companions (another --arch; --rollin is the transducer's)
+    others = [(path, from_dict(P2GConfig, config)) for path, config in kwargs["g2p/ady"]["companions"]]
+    members = [from_dict(P2GConfig, config) for _, config in kwargs["g2p/ady"]["members"]]
+    assert {m.arch for m in members} == {"transducer"} and {c.arch for _, c in others} == {"lstm"}
+    assert [path.rsplit("/", 1)[1] for path, _ in others] == ["lstm-s1", "lstm-s2", "lstm-r2l-s1"]
+    assert [c.data.reverse for _, c in others] == [False, False, True]
+    assert all(c.model.hidden == 64 and c.model.dropout == 0.5 and c.train.epochs == 80 for _, c in others)
+    assert {c.rollin for _, c in others} == {0.0} and {m.rollin for m in members} == {0.5}
+    # explicit --seeds replace the preset's plan: no companions then
+    planned.clear()
+    sigmorphon.run_sweep(["ady"], ["g2p"], tmp_path / "runs2", data_dir=str(tmp_path), seeds=[1])
+    assert planned == {"g2p/ady": (1, 0, 0)}

@@ -200,3 +200,25 @@ def test_sweep_scores_the_test_files_with_the_dev_system(task, capsys):
     assert "holds spellings only, so P2G cannot be decoded" in capsys.readouterr().err
     assert main(["p2g", "test", str(folder / "s1"), "--file", str(covered / "gre_test.txt")]) == 0
     assert "no gold column to score" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_low_preset_pools_its_bilstm_companions_into_the_reranking(task):
+    """The low preset's plan, as the sweep runs it: transducer members in both directions and BiLSTM
+    companions in both, the companions' beams pooled and their scores added, as a last measured step."""
+    from dllab.p2g.presets import ENSEMBLES
+
+    runs, data = task / "runs" / "companions", task / "data"
+    assert main(["p2g", "sweep", "gre", "--runs", str(runs), "--data-dir", str(data), *TINY]) == 0
+    plan = ENSEMBLES["low"]
+    folder = runs / "g2p" / "gre"
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    others = len(plan["companions"]["seeds"]) + len(plan["companions"]["r2l_seeds"])
+    assert results["decoding"] == (f"ensemble{len(plan['seeds'])}_beam{plan['beam']}_"
+                                   f"rescored{len(plan['r2l_seeds']) + others}")  # fmt: skip
+    assert list(results["steps"])[-1] == f"pooled and reranked with {others} lstm member(s) too"
+    assert len(results["members"]) == len(plan["seeds"]) + len(plan["r2l_seeds"]) + others
+    for run in ("lstm-s1", "lstm-r2l-s1"):
+        config = RunDir(folder / run).read_config_record()["config"]
+        assert config["arch"] == "lstm" and config["train"]["epochs"] == 3  # the user's --train.epochs kept
+    assert evaluate_py_wer(data / "low" / "gre_dev.tsv", folder / "predictions-dev.tsv", 1) == round(results["wer"], 2)

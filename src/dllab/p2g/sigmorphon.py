@@ -1,6 +1,8 @@
 """SIGMORPHON 2021 Task 1 with the speller: every language of a subtask, in either direction, as one sweep.
 
     <runs>/<direction>/<language>/s<seed>/       one member run per seed (`dllab p2g train` layout)
+    <runs>/<direction>/<language>/r2l-s<seed>/   a right-to-left member; lstm-s<seed>/, lstm-r2l-s<seed>/:
+                                                 the preset's companions of another architecture (low)
     <runs>/<direction>/<language>/results.json   the language's dev figures: its members decoded together
     <runs>/<direction>/<language>/predictions-dev.tsv   the dev outputs in the task's two columns
     <runs>/<direction>/<language>/predictions-test.tsv  with `test_dir`: the test file's outputs, the same way
@@ -83,14 +85,16 @@ def train_member(run_path: str, config: dict[str, Any], threads: int) -> dict[st
 
 
 def evaluate_language(directory: str, members: list[str], beam: int, threads: int,
-                      right_to_left: Sequence[str] = (), test_file: str | None = None) -> dict[str, Any]:  # fmt: skip
+                      right_to_left: Sequence[str] = (), test_file: str | None = None,
+                      companions: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
     """A sweep job: decode the language's dev split with its members together; write results.json.
 
     On the way it measures what each step adds, on dev: one member alone decoded greedily (its kept
     checkpoints averaged when the preset says --average), the members together greedily, then with the beam,
     then the n best of both directions' beams reranked by both (`rerank_both_directions`). `test_file`: a file
     in the task's format decoded the same way as the last step, its figures under "test" and its outputs in
-    predictions-test.tsv."""
+    predictions-test.tsv. `companions`: runs of another architecture (both directions) whose beams join the
+    pool and whose scores join the reranking (`rerank_pooled`), a last step."""
     from dllab.p2g.experiment import evaluate
 
     runs = [RunDir(m) for m in members]
@@ -110,11 +114,18 @@ def evaluate_language(directory: str, members: list[str], beam: int, threads: in
         key, metrics = next(iter(evaluate(runs[0], beam=beam, split="valid", ensemble=runs[1:] or None,
                                           rescore=r2l).items()))  # fmt: skip
         steps[f"both directions' n best reranked ({len(r2l)} right-to-left member(s))"] = 100 * metrics["wer"]
+    others = [RunDir(m) for m in companions]
+    rescore = [*r2l, *others] if beam > 1 else []
+    if others and beam > 1:
+        key, metrics = next(iter(evaluate(runs[0], beam=beam, split="valid", ensemble=runs[1:] or None,
+                                          rescore=rescore).items()))  # fmt: skip
+        kinds = sorted({o.read_config(P2GConfig).arch for o in others})
+        steps[f"pooled and reranked with {len(others)} {'/'.join(kinds)} member(s) too"] = 100 * metrics["wer"]
     record = runs[0].read_config_record()
     language = record["config"]["data"]["language"]
     direction = record["config"]["data"]["direction"]
     member_rows = []
-    for run in [*runs, *r2l]:
+    for run in [*runs, *r2l, *others]:
         history = run.read_metrics()
         select = run.read_config_record()["config"].get("select", "cer")
         best = min(history, key=lambda r: (r[f"val_{select}"], r["epoch"]))
@@ -147,7 +158,7 @@ def evaluate_language(directory: str, members: list[str], beam: int, threads: in
             results.update({k: before[k] for k in ("test", "test_predictions") if k in before})
     if test_file is not None:
         scored = evaluate(runs[0], beam=beam if beam > 1 else None, ensemble=runs[1:] or None,
-                          rescore=r2l if beam > 1 else None, file=Path(test_file))  # fmt: skip
+                          rescore=rescore or None, file=Path(test_file))  # fmt: skip
         test_key, test = next(iter(scored.items()))
         written = Path(runs[0].path) / f"predictions-{test_key}.tsv"
         covered = test.get("scored") is False  # a covered test file (spellings only): outputs, no figures
@@ -202,7 +213,9 @@ def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | P
               test_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """One job per (direction, language), all in one pool, the costliest first: each trains the language's
     members one after another (`seeds`, or the preset's; finished ones skipped, interrupted ones resumed) and
-    its right-to-left members (`r2l_seeds`, or the preset's unless `seeds` are given; they rerank the beam),
+    its right-to-left members (`r2l_seeds`, or the preset's unless `seeds` are given; they rerank the beam)
+    and the preset's companions of another architecture (none with `seeds`; their beams and scores join the
+    reranking),
     then decodes its dev split with them together (beam `beam`, or the preset's), so results appear language
     by language. `test_dir`: a folder with the languages' test files (`test_files`), each decoded like dev
     once its language is trained. Writes <root>/sweep-<directions>-<subtask>.json (members, beams, wall time).
@@ -228,15 +241,29 @@ def run_sweep(languages: Sequence[str], directions: Sequence[str], root: str | P
             for seed in backward if beams[name] > 1 else ():
                 cfg = member_config(language, direction, seed, preset, overrides, data_dir, epochs_scale)
                 r2l.append((str(folder / f"r2l-s{seed}"), replace_path(cfg, "data.reverse", True)))
-            for path, cfg in [*configs, *r2l]:
+            others = []  # the preset's companions: members of another architecture, none with --seeds
+            companion = plan.get("companions") if not seeds and beams[name] > 1 else None
+            if companion:
+                # the companions' settings, then the user's overrides, then what makes them companions again
+                settings = [f"--{k}={v}" for k, v in companion["settings"].items()]
+                plan_seeds = [(x, False) for x in companion["seeds"]] + [(x, True) for x in companion["r2l_seeds"]]
+                for seed, reverse in plan_seeds:
+                    cfg = member_config(language, direction, seed, preset, [*settings, *overrides], data_dir,
+                                        epochs_scale)  # fmt: skip
+                    cfg = replace_path(replace_path(cfg, "arch", companion["settings"]["arch"]), "rollin", 0.0)
+                    tag = f"{companion['name']}-{'r2l-' if reverse else ''}s{seed}"
+                    others.append((str(folder / tag), replace_path(cfg, "data.reverse", reverse)))
+            for path, cfg in [*configs, *r2l, *others]:
                 _check_same_config(RunDir(path), cfg)
-            members[name] = [path for path, _ in configs] + [path for path, _ in r2l]
+            members[name] = [path for path, _ in [*configs, *r2l, *others]]
             kwargs = {"directory": str(folder), "members": [(p, to_dict(c)) for p, c in configs],
                       "right_to_left": [(p, to_dict(c)) for p, c in r2l], "beam": beams[name],
-                      "test_file": str(tests[language]) if language in tests else None}  # fmt: skip
+                      "test_file": str(tests[language]) if language in tests else None,
+                      "companions": [(p, to_dict(c)) for p, c in others]}  # fmt: skip
             jobs.append(Job(name, train_language, kwargs))
     # Costliest first (training words x epochs x members, scaled by model size), so no big job starts last.
-    jobs.sort(key=lambda job: -sum(_cost(c) for _, c in job.kwargs["members"] + job.kwargs["right_to_left"]))
+    jobs.sort(key=lambda job: -sum(_cost(c) for _, c in job.kwargs["members"] + job.kwargs["right_to_left"]
+                                   + job.kwargs["companions"]))  # fmt: skip
     began = time.perf_counter()
     results = run_jobs(jobs, workers)
     summary = {"directions": list(directions), "languages": list(languages), "members": members, "beams": beams,
@@ -253,14 +280,15 @@ def _subtasks(languages: Sequence[str]) -> str:
 
 
 def train_language(directory: str, members: list[tuple[str, dict[str, Any]]], beam: int, threads: int,
-                   right_to_left: Sequence[tuple[str, dict[str, Any]]] = (),
-                   test_file: str | None = None) -> dict:  # fmt: skip
+                   right_to_left: Sequence[tuple[str, dict[str, Any]]] = (), test_file: str | None = None,
+                   companions: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict:  # fmt: skip
     """A sweep job: train a language's members one after another, then score its dev split (and `test_file`)
     with them."""
-    for path, config in [*members, *right_to_left]:
+    for path, config in [*members, *right_to_left, *companions]:
         train_member(path, config, threads)
     return evaluate_language(directory, [path for path, _ in members], beam, threads,
-                             [path for path, _ in right_to_left], test_file)  # fmt: skip
+                             [path for path, _ in right_to_left], test_file,
+                             [path for path, _ in companions])  # fmt: skip
 
 
 def _cost(config: dict[str, Any]) -> float:
