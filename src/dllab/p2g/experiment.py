@@ -177,13 +177,14 @@ def _load_member(other: RunDir, run: RunDir, vocabs: tuple[Vocab, Vocab]) -> tup
 def _check_same_data(other: RunDir, other_cfg: P2GConfig, other_vocabs: tuple[Vocab, Vocab], run: RunDir,
                      cfg: P2GConfig, vocabs: tuple[Vocab, Vocab]) -> None:  # fmt: skip
     """A rescoring run of another architecture or direction must have learnt the same data as `run`: the same
-    source, language and direction, the same source symbols and the same target symbols (a transducer's
-    target vocabulary holds its STEP action besides)."""
+    source, language, direction and symbol units, the same source symbols and the same target symbols (a
+    transducer's target vocabulary holds its STEP action besides). The data folder's path may differ (a
+    relative and an absolute one), the symbols tell."""
     from dllab.p2g.align import STEP
 
     def same(a: DataConfig, b: DataConfig) -> bool:
-        return (a.source, a.language, a.direction, a.dir, a.sigmorphon_dir) == (b.source, b.language, b.direction,
-                                                                                   b.dir, b.sigmorphon_dir)  # fmt: skip
+        units = [(x.src_units, x.tgt_units) for x in (symbols_for(a), symbols_for(b))]
+        return (a.source, a.language, a.direction) == (b.source, b.language, b.direction) and units[0] == units[1]
 
     targets = [set(v[1].tokens) - {STEP} for v in (vocabs, other_vocabs)]
     if not same(cfg.data, other_cfg.data) or other_vocabs[0] != vocabs[0] or targets[0] != targets[1]:
