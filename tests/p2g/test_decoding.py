@@ -161,3 +161,19 @@ def test_pooled_reranking_takes_each_groups_vocabularies_and_candidates(monkeypa
     assert decoded == ["tr", "tr-r2l", "lstm"]
     assert [v for v, _ in scored] == ["tr", "tr-r2l", "lstm", "lstm"]  # each model of a group scores
     assert all(texts == ("ab", "ac", "xy") for _, texts in scored)
+
+
+def test_pooled_reranking_divides_by_the_first_groups_length_and_needs_models(monkeypatch):
+    from dllab.p2g.data import Symbols
+
+    monkeypatch.setattr(decoding, "spell_n_best", lambda model, src, vocabs, beam, cfg, n, symbols: [[("a", 0.0)]]
+                        if vocabs == "one" else [[("abc", 0.0)]])  # fmt: skip
+    monkeypatch.setattr(decoding, "spelling_log_probs",
+                        lambda model, src, texts, vocabs, symbols: [{"a": -1.0, "abc": -1.5}[t] for t in texts])
+    groups = [decoding.Group(["m"], "one", Symbols("phones", "codepoints")),
+              decoding.Group(["m"], "two", Symbols("phones", "codepoints", reverse=True))]  # fmt: skip
+    # per symbol with EOS: a (-1 - 1) / 2 = -1 loses to abc (-1.5 - 1.5) / 4 = -0.75; raw, a wins (-2 > -3)
+    assert decoding.rerank_pooled(groups, [("x",)], BeamSearchDecoder(1), None) == ["abc"]
+    assert decoding.rerank_pooled(groups, [("x",)], BeamSearchDecoder(1), None, length_penalty=0.0) == ["a"]
+    with pytest.raises(ValueError, match="models in every group"):
+        decoding.rerank_pooled([decoding.Group([], "one", groups[0].symbols)], [("x",)], BeamSearchDecoder(1), None)

@@ -149,14 +149,17 @@ def test_rescoring_with_a_right_to_left_run(trained, right_to_left, capsys):
 
 
 @pytest.mark.slow
-def test_rescoring_pools_runs_of_another_architecture(trained, right_to_left, toy, tmp_path, capsys):
-    """A BiLSTM run's beam reranked with a transducer run on the same data and a right-to-left BiLSTM: three
-    groups; a run on other data, or one spelling like the first, is refused by name."""
+def test_rescoring_pools_runs_of_another_architecture(trained, right_to_left, toy, tmp_path, capsys, monkeypatch):
+    """A BiLSTM run's beam reranked with a transducer run on the same data (named by a relative path) and a
+    right-to-left BiLSTM: three groups; a run on other data, or one spelling like the first, is refused by name."""
     run, data = trained
     runs = run.path.parent.parent
     common = ["--data-dir", str(data), "--runs", str(runs), "--train.epochs", "6", "--model.hidden", "32",
               "--train.batch_size", "16", "--optim.lr", "0.01"]  # fmt: skip
-    assert main(["p2g", "train", "--arch", "transducer", "--name", "tiny-tr", *common]) == 0
+    with monkeypatch.context() as m:
+        m.chdir(data.parent)
+        assert main(["p2g", "train", "--arch", "transducer", "--name", "tiny-tr", *common[2:], "--data-dir",
+                     data.name]) == 0  # fmt: skip
     transducer = RunDir(runs / "p2g" / "tiny-tr")
     argv = ["p2g", "test", str(run.path), "--beam", "3", "--rescore", str(right_to_left.path), str(transducer.path)]
     assert main(argv) == 0

@@ -200,6 +200,16 @@ def test_sweep_scores_the_test_files_with_the_dev_system(task, capsys):
     assert "holds spellings only, so P2G cannot be decoded" in capsys.readouterr().err
     assert main(["p2g", "test", str(folder / "s1"), "--file", str(covered / "gre_test.txt")]) == 0
     assert "no gold column to score" in capsys.readouterr().out
+    # a .tsv without tabs is a malformed file, not a covered one
+    (tests / "spaces").mkdir()
+    (tests / "spaces" / "gre_test.tsv").write_text("abk a b k\n", encoding="utf-8")
+    assert main([*argv, "--test-dir", str(tests / "spaces")]) == 2
+    assert "gre_test.tsv:1: expected" in capsys.readouterr().err
+    # another decoding (beam 2) is another system: the beam-3 test figures and outputs are dropped
+    assert main([*argv, "--beam", "2"]) == 0
+    changed = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    assert "test" not in changed and "test_predictions" not in changed
+    assert not (folder / "predictions-test.tsv").exists() and not (folder / "predictions-test-covered.tsv").exists()
 
 
 @pytest.mark.slow

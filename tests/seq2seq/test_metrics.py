@@ -132,3 +132,5 @@ def test_macro_interval_is_the_binomial_spread_of_a_macro_average():
     assert 0.92 < hits / 2000 < 0.975
     with pytest.raises(ValueError):
         macro_interval([0.2], [0])
+    with pytest.raises(ValueError, match="level"):
+        macro_interval([0.2], [100], level=95)

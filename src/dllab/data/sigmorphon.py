@@ -95,10 +95,12 @@ def language_files(root: str | Path, language: str) -> LanguageFiles:
 
 
 def is_covered(path: str | Path) -> bool:
-    """Whether a task file is a covered test file: spellings only, one a line (no line holds a tab), as the
-    task hands its test data out (`<language>_test.txt`) before the gold is released."""
+    """Whether a task file is a covered test file: named `.txt` (as the task hands its test data out,
+    `<language>_test.txt`, before the gold is released) and holding no tab, so spellings only, one a line.
+    A `.tsv` file is always read as pairs, so that a malformed one is an error, not a covered file."""
+    path = Path(path)
     try:
-        return b"\t" not in Path(path).read_bytes()
+        return path.suffix == ".txt" and b"\t" not in path.read_bytes()
     except OSError:
         return False  # the reader that follows names the problem
 
@@ -106,24 +108,16 @@ def is_covered(path: str | Path) -> bool:
 def read_task_words(path: str | Path) -> list[str]:
     """The spellings of a covered test file (NFC), one a line. A line with a tab, bytes that are not UTF-8 or an
     empty line among the words are a UserError naming the file and line; so is a file without words."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror})") from None
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
+    from dllab.data.wikipron import numbered_lines
+
     words = []
-    for number, line in enumerate(lines, 1):
-        try:
-            text = line.decode("utf-8").rstrip("\r").removeprefix("\ufeff" if number == 1 else "")
-        except UnicodeDecodeError as err:
-            raise UserError(f"{path}:{number}: not valid UTF-8 (byte {err.start + 1})") from None
-        if "\t" in text:
-            raise UserError(f"{path}:{number}: a covered test file holds one spelling a line, found a tab")
-        if not text.strip():
-            raise UserError(f"{path}:{number}: empty line (a covered test file holds one spelling a line)")
+    for number, text, problem in numbered_lines(path):
+        if problem is None and "\t" in text:
+            problem = "a covered test file holds one spelling a line, found a tab"
+        elif problem is None and not text.strip():
+            problem = "empty line (a covered test file holds one spelling a line)"
+        if problem is not None:
+            raise UserError(f"{path}:{number}: {problem}")
         words.append(unicodedata.normalize("NFC", text.strip()))
     if not words:
         raise UserError(f"{path}: is empty (no words)")

@@ -4,6 +4,10 @@ One pair per UTF-8 line. Phonemes are split on whitespace only, so a multi-codep
 "t͡ʃ" or "iː" stays one token; the spelling is kept as written (case-sensitive, accents included) and is
 tokenised into characters (code points). A split directory holds train.tsv, valid.tsv and optionally
 test.tsv (the course hands out train and valid; without test.tsv the validation file doubles as test).
+
+    numbered_lines(path)   a text file's lines with their numbers and any decoding problem (shared readers)
+    read_pairs(path)       the pairs of a file, errors naming file and line
+    load_split_dir(dir)    train / valid / test of a split directory
 """
 
 from __future__ import annotations
@@ -29,15 +33,10 @@ class P2GSplits:
     test_is_valid: bool = False  # True when there was no test file and `test` is the validation split
 
 
-def read_pairs(
-    path: str | Path, skip_bad_lines: bool = False, spelling_first: bool = False
-) -> tuple[list[Pair], int]:
-    """Pairs of a TSV file and the number of bad lines skipped.
-
-    Lines are `<phonemes>\t<spelling>` (the course), or with `spelling_first` `<spelling>\t<phonemes>`
-    (SIGMORPHON 2021 Task 1, see `dllab.data.sigmorphon`); either way a pair is (phonemes, spelling).
-    A bad line (not exactly one tab, an empty side, bytes that are not UTF-8) is a UserError naming the
-    file and line, or with `skip_bad_lines` is skipped and counted. A file without pairs is a UserError."""
+def numbered_lines(path: str | Path) -> list[tuple[int, str, str | None]]:
+    """(line number, text, problem) of each line of a text file: the final newline, a leading byte-order
+    mark and carriage returns dropped; `problem` names bytes that are not UTF-8 (the text is then ""). A
+    file that cannot be read is a UserError naming it."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -48,18 +47,33 @@ def read_pairs(
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the final newline
-    layout = "<spelling>\\t<phonemes>" if spelling_first else "<phonemes>\\t<spelling>"
-    pairs: list[Pair] = []
-    skipped = 0
+    out = []
     for number, line in enumerate(lines, 1):
-        problem = None
         try:
             text = line.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError as err:
-            text, problem = "", f"not valid UTF-8 (byte {err.start + 1})"
+            out.append((number, "", f"not valid UTF-8 (byte {err.start + 1})"))
+            continue
+        out.append((number, text[1:] if number == 1 and text.startswith("\ufeff") else text, None))
+    return out
+
+
+def read_pairs(
+    path: str | Path, skip_bad_lines: bool = False, spelling_first: bool = False
+) -> tuple[list[Pair], int]:
+    """Pairs of a TSV file and the number of bad lines skipped.
+
+    Lines are `<phonemes>\t<spelling>` (the course), or with `spelling_first` `<spelling>\t<phonemes>`
+    (SIGMORPHON 2021 Task 1, see `dllab.data.sigmorphon`); either way a pair is (phonemes, spelling).
+    A bad line (not exactly one tab, an empty side, bytes that are not UTF-8) is a UserError naming the
+    file and line, or with `skip_bad_lines` is skipped and counted. A file without pairs is a UserError."""
+    path = Path(path)
+    lines = numbered_lines(path)
+    layout = "<spelling>\\t<phonemes>" if spelling_first else "<phonemes>\\t<spelling>"
+    pairs: list[Pair] = []
+    skipped = 0
+    for number, text, problem in lines:
         if problem is None:
-            if number == 1 and text.startswith("\ufeff"):
-                text = text[1:]
             fields = text.split("\t")
             if len(fields) != 2:
                 problem = f"expected '{layout}' with exactly one tab, found {len(fields) - 1}"

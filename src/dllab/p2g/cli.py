@@ -87,8 +87,9 @@ def add_commands(sub) -> None:
                       help="runs on the same data in the other direction (--data.reverse) or of another --arch: "
                            "each kind's beam joins this run's, and all of them rerank the pooled n best")
     test.add_argument("--file", type=Path, default=None,
-                      help="score this file instead of a split (a SIGMORPHON run: the task's <spelling>\\t<phones>); "
-                      "the outputs go to <run>/predictions-<strategy>-<file name>.tsv in the same two columns")
+                      help="score this file instead of a split (a SIGMORPHON run: the task's <spelling>\\t<phones>; "
+                      "a G2P run also decodes a covered .txt file of spellings, unscored); the outputs go to "
+                      "<run>/predictions-<strategy>-<file name without .tsv>.tsv in the same two columns")
     test.set_defaults(func=cmd_test)
 
     sweep = psub.add_parser(
@@ -124,7 +125,8 @@ def add_commands(sub) -> None:
                        help="a folder with each language's test file (<subtask>/<lang>_test.tsv as in the task's "
                             "data folder, or <lang>_test.tsv): scored with the same members, beam and reranking "
                             "as dev, into results.json and predictions-test.tsv (finished members are not trained "
-                            "again)")
+                            "again). A covered <lang>_test.txt (spellings only) is decoded into "
+                            "predictions-test-covered.tsv, not scored, and only for --direction g2p")
     sweep.set_defaults(func=cmd_sweep, overrides=True)
 
     spell = psub.add_parser(

@@ -191,16 +191,20 @@ def rerank_pooled(
     over the group's models of log p(output, EOS) under teacher forcing, divided by (length + 1) **
     `length_penalty` (default: the beam's; length in the first group's target symbols). A group that cannot
     produce a candidate (a transducer's alignment table covers no way to write it) gives it -inf."""
-    candidates: list[list[str]] = [[] for _ in phonemes]
+    if not groups or any(not group.models for group in groups):
+        raise ValueError("rerank_pooled needs at least one group, and models in every group")
+    pools: list[dict[str, None]] = [{} for _ in phonemes]  # each word's candidates, in order of first appearance
     for group in groups:
         n_best = spell_n_best(together(group.models), phonemes, group.vocabs, beam, cfg, beam.beam_size,
                               group.symbols)  # fmt: skip
-        for pool, hyps in zip(candidates, n_best, strict=True):
-            pool.extend(text for text, _ in hyps if text not in pool)
+        for pool, hyps in zip(pools, n_best, strict=True):
+            for text, _ in hyps:
+                pool.setdefault(text)
+    candidates = [list(pool) for pool in pools]
     flat_src = [p for p, cands in zip(phonemes, candidates, strict=True) for _ in cands]
     flat_text = [text for cands in candidates for text in cands]
     penalty = beam.length_penalty if length_penalty is None else length_penalty
-    lengths = [len(groups[0].symbols.target(t)) + 1 for t in flat_text] if groups else []
+    lengths = [len(groups[0].symbols.target(t)) + 1 for t in flat_text]
     norms = torch.tensor(lengths, dtype=torch.float64) ** penalty
     total = torch.zeros(len(flat_text), dtype=torch.float64)
     for group in groups:

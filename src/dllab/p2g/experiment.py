@@ -177,17 +177,20 @@ def _load_member(other: RunDir, run: RunDir, vocabs: tuple[Vocab, Vocab]) -> tup
 def _check_same_data(other: RunDir, other_cfg: P2GConfig, other_vocabs: tuple[Vocab, Vocab], run: RunDir,
                      cfg: P2GConfig, vocabs: tuple[Vocab, Vocab]) -> None:  # fmt: skip
     """A rescoring run of another architecture or direction must have learnt the same data as `run`: the same
-    source, language, direction and symbol units, the same source symbols and the same target symbols (a
-    transducer's target vocabulary holds its STEP action besides). The data folder's path may differ (a
-    relative and an absolute one), the symbols tell."""
+    source, language, direction, symbol units and training-set limit, splits of the same sizes, the same
+    source symbols and the same target symbols (a transducer's target vocabulary holds its STEP action
+    besides). The data folder's path may differ (a relative and an absolute one)."""
     from dllab.p2g.align import STEP
 
     def same(a: DataConfig, b: DataConfig) -> bool:
         units = [(x.src_units, x.tgt_units) for x in (symbols_for(a), symbols_for(b))]
-        return (a.source, a.language, a.direction) == (b.source, b.language, b.direction) and units[0] == units[1]
+        keys = [(x.source, x.language, x.direction, x.limit_train) for x in (a, b)]
+        return keys[0] == keys[1] and units[0] == units[1]
 
+    sizes = [r.read_config_record().get("data", {}).get("sizes") for r in (run, other)]
     targets = [set(v[1].tokens) - {STEP} for v in (vocabs, other_vocabs)]
-    if not same(cfg.data, other_cfg.data) or other_vocabs[0] != vocabs[0] or targets[0] != targets[1]:
+    if (not same(cfg.data, other_cfg.data) or sizes[0] != sizes[1] or other_vocabs[0] != vocabs[0]
+            or targets[0] != targets[1]):  # fmt: skip
         raise UserError(f"--rescore {other.path}: it was trained on other data than {run.path} (data settings "
                         "or symbols differ)")  # fmt: skip
 
@@ -278,11 +281,12 @@ def evaluate(
         "unknown_source_symbols": unknown,
         "words_per_second": len(src) / seconds,
     }
-    if k > 1 and gold is not None:
-        metrics[f"wer@{k}"] = wer_at_k(outputs, gold)
+    if k > 1:
+        if gold is not None:
+            metrics[f"wer@{k}"] = wer_at_k(outputs, gold)
         key += f"_k{k}"
-    if file is not None:
-        key += f"-{Path(file).stem}"
+    if file is not None:  # gre_test.tsv -> "-gre_test"; a covered gre_test.txt keeps its suffix apart
+        key += f"-{Path(file).name.removesuffix('.tsv')}"
     record = run.read_test_metrics() or {}
     record[key] = metrics
     run.write_test_metrics(record)

@@ -204,6 +204,8 @@ def _results_table(runs) -> Table:
         best = min(history, key=lambda r: r["val_cer"])
         for key in sorted(tests, key=_order):
             m = tests[key]
+            if m.get("scored") is False:  # a covered test file's outputs: nothing to put in a table of scores
+                continue
             wer_k = next((v for name, v in m.items() if name.startswith("wer@")), "—")
             name = run.name + (" (right to left)" if record["config"]["data"].get("reverse") else "")
             rows.append([name, "yes" if record["config"]["model"]["attn"] else "no", _label(key), m["cer"],
@@ -214,8 +216,9 @@ def _results_table(runs) -> Table:
         "The homework's table (+ beam search): best checkpoint by validation CER. Nucleus CER / WER are those "
         "of the first of 3 samples; WER@3 counts a word as right when any of the 3 samples is. An ensemble "
         "follows the mean next-letter distribution of the run's model and the other runs' models; a reranked one "
-        "pools the n best of its beam and of the right-to-left runs' beam (trained with --data.reverse), and "
-        "picks the spelling with the best sum of both directions' mean per-letter log-probabilities.",
+        "pools the n best of its beam and of the other runs' beams (right-to-left runs, trained with "
+        "--data.reverse, or runs of another architecture, one group per architecture and direction), and picks "
+        "the spelling with the best sum of the groups' mean per-letter log-probabilities.",
     )
 
 

@@ -4,6 +4,7 @@
     <runs>/<direction>/<language>/r2l-s<seed>/   a right-to-left member; lstm-s<seed>/, lstm-r2l-s<seed>/:
                                                  the preset's companions of another architecture (low)
     <runs>/<direction>/<language>/results.json   the language's dev figures: its members decoded together
+                                                 (and with `test_dir`, its test figures)
     <runs>/<direction>/<language>/predictions-dev.tsv   the dev outputs in the task's two columns
     <runs>/<direction>/<language>/predictions-test.tsv  with `test_dir`: the test file's outputs, the same way
     <runs>/<direction>/<language>/predictions-test-covered.tsv  the same for a covered test file (no gold)
@@ -154,8 +155,13 @@ def evaluate_language(directory: str, members: list[str], beam: int, threads: in
     earlier = Path(directory) / "results.json"
     if earlier.exists():  # the same members' earlier test figures stay, unless this run replaces them
         before = json.loads(earlier.read_text(encoding="utf-8"))
-        if [m["run"] for m in before.get("members", [])] == [m["run"] for m in member_rows]:
-            results.update({k: before[k] for k in ("test", "test_predictions") if k in before})
+        same_system = ([m["run"] for m in before.get("members", [])] == [m["run"] for m in member_rows]
+                       and before.get("decoding") == key)  # fmt: skip
+        for name, file in (("test", "predictions-test.tsv"), ("test_predictions", "predictions-test-covered.tsv")):
+            if name in before and same_system:
+                results[name] = before[name]
+            elif name in before:  # another system's outputs: not this one's test figures
+                (Path(directory) / file).unlink(missing_ok=True)
     if test_file is not None:
         scored = evaluate(runs[0], beam=beam if beam > 1 else None, ensemble=runs[1:] or None,
                           rescore=rescore or None, file=Path(test_file))  # fmt: skip
@@ -191,7 +197,7 @@ def test_files(test_dir: str | Path, languages: Sequence[str], directions: Seque
         places = [f / f"{language}_test.{ext}" for ext in ("tsv", "txt") for f in folders]
         found = next((p for p in places if p.is_file()), None)
         if found is None:
-            missing.append(f"{language} ({places[0]} or {places[1]})")
+            missing.append(f"{language} ({places[0]} or {places[1]}, or a covered {language}_test.txt there)")
             continue
         if is_covered(found):  # the readers' errors name the file and line
             read_task_words(found)

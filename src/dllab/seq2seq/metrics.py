@@ -155,8 +155,8 @@ def macro_interval(rates: Sequence[float], sizes: Sequence[int], level: float = 
     100 words a language, a macro WER over ten languages moves by about 2.5 points either way."""
     if not rates or len(rates) != len(sizes):
         raise ValueError(f"macro_interval needs one size per rate, got {len(rates)} rates and {len(sizes)} sizes")
-    if any(n < 1 for n in sizes) or any(not 0 <= r <= 1 for r in rates):
-        raise ValueError("macro_interval: sizes must be >= 1 and rates in [0, 1]")
+    if any(n < 1 for n in sizes) or any(not 0 <= r <= 1 for r in rates) or not 0 < level < 1:
+        raise ValueError(f"macro_interval: sizes must be >= 1, rates in [0, 1] and the level in (0, 1), got {level}")
     mean = sum(rates) / len(rates)
     spread = sum(r * (1 - r) / n for r, n in zip(rates, sizes, strict=True)) ** 0.5 / len(rates)
     z = NormalDist().inv_cdf(0.5 + level / 2)
