@@ -185,9 +185,8 @@ def test_files(test_dir: str | Path, languages: Sequence[str], directions: Seque
     """{language: its test file} under `test_dir`: `<subtask>/<language>_test.tsv` as in the task's data
     folder, or `<language>_test.tsv` directly in it; failing those, the covered `<language>_test.txt`
     (spellings only, as the task hands its test data out: decoded into predictions-test-covered.tsv, not
-    scored).
-    Every language needs one, and each must read as the task's format: a missing, empty or malformed file is
-    a UserError before anything trains."""
+    scored). Every language needs one, and each must read as the task's format: a missing, empty or
+    malformed file is a UserError before anything trains."""
     from dllab.data.sigmorphon import is_covered, read_task_pairs, read_task_words
     from dllab.errors import UserError
 
@@ -335,26 +334,27 @@ def macro(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per subtask: macro WER / CER over its languages present, how many of them, the baseline's dev macro, and
     `wer_interval`: the 95% interval of the macro WER over dev sets of these sizes (`macro_interval`): 100 dev
     words a language leave a low macro WER about 2.5 points either way, so a smaller gap is not a finding."""
-    from dllab.seq2seq.metrics import macro_interval
-
     out = {}
     for subtask, langs in SUBTASKS.items():
         rows = [results[lang] for lang in langs if lang in results]
         if rows:
-            n = len(rows)
-            low, high = macro_interval([r["wer"] / 100 for r in rows], [r["dev_words"] for r in rows])
-            out[subtask] = {"wer": sum(r["wer"] for r in rows) / n, "cer": sum(r["cer"] for r in rows) / n,
-                            "wer_interval": (100 * low, 100 * high),
-                            "languages": len(rows), "of": len(langs), "baseline_dev_wer": BASELINE_MACRO_DEV[subtask],
+            out[subtask] = {**_averages(rows, "dev_words"), "of": len(langs),
+                            "baseline_dev_wer": BASELINE_MACRO_DEV[subtask],
                             "train_seconds": sum(r["train_seconds"] for r in rows)}  # fmt: skip
             tests = [r["test"] for r in rows if "test" in r]
             if tests:
-                low, high = macro_interval([t["wer"] / 100 for t in tests], [t["words"] for t in tests])
-                out[subtask]["test"] = {"wer": sum(t["wer"] for t in tests) / len(tests),
-                                        "cer": sum(t["cer"] for t in tests) / len(tests),
-                                        "wer_interval": (100 * low, 100 * high), "languages": len(tests),
-                                        "baseline_test_wer": BASELINE_MACRO_TEST[subtask]}  # fmt: skip
+                out[subtask]["test"] = {**_averages(tests, "words"), "baseline_test_wer": BASELINE_MACRO_TEST[subtask]}
     return out
+
+
+def _averages(rows: Sequence[dict[str, Any]], words: str) -> dict[str, Any]:
+    """Macro WER (x100) and CER of scored rows, the WER's 95% interval over sets of their sizes (`words`: the
+    key holding each row's word count), and how many rows."""
+    from dllab.seq2seq.metrics import macro_interval
+
+    low, high = macro_interval([r["wer"] / 100 for r in rows], [r[words] for r in rows])
+    return {"wer": sum(r["wer"] for r in rows) / len(rows), "cer": sum(r["cer"] for r in rows) / len(rows),
+            "wer_interval": (100 * low, 100 * high), "languages": len(rows)}  # fmt: skip
 
 
 def results_table(g2p: dict[str, dict[str, Any]], p2g: dict[str, dict[str, Any]]) -> tuple[list[str], list[list]]:
